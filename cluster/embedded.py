@@ -1,0 +1,97 @@
+"""Connecting to Ray: a real cluster (`ray.address` or $RAY_ADDRESS) or an embedded local one.
+
+The embedded cluster keeps everything under one state folder (`ray.state_dir`): Ray's temp/session
+files in `tmp/` and Ray Train's storage in `storage/`, so nothing lands in /tmp/ray or ~/ray_results.
+Token authentication stays at Ray's default (on). Ray's shutdown runs at exit and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from distill_ray.config import RayConfig
+from distill_ray.errors import ConfigError
+
+# Ray's session dir adds ~70 characters of sockets/... below temp; Unix socket paths max out at 107.
+MAX_STATE_DIR_CHARS = 35
+
+
+@dataclass(frozen=True)
+class RayContext:
+    """What jobs need to know about the cluster they run on."""
+
+    embedded: bool
+    storage_path: str  # Ray Train RunConfig.storage_path
+    address: str | None
+
+
+def state_paths(ray_cfg: RayConfig) -> tuple[Path, Path]:
+    state = Path(ray_cfg.state_dir).expanduser().resolve()
+    if len(str(state)) > MAX_STATE_DIR_CHARS:
+        raise ConfigError(
+            "ray.state_dir",
+            f"'{state}' is {len(str(state))} characters; keep it at most {MAX_STATE_DIR_CHARS} "
+            "(Ray's socket paths below it must stay under 107)",
+        )
+    return state / "tmp", state / "storage"
+
+
+def embedded_init_kwargs(ray_cfg: RayConfig) -> dict:
+    tmp, _ = state_paths(ray_cfg)
+    tmp.mkdir(parents=True, exist_ok=True)
+    return dict(
+        num_cpus=ray_cfg.num_cpus,
+        include_dashboard=ray_cfg.include_dashboard,
+        dashboard_host="127.0.0.1",
+        _temp_dir=str(tmp),
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+    )
+
+
+@contextmanager
+def ray_session(ray_cfg: RayConfig) -> Iterator[RayContext]:
+    """Connect to (or start) Ray for the duration of a run; always disconnect/stop on the way out."""
+    import ray
+
+    address = ray_cfg.address or os.environ.get("RAY_ADDRESS")
+    _, storage = state_paths(ray_cfg)
+    storage.mkdir(parents=True, exist_ok=True)
+    already = ray.is_initialized()
+    if not already:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:
+            ray.init(**embedded_init_kwargs(ray_cfg))
+    _quiet_ray_data()
+    try:
+        yield RayContext(embedded=not address, storage_path=str(storage), address=address)
+    finally:
+        if not already:
+            _shutdown(embedded=not address)
+
+
+def _quiet_ray_data() -> None:
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = True
+    ctx.print_on_execution_start = False
+
+
+def _shutdown(embedded: bool) -> None:
+    import ray
+
+    if embedded:
+        try:
+            from ray import serve
+
+            serve.shutdown()
+        except Exception:  # Serve may never have started; shutdown must not mask the real error
+            pass
+    ray.shutdown()

