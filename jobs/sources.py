@@ -21,7 +21,7 @@ PROBLEM_SCHEMA = pa.schema([(name, pa.string()) for name in ("id", "problem", "r
 def read_problem_records(source: Source, cfg: DatasetConfig) -> tuple[ray.data.Dataset, DatasetConfig]:
     """Raw records as a Dataset with one `raw` text column (JSON), plus the field mapping to apply."""
     if source.kind == "procedural":
-        rows = procedural_arithmetic(cfg.limit or 100, cfg.seed)
+        rows = procedural_arithmetic(cfg.limit or 100, cfg.seed, source.max_operand, source.split)
         ds = ray.data.from_items([{"raw": json.dumps(r)} for r in rows])
         cfg = cfg.model_copy(update={"prompt_field": "question", "answer_field": "answer", "id_field": "id",
                                      "answer_format": "plain"})  # fmt: skip

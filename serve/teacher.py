@@ -1,0 +1,306 @@
+"""The teacher as a Ray Serve deployment speaking the OpenAI API (chat, completions, models).
+
+Where it sits: `jobs/` and the CLI deploy it with `deploy_teacher`; any OpenAI client talks to it
+over HTTP at `TeacherEndpoint.base_url`, and in-cluster callers (the Ray Data generation job) call
+`handle.chat.remote(body)` on its DeploymentHandle. Each replica owns one
+`distill_ray.engine.GenerationEngine`; the wire format lives in `distill_ray.openai_protocol`.
+
+Batching: every request is split into single sequences (n choices x prompts), each sent through a
+`@serve.batch` method, so sequences of concurrent requests share one engine batch. The engine runs
+in a one-thread executor: the event loop stays free for health checks and new arrivals, and the
+engine (not thread-safe) never runs two batches at once.
+
+Auth: with `ServeConfig.api_key` set, every `/v1/*` route needs `Authorization: Bearer <key>`;
+`/health` stays open, and handle calls are in-cluster and trusted.
+"""
+
+# No `from __future__ import annotations` here: Serve cloudpickles the FastAPI app with the route
+# methods by value, and string annotations ("Request") cannot be resolved in the replica, which
+# makes FastAPI read `request` as a query parameter (every call answers 422).
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from distill_ray.config.schema import ServeConfig
+from distill_ray.engine import GenerationEngine, GenRequest, GenResult
+from distill_ray.models import resolve_model
+from distill_ray.openai_protocol import (
+    ProtocolError,
+    chat_response,
+    completion_response,
+    error_body,
+    models_response,
+    parse_chat_request,
+    parse_completion_request,
+)
+
+logger = logging.getLogger(__name__)
+
+app = FastAPI(title="distill-ray teacher", docs_url=None, redoc_url=None)
+
+
+@app.exception_handler(ProtocolError)
+async def _protocol_error(_request: Request, exc: ProtocolError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status_code)
+
+
+@app.exception_handler(Exception)
+async def _server_error(_request: Request, exc: Exception) -> JSONResponse:
+    # Anything unexpected still answers in OpenAI's shape, so clients show the message.
+    logger.exception("teacher request failed")
+    return JSONResponse(error_body(f"internal error: {exc}", type="server_error"), status_code=500)
+
+
+# Route helpers must be defined above the class: @serve.ingress cloudpickles the app (route methods
+# by value, with the module globals that exist at that moment) when the class is decorated.
+async def _json_body(request: Request):
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ProtocolError("request body is not valid JSON") from None
+
+
+@serve.deployment(name="TeacherDeployment")
+@serve.ingress(app)
+class TeacherDeployment:
+    """One replica: an engine, the batch queue feeding it, and the OpenAI routes.
+
+    A request's `model` may be the served name, the model spec it was deployed from, or absent.
+    """
+
+    def __init__(self, model_spec: str, serve_cfg: ServeConfig, served_name: str):
+        self.model_spec = model_spec
+        self.served_name = served_name
+        self.api_key = serve_cfg.api_key
+        self.engine = GenerationEngine(resolve_model(model_spec), torch_threads=serve_cfg.torch_threads)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="teacher-engine")
+        self._created = int(time.time())
+        # The decorator's sizes are placeholders; the config's win (the queue is built lazily on
+        # the first call, so setting them here applies before any batch forms).
+        self._generate_one.set_max_batch_size(serve_cfg.max_batch_size)
+        self._generate_one.set_batch_wait_timeout_s(serve_cfg.batch_wait_timeout_s)
+        self._stats = {"batches": 0, "sequences": 0, "max_batch": 0}
+
+    # ---- HTTP routes -------------------------------------------------------------------------
+
+    @app.get("/health")
+    async def http_health(self) -> dict:
+        return {"status": "ok", "model": self.served_name}
+
+    @app.get("/v1/models")
+    async def http_models(self, request: Request) -> dict:
+        self._authorize(request)
+        return models_response([self.served_name], created=self._created)
+
+    @app.post("/v1/chat/completions")
+    async def http_chat(self, request: Request) -> dict:
+        self._authorize(request)
+        return await self.chat(await _json_body(request))
+
+    @app.post("/v1/completions")
+    async def http_completions(self, request: Request) -> dict:
+        self._authorize(request)
+        return await self.completions(await _json_body(request))
+
+    # ---- handle-callable methods (same bodies and answers as the routes) ---------------------
+
+    async def chat(self, body: dict) -> dict:
+        """A chat completion for an OpenAI request body; raises ProtocolError on bad input."""
+        req = parse_chat_request(body)
+        self._check_model(req.model)
+        try:
+            prompt_ids = self.engine.chat_prompt_ids(req.template_messages())
+        except Exception as exc:  # template errors are the client's messages, not a server fault
+            raise ProtocolError(f"messages cannot be formatted by the chat template: {exc}", param="messages")
+        self._check_prompt(prompt_ids, "messages")
+        results = await self._sample(prompt_ids, req)
+        return chat_response(results, self.served_name, len(prompt_ids))
+
+    async def completions(self, body: dict) -> dict:
+        """A legacy text completion for an OpenAI request body; raises ProtocolError on bad input."""
+        req = parse_completion_request(body)
+        self._check_model(req.model)
+        prompt_ids = [self.engine.text_prompt_ids(p) for p in req.prompts]
+        for ids in prompt_ids:
+            self._check_prompt(ids, "prompt")
+        per_prompt = await asyncio.gather(*(self._sample(ids, req) for ids in prompt_ids))
+        return completion_response(per_prompt, self.served_name, [len(ids) for ids in prompt_ids])
+
+    async def stats(self) -> dict:
+        """Batching counters since start: batches run, sequences decoded, largest batch."""
+        return dict(self._stats)
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _authorize(self, request: Request) -> None:
+        if not self.api_key:
+            return
+        given = request.headers.get("authorization", "")
+        # Constant-time comparison: the key must not leak through response timing.
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
+            raise ProtocolError(
+                "Incorrect or missing API key: send 'Authorization: Bearer <key>'",
+                status_code=401,
+                code="invalid_api_key",
+            )
+
+    def _check_model(self, model: str | None) -> None:
+        if model is None or model in (self.served_name, self.model_spec):
+            return
+        raise ProtocolError(
+            f"The model '{model}' does not exist; this server serves '{self.served_name}'",
+            status_code=404,
+            param="model",
+            code="model_not_found",
+        )
+
+    def _check_prompt(self, prompt_ids: list[int], param: str) -> None:
+        # Checked per request so one bad request cannot fail the engine batch it would share.
+        if not prompt_ids:
+            raise ProtocolError(f"{param}: the prompt is empty", param=param)
+        limit = self.engine.max_context
+        if limit is not None and len(prompt_ids) >= limit:
+            raise ProtocolError(
+                f"{param}: the prompt has {len(prompt_ids)} tokens; the model's context is {limit} tokens",
+                param=param,
+                code="context_length_exceeded",
+            )
+
+    async def _sample(self, prompt_ids: list[int], req) -> list[GenResult]:
+        """The request's n choices for one prompt, each as its own batched sequence."""
+        sequences = [
+            GenRequest(
+                prompt_ids=prompt_ids,
+                max_new_tokens=req.max_new_tokens,
+                temperature=req.temperature_value,
+                top_p=req.top_p_value,
+                seed=seed,
+                stop=req.stop_list,
+                logprobs=req.want_logprobs,
+                top_logprobs=req.top_logprobs_value,
+            )
+            for seed in req.choice_seeds()
+        ]
+        outcomes = await asyncio.gather(*(self._generate_one(seq) for seq in sequences))
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise ProtocolError(str(outcome))
+        return list(outcomes)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
+    async def _generate_one(self, sequences: list[GenRequest]) -> list[GenResult | ValueError]:
+        """Batched by Serve: called with single GenRequests, runs them as one engine batch.
+
+        Returns a result or the ValueError for each sequence: the engine rejects a whole batch
+        when one row is bad, so on rejection the rows are rerun alone and only bad ones fail.
+        """
+        self._stats["batches"] += 1
+        self._stats["sequences"] += len(sequences)
+        self._stats["max_batch"] = max(self._stats["max_batch"], len(sequences))
+        try:
+            return await self._run_engine(sequences)
+        except ValueError:
+            outcomes: list[GenResult | ValueError] = []
+            for seq in sequences:
+                try:
+                    outcomes.extend(await self._run_engine([seq]))
+                except ValueError as exc:
+                    outcomes.append(exc)
+            return outcomes
+
+    async def _run_engine(self, sequences: list[GenRequest]) -> list[GenResult]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.engine.generate, sequences)
+
+
+def derive_served_name(model_spec: str) -> str:
+    """The model name clients send: `builtin:NAME` -> NAME, `tiny:smollm2` -> tiny-smollm2, a
+    folder -> its name; spec parameters are appended (`...?layers=4` -> `...-layers4`)."""
+    kind, _, rest = model_spec.partition(":")
+    if kind in ("builtin", "tiny") and rest:
+        name, _, query = rest.partition("?")
+        base = name if kind == "builtin" else f"tiny-{name}"
+        params = "".join(f"-{k}{v}" for k, v in parse_qsl(query))
+        return base + params
+    return Path(model_spec.rstrip("/")).expanduser().name or model_spec
+
+
+def build_teacher_app(
+    model_spec: str, serve_cfg: ServeConfig, served_name: str | None = None
+) -> serve.Application:
+    """The teacher Serve application: autoscaling, per-replica caps and CPU share from `serve_cfg`."""
+    autoscaling = {
+        "min_replicas": serve_cfg.min_replicas,
+        "max_replicas": serve_cfg.max_replicas,
+        "target_ongoing_requests": serve_cfg.target_ongoing_requests,
+        # Start with one replica even when allowed to scale to zero, so deploy returns a live URL.
+        "initial_replicas": serve_cfg.min_replicas or 1,
+    }
+    deployment = TeacherDeployment.options(
+        autoscaling_config=autoscaling,
+        max_ongoing_requests=serve_cfg.max_ongoing_requests,
+        ray_actor_options={"num_cpus": serve_cfg.num_cpus},
+    )
+    return deployment.bind(model_spec, serve_cfg, served_name or derive_served_name(model_spec))
+
+
+@dataclass
+class TeacherEndpoint:
+    """Where a deployed teacher answers: OpenAI base URL for HTTP clients, handle for in-cluster."""
+
+    app_name: str
+    served_name: str
+    base_url: str
+    handle: DeploymentHandle
+    api_key: str | None
+
+
+def deploy_teacher(
+    model_spec: str, serve_cfg: ServeConfig, app_name: str = "teacher", served_name: str | None = None
+) -> TeacherEndpoint:
+    """Deploy (or redeploy) the teacher app at `/{app_name}` and wait until it is running."""
+    # A no-op with a warning when Serve already runs: its proxy keeps its own host/port.
+    serve.start(http_options={"host": serve_cfg.host, "port": serve_cfg.port})
+    host, port = _proxy_address(serve_cfg)
+    name = served_name or derive_served_name(model_spec)
+    application = build_teacher_app(model_spec, serve_cfg, name)
+    handle = serve.run(application, name=app_name, route_prefix=f"/{app_name}")
+    base_url = f"http://{_url_host(host)}:{port}/{app_name}/v1"
+    return TeacherEndpoint(app_name, name, base_url, handle, serve_cfg.api_key)
+
+
+def undeploy(app_name: str = "teacher") -> None:
+    """Delete the app (its replicas stop); Serve itself keeps running."""
+    serve.delete(app_name)
+
+
+def _proxy_address(serve_cfg: ServeConfig) -> tuple[str, int]:
+    """Host and port of the running proxy; Serve has no public getter, so read its client."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        options = _get_global_client().http_config
+        return str(options.host), int(options.port)
+    except Exception:  # private API moved: the requested options are the best guess
+        return serve_cfg.host, serve_cfg.port
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        # Wildcard binds are not addresses a client can dial; this node's IP is.
+        import ray.util
+
+        host = ray.util.get_node_ip_address()
+    return f"[{host}]" if ":" in host else host
