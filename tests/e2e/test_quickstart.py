@@ -1,0 +1,48 @@
+"""The quickstart recipe end to end through the real CLI on its own embedded cluster (shrunk with --set)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.ray
+
+
+def test_quickstart_recipe_end_to_end(tmp_path):
+    from conftest import free_port
+
+    out = tmp_path / "qs"
+    shrink = [
+        f"output_dir={out}",
+        f"ray.state_dir=/tmp/dr-e2e-{free_port()}",
+        f"inference.serve.port={free_port()}",
+        "inference.max_new_tokens=12",
+        "inference.num_samples=1",
+        "distillation.keep=all",  # the shrunk teacher may get nothing right; keep every sample
+        "stages.generate.dataset.limit=4",
+        "stages.eval_before.dataset.limit=3",
+        "stages.eval_after.dataset.limit=3",
+        "stages.sft.training.max_steps=2",
+    ]
+    args = [sys.executable, "-m", "distill_ray.cli", "run", str(REPO / "recipes" / "quickstart.yaml")]
+    for item in shrink:
+        args += ["--set", item]
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "ok"
+    stages = {s["name"]: s for s in summary["stages"]}
+    assert list(stages) == ["generate", "eval_before", "sft", "eval_after"]
+    assert stages["generate"]["rows_in"] == 4 and stages["generate"]["rows_out"] == 4 * 2  # x 2 temperatures
+    assert stages["sft"]["rows_out"] == 8 and stages["sft"]["metrics"]["steps"] == 2
+    for name in ("eval_before", "eval_after"):
+        metrics = stages[name]["metrics"]
+        assert 0.0 <= metrics["pass@1"] <= 1.0 and metrics["problems"] == 3
+        assert (out / name / "results").is_dir()
+    assert stages["eval_after"]["metrics"]["model"] == str(out / "sft" / "model")
+    assert (out / "sft" / "model" / "model.safetensors").is_file()
+    assert all(s["seconds"] > 0 for s in summary["stages"])

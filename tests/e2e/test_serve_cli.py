@@ -1,0 +1,57 @@
+"""`distill-ray serve teacher`: prints a base URL the openai client can use; Ctrl-C stops Ray cleanly."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.ray
+
+
+def _ray_processes(state_dir: str) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if state_dir in line and "pytest" not in line]
+
+
+def test_serve_teacher_prints_url_answers_openai_and_stops_on_ctrl_c(tmp_path):
+    import openai
+
+    from conftest import free_port
+
+    state_dir = f"/tmp/dr-serve-{free_port()}"
+    cfg = tmp_path / "teacher.yaml"
+    cfg.write_text(
+        "job_type: generate\n"
+        "models: {teacher: 'tiny:smollm2'}\n"
+        "dataset: {instruction_path: 'procedural:arithmetic'}\n"
+        f"inference: {{serve: {{port: {free_port()}, api_key: sekret}}}}\n"
+        f"ray: {{state_dir: {state_dir}}}\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "distill_ray.cli", "serve", "teacher", str(cfg)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        url = ""
+        for _ in range(500):  # Ray may forward worker output to stdout before the URL line
+            url = proc.stdout.readline().strip()
+            if url.startswith("http") or proc.poll() is not None:
+                break
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/teacher/v1"), url
+        client = openai.OpenAI(base_url=url, api_key="sekret", max_retries=0)
+        reply = client.chat.completions.create(model="tiny-smollm2", max_tokens=4,
+                                               messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+        assert reply.choices[0].finish_reason in ("stop", "length")
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.time() + 30
+    while _ray_processes(state_dir) and time.time() < deadline:
+        time.sleep(1)
+    assert not _ray_processes(state_dir), "Ray processes outlived the CLI"
