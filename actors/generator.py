@@ -7,6 +7,7 @@ all of a batch's requests in flight at once, then scores the problem's whole gro
 
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -64,7 +65,7 @@ class CoTGenerator:
             body["model"] = self.target.model
         if inf.seed is not None:
             # Distinct but reproducible per (problem, temperature): resumed runs regenerate the same text.
-            body["seed"] = (inf.seed * 1_000_003 + hash((problem["id"], temperature)) % 1_000_003) % 2**31
+            body["seed"] = request_seed(inf.seed, problem["id"], temperature)
         return body
 
     def _ask(self, problem: dict[str, Any], temperature: float) -> list[dict[str, Any]]:
@@ -95,6 +96,12 @@ class CoTGenerator:
                 }
             )
         return rows
+
+
+def request_seed(base: int, problem_id: str, temperature: float) -> int:
+    """A seed per (problem, temperature) that is stable across processes (unlike salted `hash()`)."""
+    digest = hashlib.sha256(f"{base}|{problem_id}|{temperature}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def _choice_tokens(choice: dict[str, Any], usage: dict[str, Any], n: int) -> int:

@@ -122,11 +122,12 @@ def check_row(row: dict[str, Any]) -> str | None:
 
 
 def read_labeled_rows(path: str) -> tuple[list[dict], list[dict]]:
-    """Rows of a .parquet or .jsonl/.json file, plus rejects for JSON lines that do not parse."""
+    """Rows of a .parquet file or folder (as the generation job writes) or a .jsonl/.json file, plus
+    rejects for JSON lines that do not parse."""
     p = Path(path)
-    if not p.is_file():
-        raise InputFileError(path, "labelled rows file not found")
-    if p.suffix == ".parquet":
+    if not p.exists():
+        raise InputFileError(path, "labelled rows file or folder not found")
+    if p.is_dir() or p.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         try:

@@ -122,6 +122,20 @@ def test_read_labeled_rows_file_errors(tmp_path):
         read_labeled_rows(str(tmp_path / "bad.parquet"))
 
 
+def test_read_labeled_rows_from_a_parquet_folder(tmp_path):
+    """The generation job writes its kept samples as a folder of Parquet parts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "kept"
+    folder.mkdir()
+    for i in range(2):
+        pq.write_table(pa.Table.from_pylist([{"problem": f"p{i}", "response": "r", "kept": True}]),
+                       folder / f"part-{i}.parquet")  # fmt: skip
+    rows, rejects = read_labeled_rows(str(folder))
+    assert sorted(r["problem"] for r in rows) == ["p0", "p1"] and rejects == []
+
+
 def test_select_training_rows_rejects_with_reasons(tokenizer):
     rows = [
         {"problem": "What is 2+3?", "response": RESPONSE},
