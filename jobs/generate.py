@@ -15,8 +15,9 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
+from ray.data.expressions import col
 
-from actors.generator import CoTGenerator
+from actors.generator import SAMPLE_SCHEMA, CoTGenerator
 from actors.teacher_client import TeacherTarget
 from distill_ray.config import DistillationConfig, InferenceConfig, JobConfig
 from distill_ray.datasets import resolve_source
@@ -25,6 +26,7 @@ from jobs.common import StageEnv, append_rejected
 from jobs.sources import problems_dataset
 from jobs.teachers import teacher_target
 
+STAT_COLUMNS = ["id", "error", "correct", "kept", "format_reward", "completion_tokens"]
 CALLER_CPUS = 0.25  # callers mostly wait on the teacher; leave the cores to replicas and workers
 
 
@@ -70,7 +72,7 @@ def generate_samples(
 
     problems = problems_dataset(source, job.dataset)
     malformed = _quarantine_malformed(problems, stage)
-    samples = problems.filter(lambda r: r["error"] is None).drop_columns(["error", "raw"]).map_batches(
+    samples = problems.filter(expr=col("error").is_null()).drop_columns(["error", "raw"]).map_batches(
         CoTGenerator,
         fn_constructor_kwargs=dict(
             target=target,
@@ -84,23 +86,33 @@ def generate_samples(
         num_cpus=CALLER_CPUS,
     )
     samples.write_parquet(str(samples_dir))
-    table = pq.read_table(samples_dir)
+    _ensure_parquet(samples_dir)
+    # Everything below streams from the written samples (the teacher is never asked twice); only the
+    # small columns that the statistics need are read into this process.
+    written = ray.data.read_parquet(str(samples_dir))
     if kept_dir is not None:
-        kept_dir.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table.filter(pc.field("kept")), kept_dir / "part-0.parquet")
-    errors = table.filter(pc.invert(pc.is_null(table["error"])))
-    append_rejected(stage.rejected_file, stage.name,
-                    [{"reason": "teacher error", "row": r} for r in errors.to_pylist()])  # fmt: skip
-    stats = sample_stats(table)
-    stats["reject_reasons"] = [m["reason"] for m in malformed] + ["teacher error"] * errors.num_rows
-    return GenerationRun(samples_dir, kept_dir, len(malformed) + _problem_count(table), len(malformed), stats)
+        written.filter(expr=col("kept") == True).write_parquet(str(kept_dir))  # noqa: E712 - an expression
+        kept_dir.mkdir(parents=True, exist_ok=True)  # exists even when nothing was kept
+    failed = written.filter(expr=col("error").is_not_null())
+    errors = [{"reason": "teacher error", "row": r} for r in failed.iter_rows()]
+    append_rejected(stage.rejected_file, stage.name, errors)
+    stats = sample_stats(pq.read_table(samples_dir, columns=STAT_COLUMNS))
+    stats["reject_reasons"] = [m["reason"] for m in malformed] + ["teacher error"] * len(errors)
+    return GenerationRun(samples_dir, kept_dir, problems.count(), len(malformed), stats)
+
+
+def _ensure_parquet(folder: Path) -> None:
+    """Ray Data writes no file for an empty dataset; leave a schema-only file so readers still work."""
+    if not any(folder.glob("*.parquet")):
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(SAMPLE_SCHEMA.empty_table(), folder / "empty.parquet")
 
 
 def _quarantine_malformed(problems: ray.data.Dataset, stage: StageEnv) -> list[dict]:
     """Stream the rejected records (a cheap second read of the source) into rejected/."""
     bad = [
         {"reason": r["error"], "row": r["raw"]}
-        for r in problems.filter(lambda r: r["error"] is not None).iter_rows()
+        for r in problems.filter(expr=col("error").is_not_null()).iter_rows()
     ]
     append_rejected(stage.rejected_file, stage.name, bad)
     return bad

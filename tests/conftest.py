@@ -7,6 +7,7 @@ never pay Ray's start-up time. Serve binds to a free loopback port chosen here.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def ray_cluster(tmp_path_factory):
     with ray_session(cfg) as ctx:
         yield ctx
     assert not ray.is_initialized()
+    shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """The quickstart recipe end to end through the real CLI on its own embedded cluster (shrunk with --set)."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,10 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     from conftest import free_port
 
     out = tmp_path / "qs"
+    state_dir = f"/tmp/dr-e2e-{free_port()}"
     shrink = [
         f"output_dir={out}",
-        f"ray.state_dir=/tmp/dr-e2e-{free_port()}",
+        f"ray.state_dir={state_dir}",
         f"inference.serve.port={free_port()}",
         "inference.max_new_tokens=12",
         "inference.num_samples=1",
@@ -30,7 +32,10 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     args = [sys.executable, "-m", "distill_ray.cli", "run", str(REPO / "recipes" / "quickstart.yaml")]
     for item in shrink:
         args += ["--set", item]
-    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
+    try:
+        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     summary = json.loads((out / "summary.json").read_text())

@@ -1,5 +1,6 @@
 """`distill-ray serve teacher`: prints a base URL the openai client can use; Ctrl-C stops Ray cleanly."""
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,3 +56,4 @@ def test_serve_teacher_prints_url_answers_openai_and_stops_on_ctrl_c(tmp_path):
     while _ray_processes(state_dir) and time.time() < deadline:
         time.sleep(1)
     assert not _ray_processes(state_dir), "Ray processes outlived the CLI"
+    shutil.rmtree(state_dir, ignore_errors=True)

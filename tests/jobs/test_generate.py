@@ -69,3 +69,15 @@ def test_unreachable_external_teacher_rejects_rows_instead_of_crashing(tmp_path,
     assert result.rows_out == 0
     assert result.rejected_reasons["teacher error"] == 4 * 2  # one per (problem, temperature)
     assert result.metrics["teacher_errors"] == 8
+
+
+def test_input_with_only_bad_rows_yields_empty_outputs_not_a_crash(tmp_path, ray_cluster, serve_port):
+    from jobs import generate
+
+    (tmp_path / "prompts.jsonl").write_text('{"question": \n{"answer": "3"}\n')
+    job = _job(tmp_path, serve_port)
+    env = StageEnv("generate", tmp_path / "out", tmp_path / "out" / "rejected", ray_cluster)
+    result = generate.run(job, env)
+    assert (result.rows_in, result.rows_out, result.rows_rejected) == (2, 0, 2)
+    assert pq.read_table(tmp_path / "out" / "generations").num_rows == 0
+    assert (tmp_path / "out" / "kept").is_dir()
