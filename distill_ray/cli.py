@@ -65,13 +65,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     runner = importlib.import_module("jobs.runner")  # imports no Ray at module level
-    runner.preflight(cfg)
     if args.command == "validate":
+        runner.preflight(cfg)
         return _validate(cfg, args.explain)
     if args.command == "serve":
+        runner.preflight(cfg)
         runner.serve_teacher_forever(cfg)
         return 0
-    summary = runner.run_config(cfg)
+    summary = runner.run_config(cfg)  # runs its own preflight before starting Ray
     print(f"[distill-ray] {summary.status}: {summary.output_dir}/summary.json")
     return 0
 
