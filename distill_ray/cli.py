@@ -1,6 +1,7 @@
 """The `distill-ray` command line.
 
     distill-ray run CONFIG [--set key=value ...]        run a job or pipeline (exit 0 / 1 / 2)
+    distill-ray eval CONFIG [--set ...]                 run CONFIG as an eval job (side-by-side report)
     distill-ray validate CONFIG [--set ...] [--explain] check a config without running it
     distill-ray serve teacher CONFIG [--set ...]        deploy the teacher service, print its URL
     distill-ray models prepare SPEC [SPEC ...]          materialise builtin/tiny models into the cache
@@ -29,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     with_config(sub.add_parser("run", help="run a job or a pipeline"))
+    with_config(sub.add_parser("eval", help="run a config as an eval job: models x benchmarks -> report"))
     validate = with_config(sub.add_parser("validate", help="validate a config and print the resolved form"))
     validate.add_argument("--explain", action="store_true", help="also print every key with its description")
     serve = sub.add_parser("serve", help="deploy a service and print its URL")
@@ -63,7 +65,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     from distill_ray.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.command == "eval":
+        overrides.insert(0, "job_type=eval")  # the config's other sections say what and how to evaluate
+    cfg = load_config(args.config, overrides)
     runner = importlib.import_module("jobs.runner")  # imports no Ray at module level
     if args.command == "validate":
         runner.preflight(cfg)

@@ -28,3 +28,13 @@ def chat_messages(problem: str, system: str | None, template: str = "{problem}")
     messages = [{"role": "system", "content": sys_text}] if sys_text else []
     messages.append({"role": "user", "content": render_user(problem, template)})
     return messages
+
+
+# Per-benchmark user templates for evaluation; `{problem}` is replaced by the problem text. A
+# benchmark's `user_template` in the config overrides its entry here.
+BENCHMARK_TEMPLATES = {
+    "gsm8k": "{problem}\nGive the final number as \\boxed{...}.",
+    "math500": "{problem}\nGive the final answer in simplest form as \\boxed{...}.",
+    "aime": "{problem}\nThe answer is an integer from 0 to 999; give it as \\boxed{...}.",
+    "arithmetic": "{problem}",
+}

@@ -1,46 +1,90 @@
-"""Job `eval`: pass@1 of one model on a benchmark, through the same service machinery as the teacher.
+"""Job `eval`: models side by side on benchmarks, through the same service machinery as the teacher.
 
-The model (`evaluation.model`, else `models.student`) is deployed as its own Serve app, every problem of
-`dataset.instruction_path` is answered `evaluation.num_samples` times at `evaluation.temperature`, and
-each answer is verified. Per-row results go to `<stage>/results/` (Parquet) so anyone can re-score;
-`<stage>/metrics.json` and summary.json carry pass@1.
+Each model (`evaluation.models`, else `evaluation.model`, else `models.student`) is deployed as its own
+Serve app and answers every benchmark (`evaluation.benchmarks`, else `dataset`)
+`evaluation.num_samples` times; every answer is verified. Per-row results go to
+`<stage>/results/<model>/<benchmark>/` (Parquet, so anyone can re-score) and the report
+(`report.md`, `report.json`, PNG plots) to `<stage>/`.
 """
 
 from __future__ import annotations
 
-import json
+import pyarrow.parquet as pq
 
+from distill_ray.benchmarks import Benchmark, group_lookup, resolve_benchmarks
 from distill_ray.config import JobConfig
 from distill_ray.errors import ConfigError
+from distill_ray.report import write_report
 from distill_ray.summary import StageResult
 from jobs.common import StageEnv
 from jobs.generate import generate_samples
 from jobs.teachers import teacher_target
 
+ROW_COLUMNS = ["id", "sample_index", "correct", "completion_tokens", "format_reward", "finish_reason", "error"]
+
+
+def models_to_evaluate(job: JobConfig) -> dict[str, str]:
+    ev = job.evaluation
+    if ev.models:
+        return dict(ev.models)
+    spec = ev.model or job.models.student
+    if not spec:
+        raise ConfigError("evaluation.model", "set evaluation.models, evaluation.model or models.student")
+    return {"model": spec}
+
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
     ev = job.evaluation
-    model = ev.model or job.models.student
-    if not model:
-        raise ConfigError("evaluation.model", "set evaluation.model or models.student to the model to evaluate")
-    inference = job.inference.model_copy(
-        update={
-            "temperature": ev.temperature,
-            "num_samples": ev.num_samples,
-            "max_new_tokens": ev.max_new_tokens or job.inference.max_new_tokens,
-            "seed": job.inference.seed if job.inference.seed is not None else 0,
-        }
-    )
+    inference = job.inference.model_copy(update={
+        "temperature": ev.temperature,
+        "num_samples": ev.num_samples,
+        "max_new_tokens": ev.max_new_tokens or job.inference.max_new_tokens,
+        "seed": job.inference.seed if job.inference.seed is not None else 0,
+    })  # fmt: skip
     distillation = job.distillation.model_copy(update={"keep": "all"})
-    with teacher_target(model, inference, app_name=f"eval-{stage.name}") as target:
-        out = generate_samples(job, stage, target, inference, distillation, "results", kept_dir=None)
-    stats = out.stats
-    stats.pop("kept", None)
-    reasons = stats.pop("reject_reasons")
-    metrics = {"model": model, "pass@1": stats.pop("accuracy"), **stats}
-    (stage.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    result = StageResult(name=stage.name, job_type="eval", rows_in=out.records_in, rows_out=stats["samples"])
-    result.count_rejects(reasons)
-    result.metrics = metrics
-    result.outputs = {"results": str(out.samples_dir), "metrics": str(stage.output_dir / "metrics.json")}
+    benchmarks = resolve_benchmarks(ev.benchmarks, job.dataset, job.inference.user_template)
+    models = models_to_evaluate(job)
+    result = StageResult(name=stage.name, job_type="eval")
+    stage.rejected_file.unlink(missing_ok=True)
+    rows: list[dict] = []
+    for index, (label, spec) in enumerate(models.items()):
+        with teacher_target(spec, inference, app_name=f"eval-{stage.name}-{index}") as target:
+            for bench in benchmarks:
+                bench_job = job.model_copy(update={"dataset": bench.dataset})
+                bench_inf = inference.model_copy(update={"user_template": bench.user_template})
+                out = generate_samples(bench_job, stage, target, bench_inf, distillation,
+                                       f"results/{label}/{bench.name}", kept_dir=None)  # fmt: skip
+                result.rows_in += out.records_in
+                result.rows_out += out.stats["samples"]
+                result.count_rejects(out.stats.pop("reject_reasons"))
+                rows += _report_rows(out.samples_dir, label, bench)
+    group_fields = sorted({f for b in benchmarks for f in b.group_fields})
+    files = write_report(rows, stage.output_dir, ev.ks, group_fields)
+    result.metrics = _headline(files["json"], models, benchmarks)
+    result.outputs = {"results": str(stage.output_dir / "results"), **files}
     return result
+
+
+def _report_rows(samples_dir, label: str, bench: Benchmark) -> list[dict]:
+    groups = group_lookup(bench)
+    rows = pq.read_table(samples_dir, columns=ROW_COLUMNS).to_pylist()
+    for row in rows:
+        row.update(model=label, benchmark=bench.name, **groups.get(row["id"], dict.fromkeys(bench.group_fields)))
+    return rows
+
+
+def _headline(report_json: str, models: dict[str, str], benchmarks: list[Benchmark]) -> dict:
+    """pass@k and accuracy per model and benchmark, for summary.json."""
+    import json
+
+    report = json.loads(open(report_json).read())
+    summary = report["results"]
+    return {
+        "models": models,
+        "benchmarks": [b.name for b in benchmarks],
+        "results": {
+            m: {b: {k: v for k, v in summary[m][b].items() if k.startswith("pass@") or k == "accuracy"}
+                for b in summary[m]}
+            for m in summary
+        },
+    }  # fmt: skip

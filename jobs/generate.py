@@ -43,6 +43,7 @@ class GenerationRun:
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
     kept_dir = Path(job.dataset.labeled_path) if job.dataset.labeled_path else stage.output_dir / "kept"
+    stage.rejected_file.unlink(missing_ok=True)
     with teacher_target(job.models.teacher, job.inference, app_name=f"teacher-{stage.name}") as target:
         out = generate_samples(job, stage, target, job.inference, job.distillation, "generations", kept_dir)
     result = StageResult(name=stage.name, job_type="generate", rows_in=out.records_in, rows_out=out.stats["kept"])
@@ -62,13 +63,12 @@ def generate_samples(
     kept_dir: Path | None,
 ) -> GenerationRun:
     """Run the streaming pipeline once, writing every sample to `<stage>/<samples_name>/` and the kept
-    ones to `kept_dir` (if given). Earlier outputs of this stage are replaced."""
+    ones to `kept_dir` (if given), replacing earlier outputs there; rejects are appended to the stage's file."""
     source = resolve_source(job.dataset.instruction_path)
     samples_dir = stage.output_dir / samples_name
     for folder in (samples_dir, kept_dir):
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
-    stage.rejected_file.unlink(missing_ok=True)
 
     problems = problems_dataset(source, job.dataset)
     malformed = _quarantine_malformed(problems, stage)

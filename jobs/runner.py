@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 
 from cluster.embedded import ray_session, state_paths
+from distill_ray.benchmarks import resolve_benchmarks
 from distill_ray.config import JobConfig, PipelineConfig
 from distill_ray.datasets import resolve_source
 from distill_ray.errors import ConfigError, StageFailed, UserError
@@ -35,21 +36,36 @@ def preflight(cfg: JobConfig | PipelineConfig) -> None:
     run_dir = Path(cfg.output_dir).resolve()
     for name, job in stages_of(cfg):
         prefix = f"stages.{name}." if isinstance(cfg, PipelineConfig) else ""
-        key = INPUT_KEY[job.job_type]
-        path = getattr(job.dataset, key)
-        if path is None:
-            raise ConfigError(f"{prefix}dataset.{key}", f"job '{job.job_type}' needs an input")
-        if not _produced_by_run(path, run_dir):
+        for key, path in _inputs(job, prefix):
+            if _produced_by_run(path, run_dir):
+                continue
             if job.job_type == "sft":
                 if not Path(path).exists():
-                    raise ConfigError(f"{prefix}dataset.labeled_path", f"'{path}' does not exist")
+                    raise ConfigError(key, f"'{path}' does not exist")
             else:
-                resolve_source(path, key=f"{prefix}dataset.{key}")
-        for model_key in ("teacher", "student"):
-            spec = getattr(job.models, model_key)
-            if spec and ":" not in spec and not _produced_by_run(spec, run_dir):
-                if not (Path(spec) / "config.json").is_file():
-                    raise ConfigError(f"{prefix}models.{model_key}", f"'{spec}' is not a local HF model folder")
+                resolve_source(path, key=key)
+        for key, spec in _model_specs(job, prefix):
+            if ":" not in spec and not _produced_by_run(spec, run_dir) and not (Path(spec) / "config.json").is_file():
+                raise ConfigError(key, f"'{spec}' is not a local HF model folder")
+
+
+def _inputs(job: JobConfig, prefix: str) -> list[tuple[str, str]]:
+    """(config key, source spec) of every input the job reads."""
+    if job.job_type == "eval" and job.evaluation.benchmarks:
+        benches = resolve_benchmarks(job.evaluation.benchmarks, job.dataset, job.inference.user_template)
+        return [(f"{prefix}evaluation.benchmarks.{b.name}.path", b.dataset.instruction_path) for b in benches]
+    key = INPUT_KEY[job.job_type]
+    path = getattr(job.dataset, key)
+    if path is None:
+        raise ConfigError(f"{prefix}dataset.{key}", f"job '{job.job_type}' needs an input")
+    return [(f"{prefix}dataset.{key}", path)]
+
+
+def _model_specs(job: JobConfig, prefix: str) -> list[tuple[str, str]]:
+    specs = [(f"{prefix}models.{k}", getattr(job.models, k)) for k in ("teacher", "student")]
+    specs.append((f"{prefix}evaluation.model", job.evaluation.model))
+    specs += [(f"{prefix}evaluation.models.{label}", spec) for label, spec in job.evaluation.models.items()]
+    return [(key, spec) for key, spec in specs if spec]
 
 
 def _produced_by_run(path: str, run_dir: Path) -> bool:

@@ -3,6 +3,7 @@
 from distill_ray.config.loader import apply_overrides, build_config, load_config, read_config_file
 from distill_ray.config.schema import (
     DEFAULT_TEACHER,
+    BenchmarkConfig,
     DatasetConfig,
     DistillationConfig,
     EvaluationConfig,
@@ -18,6 +19,7 @@ from distill_ray.config.schema import (
 
 __all__ = [
     "DEFAULT_TEACHER",
+    "BenchmarkConfig",
     "DatasetConfig",
     "DistillationConfig",
     "EvaluationConfig",

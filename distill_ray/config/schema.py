@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_TEACHER = "builtin:smollm2-135m-instruct"
 
@@ -156,13 +156,43 @@ class TrainingConfig(Section):
     seed: int = Field(42, description="Seed for init, shuffling and dropout.")
 
 
-class EvaluationConfig(Section):
-    """The eval job: pass@1 of one model on a benchmark given by `dataset`."""
+class BenchmarkConfig(Section):
+    """One benchmark of the eval job. `preset` fills the source and field mapping of a known set
+    (`gsm8k`, `math500`, `aime`, `arithmetic`; see distill_ray/benchmarks.py); any key set here wins."""
 
-    model: str | None = Field(None, description="Model spec to evaluate (default: models.student).")
-    num_samples: int = Field(1, ge=1, description="Samples per problem; pass@1 is their mean accuracy.")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Label in reports and result folders.")
+    preset: Literal["gsm8k", "math500", "aime", "arithmetic"] | None = Field(None, description="Known benchmark.")
+    path: str | None = Field(None, description="Source spec, as dataset.instruction_path (required for aime).")
+    prompt_field: str | None = Field(None, description="Field holding the problem.")
+    answer_field: str | None = Field(None, description="Field holding the reference answer.")
+    answer_format: Literal["plain", "gsm8k"] | None = Field(None, description="How to read the reference.")
+    id_field: str | None = Field(None, description="Field holding a stable problem id.")
+    group_fields: list[str] | None = Field(None, description="Fields to break accuracy down by (e.g. level).")
+    user_template: str | None = Field(None, description="User message template; `{problem}` is replaced.")
+    limit: int | None = Field(None, ge=1, description="Use only the first N problems.")
+
+
+class EvaluationConfig(Section):
+    """The eval job: several models side by side on several benchmarks, each model served by its own
+    deployment; pass@k, accuracy by group, CoT length by correctness, report.md/json and plots."""
+
+    model: str | None = Field(None, description="One model spec to evaluate (default: models.student).")
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Side by side: label -> model spec (overrides `model`)."
+    )
+    benchmarks: list[BenchmarkConfig] = Field(
+        default_factory=list, description="Benchmarks to run; empty: one benchmark read from `dataset`."
+    )
+    num_samples: int = Field(1, ge=1, description="Samples per problem (n of pass@k).")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature (0 = greedy).")
     max_new_tokens: int | None = Field(None, ge=1, description="Default: inference.max_new_tokens.")
+    ks: list[int] = Field(default_factory=lambda: [1], description="k values of pass@k (k <= num_samples).")
+
+    @model_validator(mode="after")
+    def _ks_fit_samples(self):
+        if any(k < 1 or k > self.num_samples for k in self.ks):
+            raise ValueError(f"every k in ks must be between 1 and num_samples ({self.num_samples})")
+        return self
 
 
 JobType = Literal["generate", "sft", "eval"]

@@ -25,8 +25,7 @@ def test_quickstart_recipe_end_to_end(tmp_path):
         "inference.num_samples=1",
         "distillation.keep=all",  # the shrunk teacher may get nothing right; keep every sample
         "stages.generate.dataset.limit=4",
-        "stages.eval_before.dataset.limit=3",
-        "stages.eval_after.dataset.limit=3",
+        "stages.eval.evaluation.benchmarks=[{name: arithmetic, preset: arithmetic, limit: 3}]",
         "stages.sft.training.max_steps=2",
     ]
     args = [sys.executable, "-m", "distill_ray.cli", "run", str(REPO / "recipes" / "quickstart.yaml")]
@@ -41,13 +40,19 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "ok"
     stages = {s["name"]: s for s in summary["stages"]}
-    assert list(stages) == ["generate", "eval_before", "sft", "eval_after"]
+    assert list(stages) == ["generate", "sft", "eval"]
     assert stages["generate"]["rows_in"] == 4 and stages["generate"]["rows_out"] == 4 * 2  # x 2 temperatures
     assert stages["sft"]["rows_out"] == 8 and stages["sft"]["metrics"]["steps"] == 2
-    for name in ("eval_before", "eval_after"):
-        metrics = stages[name]["metrics"]
-        assert 0.0 <= metrics["pass@1"] <= 1.0 and metrics["problems"] == 3
-        assert (out / name / "results").is_dir()
-    assert stages["eval_after"]["metrics"]["model"] == str(out / "sft" / "model")
     assert (out / "sft" / "model" / "model.safetensors").is_file()
+
+    evaluation = stages["eval"]["metrics"]
+    assert evaluation["models"]["student_after"] == str(out / "sft" / "model")
+    assert set(evaluation["results"]) == {"student_before", "student_after", "teacher"}
+    for label, per_bench in evaluation["results"].items():
+        assert 0.0 <= per_bench["arithmetic"]["pass@1"] <= per_bench["arithmetic"]["pass@2"] <= 1.0
+        assert (out / "eval" / "results" / label / "arithmetic").is_dir()
+    assert stages["eval"]["rows_out"] == 3 * 3 * 2  # models x problems x samples
+    for name in ("report.md", "report.json"):
+        assert (out / "eval" / name).stat().st_size > 0
+    assert len(list((out / "eval").glob("*.png"))) >= 3
     assert all(s["seconds"] > 0 for s in summary["stages"])

@@ -1,0 +1,183 @@
+"""Evaluation metrics over the eval job's per-sample rows (METHODS.md "Evaluation": Pass@1, Pass@K).
+
+Flow: the eval job runs several models over several benchmarks and writes one row per generated
+sample -> **summarize** turns those rows into a nested `{model: {benchmark: metrics}}` dict ->
+report.py renders it as report.json / report.md and plots.py draws it.
+
+Besides pass@k and accuracy each leaf carries the CoT-length statistics that DistilQwen's Table 3
+reports (mean output tokens per model x benchmark) and AdvDistill's verbosity ratio (mean length of
+wrong answers over mean length of right ones). Pure functions over plain rows: no I/O, no Ray.
+
+Row conventions (shared with plots.py through the helpers below):
+- a row with a non-empty `error` is a teacher failure: counted in `errors`, excluded from metrics;
+- `correct=None` (unverifiable) counts as not correct everywhere, and is also counted in `unverified`.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from typing import Any, Iterable
+
+import numpy as np
+
+Row = dict[str, Any]
+DIGITS = 4
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k estimator 1 - C(n-c, k) / C(n, k) for one problem (n samples, c correct).
+
+    Computed as 1 - prod_{i=n-c+1..n} (1 - k/i): the binomials overflow floats for the
+    n of a few hundred that long-sample evaluations use, the product never does.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if k > n:
+        raise ValueError(f"k={k} exceeds the number of samples n={n}")
+    if c < 0 or c > n:
+        raise ValueError(f"c={c} must lie in [0, n={n}]")
+    if n - c < k:
+        # Every k-subset contains a correct sample.
+        return 1.0
+    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1, dtype=np.float64)))
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN, or a pandas NA/NaT (detected by type name so this module needs no pandas)."""
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return type(value).__name__ in ("NAType", "NaTType")
+
+
+def to_records(rows: Any) -> list[Row]:
+    """Rows as plain dicts with missing values as None; accepts dicts, a DataFrame or a pyarrow Table.
+
+    A DataFrame turns None into NaN in numeric columns (e.g. `format_reward`, `level`), so every
+    value is normalised here once rather than at each use.
+    """
+    if hasattr(rows, "to_pylist"):  # pyarrow.Table, as read from the eval job's Parquet output
+        records = rows.to_pylist()
+    elif hasattr(rows, "to_dict"):
+        records = rows.to_dict("records")
+    else:
+        records = list(rows if rows is not None else [])
+    return [{key: (None if is_missing(v) else v) for key, v in dict(r).items()} for r in records]
+
+
+def is_error(row: Row) -> bool:
+    err = row.get("error")
+    return not is_missing(err) and str(err) != ""
+
+
+def is_correct(row: Row) -> bool:
+    value = row.get("correct")
+    return False if is_missing(value) else bool(value)
+
+
+def ordered_keys(records: Iterable[Row], field: str) -> list[str]:
+    """Distinct values of `field` in first-appearance order (the eval job's order is meaningful)."""
+    return list(dict.fromkeys(str(r.get(field)) for r in records))
+
+
+def summarize(rows: Any, ks: list[int], group_fields: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Nested `{model: {benchmark: leaf}}`; see `_leaf` for the leaf's keys. JSON-serialisable."""
+    ks = sorted(set(int(k) for k in ks))
+    if any(k < 1 for k in ks):
+        raise ValueError(f"every k must be >= 1, got {ks}")
+    cells: dict[str, dict[str, list[Row]]] = defaultdict(lambda: defaultdict(list))
+    for r in to_records(rows):
+        cells[str(r.get("model"))][str(r.get("benchmark"))].append(r)
+    return {
+        model: {bench: _leaf(cell, ks, group_fields) for bench, cell in benches.items()}
+        for model, benches in cells.items()
+    }
+
+
+def _leaf(rows: list[Row], ks: list[int], group_fields: list[str]) -> dict[str, Any]:
+    """Metrics for one (model, benchmark) cell."""
+    valid = [r for r in rows if not is_error(r)]
+    per_problem: dict[str, list[bool]] = defaultdict(list)
+    for r in valid:
+        per_problem[str(r.get("id"))].append(is_correct(r))
+    min_n = min((len(v) for v in per_problem.values()), default=0)
+    formats = [float(r["format_reward"]) for r in valid if not is_missing(r.get("format_reward"))]
+    leaf: dict[str, Any] = {
+        "problems": len(per_problem),
+        "samples": len(valid),
+        "errors": len(rows) - len(valid),
+        "unverified": sum(1 for r in valid if is_missing(r.get("correct"))),
+        # Generation stopped at the token limit: those CoTs are cut, which biases the length stats.
+        "truncated": sum(1 for r in valid if r.get("finish_reason") == "length"),
+        "samples_per_problem": min_n,
+    }
+    # pass@k is only defined where every problem has at least k samples.
+    for k in ks:
+        if 1 <= k <= min_n:
+            scores = [pass_at_k(len(v), sum(v), k) for v in per_problem.values()]
+            leaf[f"pass@{k}"] = _r(_mean(scores))
+    leaf["accuracy"] = _r(_mean([float(is_correct(r)) for r in valid]))
+    leaf["format_rate"] = _r(_mean(formats))
+    leaf["tokens"] = _token_stats(valid)
+    mean_c, mean_i = leaf["tokens"]["mean_correct"], leaf["tokens"]["mean_incorrect"]
+    leaf["verbosity_ratio"] = _r(mean_i / mean_c) if mean_c and mean_i is not None else None
+    leaf["by_group"] = _by_group(valid, group_fields)
+    return leaf
+
+
+def _token_stats(valid: list[Row]) -> dict[str, float | None]:
+    """CoT length statistics; p90 uses numpy's default linear interpolation."""
+    def tokens(rs: list[Row]) -> list[float]:
+        return [float(r["completion_tokens"]) for r in rs if not is_missing(r.get("completion_tokens"))]
+
+    every = tokens(valid)
+    return {
+        "mean": _r(_mean(every)),
+        "median": _r(statistics.median(every)) if every else None,
+        "p90": _r(float(np.percentile(every, 90))) if every else None,
+        "mean_correct": _r(_mean(tokens([r for r in valid if is_correct(r)]))),
+        "mean_incorrect": _r(_mean(tokens([r for r in valid if not is_correct(r)]))),
+    }
+
+
+def _by_group(valid: list[Row], group_fields: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Accuracy per value of each group field that this cell actually carries (rows lacking it skipped)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for field in group_fields:
+        buckets: dict[str, list[bool]] = defaultdict(list)
+        for r in valid:
+            if not is_missing(r.get(field)):
+                buckets[group_key(r[field])].append(is_correct(r))
+        if buckets:
+            out[field] = {
+                value: {"accuracy": _r(_mean([float(x) for x in buckets[value]])), "samples": len(buckets[value])}
+                for value in sorted(buckets, key=natural_key)
+            }
+    return out
+
+
+def group_key(value: Any) -> str:
+    """A group value as a JSON key; 3.0 (an int column that pandas widened to float) becomes "3"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def natural_key(key: str) -> tuple[int, float, str]:
+    """Numeric keys in numeric order (level 2 before level 10), then the rest alphabetically."""
+    try:
+        return (0, float(key), key)
+    except ValueError:
+        return (1, 0.0, key)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _r(value: float | None) -> float | None:
+    """Plain-float rounding, so numpy scalars never reach json.dumps."""
+    return None if value is None else round(float(value), DIGITS)
