@@ -40,7 +40,7 @@ def test_bad_config_exits_2_with_one_line(tmp_path, body, overrides, needle):
 def test_validate_ok_prints_stages():
     proc = cli("validate", str(REPO / "recipes" / "quickstart.yaml"))
     assert proc.returncode == 0, proc.stderr
-    assert "generate, eval_before, sft, eval_after" in proc.stdout
+    assert "pipeline of 3 stage(s): generate, sft, eval" in proc.stdout
 
 
 def test_missing_config_file():
