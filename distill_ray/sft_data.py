@@ -39,10 +39,7 @@ def build_chat_messages(problem: str, system_prompt: str | None, user_template: 
     `system_prompt` None means the default reasoning-format prompt; "" means no system message
     (the same convention as `inference.system_prompt`, so SFT prompts match generation prompts).
     """
-    sys_text = prompts.system_prompt(system_prompt)
-    messages = [{"role": "system", "content": sys_text}] if sys_text else []
-    messages.append({"role": "user", "content": prompts.render_user(problem, user_template)})
-    return messages
+    return prompts.chat_messages(problem, system_prompt, user_template)
 
 
 def end_of_turn(tokenizer) -> str:

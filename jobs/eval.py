@@ -9,6 +9,9 @@ Serve app and answers every benchmark (`evaluation.benchmarks`, else `dataset`)
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pyarrow.parquet as pq
 
 from distill_ray.benchmarks import Benchmark, group_lookup, resolve_benchmarks
@@ -75,10 +78,7 @@ def _report_rows(samples_dir, label: str, bench: Benchmark) -> list[dict]:
 
 def _headline(report_json: str, models: dict[str, str], benchmarks: list[Benchmark]) -> dict:
     """pass@k and accuracy per model and benchmark, for summary.json."""
-    import json
-
-    report = json.loads(open(report_json).read())
-    summary = report["results"]
+    summary = json.loads(Path(report_json).read_text())["results"]
     return {
         "models": models,
         "benchmarks": [b.name for b in benchmarks],

@@ -37,7 +37,6 @@ class GenerationRun:
     samples_dir: Path
     kept_dir: Path | None
     records_in: int
-    malformed: int
     stats: dict
 
 
@@ -98,7 +97,7 @@ def generate_samples(
     append_rejected(stage.rejected_file, stage.name, errors)
     stats = sample_stats(pq.read_table(samples_dir, columns=STAT_COLUMNS))
     stats["reject_reasons"] = [m["reason"] for m in malformed] + ["teacher error"] * len(errors)
-    return GenerationRun(samples_dir, kept_dir, problems.count(), len(malformed), stats)
+    return GenerationRun(samples_dir, kept_dir, problems.count(), stats)
 
 
 def _ensure_parquet(folder: Path) -> None:
