@@ -20,8 +20,13 @@ from distill_ray.errors import ConfigError, StageFailed, UserError
 from distill_ray.summary import RunSummary, StageResult
 from jobs.common import StageEnv
 
-JOB_MODULES = {"generate": "jobs.generate", "sft": "jobs.sft", "eval": "jobs.eval"}
-INPUT_KEY = {"generate": "instruction_path", "eval": "instruction_path", "sft": "labeled_path"}
+# job_type -> module exposing run(job, stage); the dataset key each job reads its input from.
+JOB_MODULES = {name: f"jobs.{name}" for name in (
+    "collect", "generate", "judge", "rewrite", "select", "curate", "pairs", "synthesize",
+    "logits", "sft", "kd", "advdistill", "dpo", "rm", "eval",
+)}  # fmt: skip
+INPUT_KEY = {"generate": "instruction_path", "eval": "instruction_path", "synthesize": "instruction_path"}
+# every other job except collect (which names its sources itself) reads dataset.labeled_path
 
 
 def stages_of(cfg: JobConfig | PipelineConfig) -> list[tuple[str, JobConfig]]:
@@ -39,7 +44,7 @@ def preflight(cfg: JobConfig | PipelineConfig) -> None:
         for key, path in _inputs(job, prefix):
             if _produced_by_run(path, run_dir):
                 continue
-            if job.job_type == "sft":
+            if INPUT_KEY.get(job.job_type, "labeled_path") == "labeled_path":
                 if not Path(path).exists():
                     raise ConfigError(key, f"'{path}' does not exist")
             else:
@@ -54,7 +59,9 @@ def _inputs(job: JobConfig, prefix: str) -> list[tuple[str, str]]:
     if job.job_type == "eval" and job.evaluation.benchmarks:
         benches = resolve_benchmarks(job.evaluation.benchmarks, job.dataset, job.inference.user_template)
         return [(f"{prefix}evaluation.benchmarks.{b.name}.path", b.dataset.instruction_path) for b in benches]
-    key = INPUT_KEY[job.job_type]
+    if job.job_type == "collect":
+        return []  # checked by the collect job itself (processing.collect.sources)
+    key = INPUT_KEY.get(job.job_type, "labeled_path")
     path = getattr(job.dataset, key)
     if path is None:
         raise ConfigError(f"{prefix}dataset.{key}", f"job '{job.job_type}' needs an input")

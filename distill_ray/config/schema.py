@@ -12,11 +12,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from distill_ray.config.section import Section
+from distill_ray.config.training import TrainingConfig
+
 DEFAULT_TEACHER = "builtin:smollm2-135m-instruct"
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class RayConfig(Section):
@@ -135,27 +134,6 @@ class DistillationConfig(Section):
     verify_timeout_s: float = Field(5.0, gt=0, description="Time limit of one math-verify comparison.")
 
 
-class TrainingConfig(Section):
-    """Ray Train SFT settings (HF TrainingArguments names where they exist)."""
-
-    num_train_epochs: float = Field(1, gt=0, description="Passes over the training rows.")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
-    learning_rate: float = Field(1e-4, gt=0, description="AdamW peak learning rate.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps for linear warmup.")
-    lr_scheduler_type: Literal["cosine", "linear", "constant"] = Field("cosine", description="LR schedule.")
-    per_device_train_batch_size: int = Field(4, ge=1, description="Sequences per worker per micro-batch.")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    max_length: int = Field(512, ge=8, description="Tokens per sequence (prompt + response), truncated.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip.")
-    num_workers: int = Field(2, ge=1, description="Ray Train workers (DDP over gloo on CPU).")
-    cpus_per_worker: float = Field(0.5, gt=0, description="CPU share per worker (fractional avoids deadlocks).")
-    use_gpu: bool = Field(False, description="Train on GPUs (NCCL) instead of CPU (gloo).")
-    save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps (and at the end).")
-    logging_steps: int = Field(1, ge=1, description="Report loss every N optimizer steps.")
-    seed: int = Field(42, description="Seed for init, shuffling and dropout.")
-
-
 class BenchmarkConfig(Section):
     """One benchmark of the eval job. `preset` fills the source and field mapping of a known set
     (`gsm8k`, `math500`, `aime`, `arithmetic`; see distill_ray/benchmarks.py); any key set here wins."""
@@ -195,7 +173,12 @@ class EvaluationConfig(Section):
         return self
 
 
-JobType = Literal["generate", "sft", "eval"]
+# Data stages (issue 3), training jobs (issue 4) and evaluation; jobs/runner.py maps each to its module.
+JobType = Literal[
+    "collect", "generate", "judge", "rewrite", "select", "curate", "pairs", "synthesize",
+    "logits", "sft", "kd", "advdistill", "dpo", "rm",
+    "eval",
+]
 
 
 class JobConfig(Section):
