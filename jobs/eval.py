@@ -17,13 +17,14 @@ import pyarrow.parquet as pq
 from distill_ray.benchmarks import Benchmark, group_lookup, resolve_benchmarks
 from distill_ray.config import JobConfig
 from distill_ray.errors import ConfigError
+from distill_ray.part_store import export_rejected
 from distill_ray.report import write_report
 from distill_ray.summary import StageResult
 from jobs.common import StageEnv
 from jobs.generate import generate_samples
 from jobs.teachers import teacher_target
 
-ROW_COLUMNS = ["id", "sample_index", "correct", "completion_tokens", "format_reward", "finish_reason", "error"]
+ROW_COLUMNS = ["id", "sample_index", "correct", "completion_tokens", "format_reward", "finish_reason"]
 
 
 def models_to_evaluate(job: JobConfig) -> dict[str, str]:
@@ -48,8 +49,8 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     benchmarks = resolve_benchmarks(ev.benchmarks, job.dataset, job.inference.user_template)
     models = models_to_evaluate(job)
     result = StageResult(name=stage.name, job_type="eval")
-    stage.rejected_file.unlink(missing_ok=True)
     rows: list[dict] = []
+    stores = []
     for index, (label, spec) in enumerate(models.items()):
         with teacher_target(spec, inference, app_name=f"eval-{stage.name}-{index}") as target:
             for bench in benchmarks:
@@ -58,9 +59,11 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
                 out = generate_samples(bench_job, stage, target, bench_inf, distillation,
                                        f"results/{label}/{bench.name}", kept_dir=None)  # fmt: skip
                 result.rows_in += out.records_in
-                result.rows_out += out.stats["samples"]
-                result.count_rejects(out.stats.pop("reject_reasons"))
+                result.rows_out += out.totals.counts.rows_out
+                result.count_rejects(list(out.totals.counts.reasons.elements()))
+                stores.append(out.store)
                 rows += _report_rows(out.samples_dir, label, bench)
+    export_rejected(stores, stage.rejected_file, stage.name)
     group_fields = sorted({f for b in benchmarks for f in b.group_fields})
     files = write_report(rows, stage.output_dir, ev.ks, group_fields)
     result.metrics = _headline(files["json"], models, benchmarks)

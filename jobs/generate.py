@@ -1,9 +1,13 @@
-"""Job `generate`: problems -> N samples x temperatures from the teacher -> parse, verify, score -> Parquet.
+"""Job `generate`: problems -> samples x temperatures x teachers -> parse, verify, score -> Parquet.
 
-Streaming on Ray Data: the source is read lazily, a pool of `CoTGenerator` actors keeps
-`inference.concurrency` callers busy against the teacher (a Serve deployment in-cluster, or an external
-OpenAI-compatible API), and every scored sample is written to `<stage>/generations/`. Kept samples (per
-`distillation.keep`) go to `dataset.labeled_path` or `<stage>/kept/`, ready for SFT.
+Streaming on Ray Data: the source is read lazily and every teacher (`models.teachers`, else
+`models.teacher`) gets its own Serve deployment and its own pool of `CoTGenerator` callers
+(`concurrency` each); the pools run side by side and commit scored samples as parts of
+`<stage>/generations/` (see jobs/resumable.py: a killed run resumes without repeating a problem a
+teacher already answered). Kept samples (per `distillation.keep`) are then streamed from the parts to
+`dataset.labeled_path` or `<stage>/kept/`, ready for SFT or the next stage.
+
+Counts are per (problem, teacher): rows_in = rows_out + rows_rejected; `records_written` is samples.
 """
 
 from __future__ import annotations
@@ -21,100 +25,86 @@ from actors.generator import SAMPLE_SCHEMA, CoTGenerator
 from actors.teacher_client import TeacherTarget
 from distill_ray.config import DistillationConfig, InferenceConfig, JobConfig
 from distill_ray.datasets import resolve_source
+from distill_ray.part_store import PartStore, StoreTotals, export_rejected
 from distill_ray.summary import StageResult
-from jobs.common import StageEnv, append_rejected
+from jobs.common import LIGHT, StageEnv
+from jobs.resumable import drain, new_run_id, open_store, resumable_map, stage_result
 from jobs.sources import problems_dataset
-from jobs.teachers import teacher_target
+from jobs.teachers import TeacherPool, teacher_pools
 
-STAT_COLUMNS = ["id", "error", "correct", "kept", "format_reward", "completion_tokens"]
-CALLER_CPUS = 0.25  # callers mostly wait on the teacher; leave the cores to replicas and workers
+STAT_COLUMNS = ["id", "teacher", "correct", "kept", "format_reward", "completion_tokens"]
 
 
 @dataclass
 class GenerationRun:
-    """What one generation pass produced (paths and counts)."""
+    """What one generation pass produced (paths, counts over all committed parts, sample statistics)."""
 
     samples_dir: Path
     kept_dir: Path | None
     records_in: int
     stats: dict
+    totals: StoreTotals
+    store: PartStore
 
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
     kept_dir = Path(job.dataset.labeled_path) if job.dataset.labeled_path else stage.output_dir / "kept"
-    stage.rejected_file.unlink(missing_ok=True)
-    with teacher_target(job.models.teacher, job.inference, app_name=f"teacher-{stage.name}") as target:
-        out = generate_samples(job, stage, target, job.inference, job.distillation, "generations", kept_dir)
-    result = StageResult(name=stage.name, job_type="generate", rows_in=out.records_in, rows_out=out.stats["kept"])
-    result.count_rejects(out.stats.pop("reject_reasons"))
-    result.metrics = out.stats
-    result.outputs = {"generations": str(out.samples_dir), "kept": str(out.kept_dir)}
+    with teacher_pools(job, stage.name) as pools:
+        out = generate_samples(job, stage, None, job.inference, job.distillation, "generations", kept_dir, pools)
+    export_rejected([out.store], stage.rejected_file, stage.name)
+    result = stage_result(stage, "generate", out.totals, {"generations": out.samples_dir, "kept": out.kept_dir})
+    result.metrics.update(out.stats)
     return result
 
 
 def generate_samples(
     job: JobConfig,
     stage: StageEnv,
-    target: TeacherTarget,
+    target: TeacherTarget | None,
     inference: InferenceConfig,
     distillation: DistillationConfig,
     samples_name: str,
     kept_dir: Path | None,
+    pools: list[TeacherPool] | None = None,
 ) -> GenerationRun:
-    """Run the streaming pipeline once, writing every sample to `<stage>/<samples_name>/` and the kept
-    ones to `kept_dir` (if given), replacing earlier outputs there; rejects are appended to the stage's file."""
-    source = resolve_source(job.dataset.instruction_path)
-    samples_dir = stage.output_dir / samples_name
-    for folder in (samples_dir, kept_dir):
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
-
-    problems = problems_dataset(source, job.dataset)
-    malformed = _quarantine_malformed(problems, stage)
-    samples = problems.filter(expr=col("error").is_null()).drop_columns(["error", "raw"]).map_batches(
-        CoTGenerator,
-        fn_constructor_kwargs=dict(
-            target=target,
-            inference=inference.model_dump(),
-            distillation=distillation.model_dump(),
-            teacher_name=target.model or job.models.teacher,
-        ),
-        batch_size=inference.batch_size,
-        batch_format="pandas",
-        concurrency=inference.concurrency,
-        num_cpus=CALLER_CPUS,
-    )
-    samples.write_parquet(str(samples_dir))
-    _ensure_parquet(samples_dir)
-    # Everything below streams from the written samples (the teacher is never asked twice); only the
-    # small columns that the statistics need are read into this process.
-    written = ray.data.read_parquet(str(samples_dir))
+    """Generate (or finish generating) every sample into `<stage>/<samples_name>/`, then rewrite
+    `kept_dir` (if given) from it. One teacher: `target` with `inference`; several: `pools`."""
+    pools = pools or [TeacherPool(target.model or job.models.teacher, target, inference)]
+    settings = {
+        "teachers": {p.name: [p.target.model, p.target.base_url, _sampling(p.inference)] for p in pools},
+        "distillation": distillation.model_dump(),
+        "dataset": job.dataset.model_dump(exclude={"labeled_path"}),
+    }
+    store = open_store(stage, samples_name, settings)
+    run_id = new_run_id()
+    problems = problems_dataset(resolve_source(job.dataset.instruction_path), job.dataset)
+    manifests = []
+    for index, pool in enumerate(pools):
+        # Malformed source rows are rejected once, by the first teacher's callers.
+        rows = problems if index == 0 else problems.filter(expr=col("error").is_null(), **LIGHT)
+        manifests.append(resumable_map(
+            rows, store, run_id, CoTGenerator,
+            dict(target=pool.target, inference=pool.inference.model_dump(), distillation=distillation.model_dump(),
+                 teacher_name=pool.name),
+            key_column="id", key_prefix=f"{pool.name}|",
+            concurrency=pool.inference.concurrency, batch_size=pool.inference.batch_size,
+        ))  # fmt: skip
+    totals = drain(stage, store, run_id, manifests, SAMPLE_SCHEMA)
     if kept_dir is not None:
-        written.filter(expr=col("kept") == True).write_parquet(str(kept_dir))  # noqa: E712 - an expression
+        shutil.rmtree(kept_dir, ignore_errors=True)
+        written = ray.data.read_parquet(str(store.root), ray_remote_args=LIGHT)
+        kept = written.filter(expr=col("kept") == True, **LIGHT)  # noqa: E712 - an expression
+        kept.write_parquet(str(kept_dir), ray_remote_args=LIGHT)
         kept_dir.mkdir(parents=True, exist_ok=True)  # exists even when nothing was kept
-    failed = written.filter(expr=col("error").is_not_null())
-    errors = [{"reason": "teacher error", "row": r} for r in failed.iter_rows()]
-    append_rejected(stage.rejected_file, stage.name, errors)
-    stats = sample_stats(pq.read_table(samples_dir, columns=STAT_COLUMNS))
-    stats["reject_reasons"] = [m["reason"] for m in malformed] + ["teacher error"] * len(errors)
-    return GenerationRun(samples_dir, kept_dir, problems.count(), stats)
+    # Only the small columns that the statistics need are read into this process.
+    stats = sample_stats(pq.read_table(store.root, columns=STAT_COLUMNS))
+    return GenerationRun(store.root, kept_dir, totals.counts.rows_in, stats, totals, store)
 
 
-def _ensure_parquet(folder: Path) -> None:
-    """Ray Data writes no file for an empty dataset; leave a schema-only file so readers still work."""
-    if not any(folder.glob("*.parquet")):
-        folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(SAMPLE_SCHEMA.empty_table(), folder / "empty.parquet")
-
-
-def _quarantine_malformed(problems: ray.data.Dataset, stage: StageEnv) -> list[dict]:
-    """Stream the rejected records (a cheap second read of the source) into rejected/."""
-    bad = [
-        {"reason": r["error"], "row": r["raw"]}
-        for r in problems.filter(expr=col("error").is_not_null()).iter_rows()
-    ]
-    append_rejected(stage.rejected_file, stage.name, bad)
-    return bad
+def _sampling(inference: InferenceConfig) -> dict:
+    """The inference settings that change what a teacher writes (not how fast it is asked)."""
+    return inference.model_dump(include={"system_prompt", "user_template", "max_new_tokens", "temperature",
+                                         "top_p", "num_samples", "seed"})  # fmt: skip
 
 
 def _problem_count(table) -> int:
@@ -122,17 +112,23 @@ def _problem_count(table) -> int:
 
 
 def sample_stats(table) -> dict:
-    """Counts and rates over all generated samples (teacher errors excluded from the rates)."""
-    ok = table.filter(pc.is_null(table["error"]))
-    n = ok.num_rows
-    correct = ok.filter(pc.equal(ok["correct"], True)).num_rows if n else 0
-    kept = table.filter(pc.field("kept")).num_rows if table.num_rows else 0
-    fmt = pc.sum(pc.greater(ok["format_reward"], 0)).as_py() if n else 0
-    tokens = pc.mean(ok["completion_tokens"]).as_py() if n else None
+    """Counts and rates over all generated samples, overall and per teacher when there are several."""
+    stats = _rates(table)
+    teachers = sorted(set(table["teacher"].to_pylist())) if table.num_rows else []
+    if len(teachers) > 1:
+        stats["per_teacher"] = {t: _rates(table.filter(pc.equal(table["teacher"], t))) for t in teachers}
+    return stats
+
+
+def _rates(table) -> dict:
+    n = table.num_rows
+    correct = table.filter(pc.equal(table["correct"], True)).num_rows if n else 0
+    kept = table.filter(pc.field("kept")).num_rows if n else 0
+    fmt = pc.sum(pc.greater(table["format_reward"], 0)).as_py() if n else 0
+    tokens = pc.mean(table["completion_tokens"]).as_py() if n else None
     return {
         "problems": _problem_count(table),
         "samples": n,
-        "teacher_errors": table.num_rows - n,
         "correct": correct,
         "kept": kept,
         "accuracy": round(correct / n, 4) if n else None,

@@ -44,7 +44,7 @@ def preflight(cfg: JobConfig | PipelineConfig) -> None:
         for key, path in _inputs(job, prefix):
             if _produced_by_run(path, run_dir):
                 continue
-            if INPUT_KEY.get(job.job_type, "labeled_path") == "labeled_path":
+            if input_key(job) == "labeled_path":
                 if not Path(path).exists():
                     raise ConfigError(key, f"'{path}' does not exist")
             else:
@@ -61,11 +61,18 @@ def _inputs(job: JobConfig, prefix: str) -> list[tuple[str, str]]:
         return [(f"{prefix}evaluation.benchmarks.{b.name}.path", b.dataset.instruction_path) for b in benches]
     if job.job_type == "collect":
         return []  # checked by the collect job itself (processing.collect.sources)
-    key = INPUT_KEY.get(job.job_type, "labeled_path")
+    key = input_key(job)
     path = getattr(job.dataset, key)
     if path is None:
         raise ConfigError(f"{prefix}dataset.{key}", f"job '{job.job_type}' needs an input")
     return [(f"{prefix}dataset.{key}", path)]
+
+
+def input_key(job: JobConfig) -> str:
+    """The dataset key a job reads its rows from."""
+    if job.job_type == "synthesize" and job.processing.synthesize.operator.startswith("cot_"):
+        return "labeled_path"  # the CoT operators rewrite rows of an earlier stage
+    return INPUT_KEY.get(job.job_type, "labeled_path")
 
 
 def _model_specs(job: JobConfig, prefix: str) -> list[tuple[str, str]]:

@@ -1,16 +1,18 @@
 """Making a teacher reachable for a job: deploy our Serve app, or point at an external OpenAI API.
 
-Used by the generation job (the teacher) and the eval job (the model under evaluation), so both
-talk to models through exactly the same service machinery.
+Used by the data stages (teachers and judges) and the eval job (the model under evaluation), so all
+talk to models through exactly the same service machinery. `teacher_pools` deploys several teachers
+at once, each its own Serve application with its own replicas and autoscaling.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 
 from actors.teacher_client import TeacherTarget
-from distill_ray.config import InferenceConfig
+from distill_ray.config import InferenceConfig, JobConfig
 from distill_ray.errors import ConfigError
 
 
@@ -33,3 +35,28 @@ def teacher_target(model_spec: str, inference: InferenceConfig, app_name: str) -
         yield TeacherTarget(app_name=endpoint.app_name, model=endpoint.served_name, **common)
     finally:
         undeploy(endpoint.app_name)
+
+
+@dataclass(frozen=True)
+class TeacherPool:
+    """A reachable teacher plus how to call it: its name in the data, settings and caller count."""
+
+    name: str
+    target: TeacherTarget
+    inference: InferenceConfig
+
+
+@contextmanager
+def teacher_pools(job: JobConfig, stage_name: str) -> Iterator[list[TeacherPool]]:
+    """Every teacher of the job (`models.teachers`, else `models.teacher`), each deployed as its own app."""
+    specs = {name: (spec.model, spec.inference_for(job.inference)) for name, spec in job.models.teachers.items()}
+    with ExitStack() as stack:
+        if not specs:
+            target = stack.enter_context(teacher_target(job.models.teacher, job.inference, f"teacher-{stage_name}"))
+            yield [TeacherPool(target.model or job.models.teacher, target, job.inference)]
+            return
+        pools = []
+        for name, (model, inference) in specs.items():
+            target = stack.enter_context(teacher_target(model, inference, f"teacher-{stage_name}-{name}"))
+            pools.append(TeacherPool(name, target, inference))
+        yield pools

@@ -1,6 +1,17 @@
 """Config schemas and loading. See `schema.py` for every key and its meaning."""
 
 from distill_ray.config.loader import apply_overrides, build_config, load_config, read_config_file
+from distill_ray.config.processing import (
+    CollectConfig,
+    CurateConfig,
+    JudgeConfig,
+    PairsConfig,
+    ProcessingConfig,
+    RewriteConfig,
+    SelectConfig,
+    SourceConfig,
+    SynthesizeConfig,
+)
 from distill_ray.config.schema import (
     DEFAULT_TEACHER,
     BenchmarkConfig,
@@ -14,10 +25,21 @@ from distill_ray.config.schema import (
     RayConfig,
     ServeConfig,
     Stage,
+    TeacherSpec,
     TrainingConfig,
 )
 
 __all__ = [
+    "CollectConfig",
+    "CurateConfig",
+    "JudgeConfig",
+    "PairsConfig",
+    "ProcessingConfig",
+    "RewriteConfig",
+    "SelectConfig",
+    "SourceConfig",
+    "SynthesizeConfig",
+    "TeacherSpec",
     "DEFAULT_TEACHER",
     "BenchmarkConfig",
     "DatasetConfig",

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from distill_ray.config.processing import ProcessingConfig
 from distill_ray.config.section import Section
 from distill_ray.config.training import TrainingConfig
 
@@ -106,6 +107,30 @@ class InferenceConfig(Section):
         return list(self.temperature) if isinstance(self.temperature, list) else [self.temperature]
 
 
+class TeacherSpec(Section):
+    """One teacher of a multi-teacher run (`models.teachers`): its own Serve deployment (own replicas and
+    autoscaling) and its own pool of callers. Unset fields fall back to the `inference` section; the HTTP
+    host/port are always `inference.serve`'s, since all deployments share one Serve proxy."""
+
+    model: str = Field(description="Model spec, as models.teacher.")
+    engine: Literal["transformers", "openai", "vllm"] | None = Field(None, description="Default: inference.engine.")
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL (engine=openai).")
+    api_key: str | None = Field(None, description="API key for base_url (engine=openai).")
+    model_name: str | None = Field(None, description="Model name sent in requests (default: the served name).")
+    concurrency: int | None = Field(None, ge=1, description="Callers sending to this teacher at once.")
+    temperature: float | list[float] | None = Field(None, description="Default: inference.temperature.")
+    num_samples: int | None = Field(None, ge=1, description="Default: inference.num_samples.")
+    serve: ServeConfig | None = Field(None, description="Replicas, autoscaling and batching of this teacher.")
+
+    def inference_for(self, base: InferenceConfig) -> InferenceConfig:
+        """The inference settings this teacher runs with."""
+        overrides = {k: v for k in ("engine", "base_url", "api_key", "model_name", "concurrency", "temperature",
+                                    "num_samples") if (v := getattr(self, k)) is not None}  # fmt: skip
+        if self.serve is not None:
+            overrides["serve"] = self.serve.model_copy(update={"host": base.serve.host, "port": base.serve.port})
+        return InferenceConfig.model_validate({**base.model_dump(), **overrides})
+
+
 class ModelsConfig(Section):
     """Model specs: a local HF folder, `builtin:smollm2-135m-instruct` (the packaged offline teacher),
     `builtin:smollm2-135m-instruct?layers=N` (its first N layers: a layer-pruned student) or
@@ -113,6 +138,19 @@ class ModelsConfig(Section):
 
     teacher: str = Field(DEFAULT_TEACHER, description="Teacher model spec.")
     student: str | None = Field(None, description="Student model spec (sft starts from it; eval defaults to it).")
+    teachers: dict[str, TeacherSpec] = Field(
+        default_factory=dict,
+        description="Several teachers for `generate` (name -> spec); every CoT row records its teacher's name. "
+        "Empty: the single `teacher` above. Judge/rewrite stages always use `teacher`.",
+    )
+
+    @field_validator("teachers")
+    @classmethod
+    def _teacher_names(cls, v):
+        bad = [name for name in v if not name or not all(c.isalnum() or c in "_.-" for c in name)]
+        if bad:
+            raise ValueError(f"teacher names may use letters, digits, '_', '.', '-' only: {bad}")
+        return v
 
 
 class DistillationConfig(Section):
@@ -191,6 +229,7 @@ class JobConfig(Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     distillation: DistillationConfig = Field(default_factory=DistillationConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 

@@ -1,0 +1,81 @@
+"""Row processor: the teacher judges each CoT's difficulty (easy/medium/hard), RV and CD (0-9).
+
+Where it sits: the `judge` stage, after `generate`, before `rewrite` / `select`. Each (CoT, criterion)
+is one request; a batch's requests are in flight together. A reply the parser in
+`distill_ray.judging` cannot read is asked again (`max_attempts`, later asks at
+`retry_temperature` with a new seed); a CoT whose judgement never parses is rejected with the last
+reply in the reason. Runs inside `actors.part_writer.PartWriter`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from actors.generator import request_seed
+from actors.part_writer import Outcome
+from actors.teacher_client import TeacherCaller, TeacherError, TeacherTarget
+from distill_ray.config import JudgeConfig
+from distill_ray.judging import parse_judgement
+from distill_ray.prompts import data_prompt, fill_template
+
+JUDGEMENT_TYPES = {"difficulty": pa.string(), "rv": pa.int64(), "cd": pa.int64()}
+
+
+def judged_schema(input_schema: pa.Schema, criteria: list[str]) -> pa.Schema:
+    """The input's columns plus one per criterion (replacing an earlier judgement of the same name)."""
+    fields = [f for f in input_schema if f.name not in criteria]
+    return pa.schema(fields + [pa.field(c, JUDGEMENT_TYPES[c]) for c in criteria])
+
+
+class CoTJudge(TeacherCaller):
+    def __init__(self, target: TeacherTarget, judge: dict, prompts: dict[str, str], output_schema: pa.Schema):
+        super().__init__(target)
+        self.cfg = JudgeConfig.model_validate(judge)
+        self.prompts = prompts
+        self.output_schema = output_schema
+
+    def process(self, rows: list[dict[str, Any]]) -> list[Outcome]:
+        jobs = [(i, c) for i, row in enumerate(rows) if _usable(row) for c in self.cfg.criteria]
+        verdicts = list(self.pool.map(lambda job: self._judge(rows[job[0]], job[1]), jobs))
+        outcomes = []
+        for i, row in enumerate(rows):
+            if not _usable(row):
+                outcomes.append(Outcome(reason="missing field: a CoT row needs non-empty 'problem' and 'response'"))
+                continue
+            mine = {c: v for (j, c), v in zip(jobs, verdicts) if j == i}
+            failed = [v for v in mine.values() if isinstance(v, _Failure)]
+            if failed:
+                outcomes.append(Outcome(reason=failed[0].reason))
+            else:
+                outcomes.append(Outcome(rows=[{**row, **mine}]))
+        return outcomes
+
+    def _judge(self, row: dict[str, Any], criterion: str):
+        prompt = fill_template(data_prompt(criterion, self.prompts), problem=row["problem"], response=row["response"])
+        reply = ""
+        for attempt in range(self.cfg.max_attempts):
+            temperature = self.cfg.temperature if attempt == 0 else self.cfg.retry_temperature
+            seed = request_seed(self.cfg.seed + attempt, f"{row['sample_id']}|{criterion}", temperature)
+            try:
+                reply = self.complete([{"role": "user", "content": prompt}], temperature=temperature,
+                                      max_tokens=self.cfg.max_new_tokens, seed=seed)  # fmt: skip
+            except TeacherError as exc:
+                if type(exc) is not TeacherError:
+                    raise  # TeacherUnavailable stops the stage
+                return _Failure(str(exc))
+            value = parse_judgement(criterion, reply)
+            if value is not None:
+                return value
+        snippet = " ".join(reply.split())[:120]
+        return _Failure(f"unparseable {criterion} judgement: {self.cfg.max_attempts} attempt(s), last reply '{snippet}'")
+
+
+class _Failure:
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _usable(row: dict[str, Any]) -> bool:
+    return bool(row.get("problem")) and bool(row.get("response"))
