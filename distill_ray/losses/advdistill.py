@@ -1,0 +1,86 @@
+"""AdvDistill stage-2 objective (METHODS.md section 3): advantage-weighted SFT plus a penalty on wrong answers.
+
+Flow: rewards.score_group gave each of a prompt's G teacher responses a reward, a group-relative
+advantage and a correct/wrong flag -> the AdvDistill trainer runs the student over the whole
+group (one prompt per micro-batch) -> `sequence_token_logprobs` reads each response token's
+log-prob -> **advdistill_loss** computes
+
+    L = sum_i w_i * CE_i + lambda * sum_{i wrong} C_i,   w = softmax(A / tau),
+    CE_i = -mean_t log p(y_it),   C_i = -log(1 - min(p_bar_i, p_max)),   p_bar_i = mean_t p(y_it).
+
+The weights are data: advantages come from the teacher's rewards, so no gradient flows into w.
+The penalty grows as the student makes a wrong response likely; p_max caps p_bar so the penalty
+stays finite (and stops pushing) once a wrong response is already near-certain.
+
+The loss is per group (sequence-level means), not per token: a trainer accumulating several
+prompts into one optimizer step divides each group's loss by the number of groups in the step.
+`best_response_index` picks the paper's SFT baseline target (the highest-advantage response).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from distill_ray.losses import register_loss
+
+
+def sequence_token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-prob of each label token [G, T], 0 where ignored; mask [G, T]) from aligned logits [G, T, V].
+
+    labels use -100 for positions that are not response tokens (prompt, padding).
+    """
+    mask = labels != -100
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    targets = labels.clamp_min(0)
+    # gather - logsumexp rather than a full log_softmax: no second [G, T, V] tensor is kept.
+    token_logprobs = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
+    return torch.where(mask, token_logprobs, 0.0), mask
+
+
+@register_loss("advdistill")
+def advdistill_loss(
+    token_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    correct: torch.Tensor,
+    tau: float = 0.5,
+    lam: float = 0.5,
+    p_max: float = 0.99,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """AdvDistill loss for one group of G responses and its metrics.
+
+    token_logprobs [G, T] (student log p of each response token), mask [G, T] bool, advantages [G],
+    correct [G] bool. Returns (loss, {"weighted_ce", "penalty", "max_weight"}), where "penalty"
+    is sum_{i wrong} C_i before the lambda factor and "weighted_ce" is sum_i w_i CE_i.
+    """
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    if not 0.0 < p_max < 1.0:
+        raise ValueError(f"p_max must be in (0, 1), got {p_max}")
+    mask = mask.bool()
+    logp = torch.where(mask, token_logprobs, 0.0)
+    # A response with no tokens contributes 0 rather than 0 / 0.
+    lengths = mask.sum(-1).clamp_min(1).to(logp.dtype)
+    ce = -logp.sum(-1) / lengths
+    p_bar = torch.where(mask, logp.exp(), 0.0).sum(-1) / lengths
+
+    weights = torch.softmax(advantages.detach().to(logp.dtype) / tau, dim=-1)
+    weighted_ce = (weights * ce).sum()
+    # clamp caps p_bar; its gradient is then 0, which is the intended "stop pushing" behaviour.
+    penalty_per = -torch.log1p(-p_bar.clamp(max=p_max))
+    penalty = torch.where(correct.bool(), 0.0, penalty_per).sum()
+    loss = weighted_ce + lam * penalty
+    metrics = {
+        "weighted_ce": float(weighted_ce.detach()),
+        "penalty": float(penalty.detach()),
+        "max_weight": float(weights.max()),
+    }
+    return loss, metrics
+
+
+def best_response_index(advantages: torch.Tensor) -> int:
+    """Index of the highest-advantage response (the first one on ties): the SFT baseline's target."""
+    advantages = torch.as_tensor(advantages)
+    if advantages.numel() == 0:
+        raise ValueError("advantages is empty: a group needs at least one response")
+    return int(torch.argmax(advantages))
