@@ -92,11 +92,28 @@ def _validate(cfg, explain: bool) -> int:
     print(f"ok: {what}")
     if explain:
         print(json.dumps(cfg.model_dump(), indent=2))
-        for name, section in JobConfig.model_fields.items():
-            model = section.annotation
-            for key, field in getattr(model, "model_fields", {}).items():
-                print(f"{name}.{key}: {field.description or ''}")
+        for line in explain_fields(JobConfig):
+            print(line)
     return 0
+
+
+def explain_fields(model, prefix: str = "") -> list[str]:
+    """`key: description` for every field, recursing into sub-sections (also inside lists and dicts)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    lines = []
+    for key, field in model.model_fields.items():
+        inner = [a for a in (field.annotation, *typing.get_args(field.annotation))
+                 if isinstance(a, type) and issubclass(a, BaseModel)]  # fmt: skip
+        for arg in typing.get_args(field.annotation):  # list[X], dict[str, X], X | None
+            inner += [a for a in typing.get_args(arg) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if field.description:
+            lines.append(f"{prefix}{key}: {field.description}")
+        if inner:
+            lines += explain_fields(inner[0], f"{prefix}{key}.")
+    return lines
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     assert summary["status"] == "ok"
     stages = {s["name"]: s for s in summary["stages"]}
     assert list(stages) == ["generate", "sft", "eval"]
-    assert stages["generate"]["rows_in"] == 4 and stages["generate"]["rows_out"] == 4 * 2  # x 2 temperatures
+    assert stages["generate"]["rows_in"] == 4 and stages["generate"]["rows_out"] == 4  # counted per problem
+    assert stages["generate"]["metrics"]["records_written"] == 4 * 2  # x 2 temperatures
     assert stages["sft"]["rows_out"] == 8 and stages["sft"]["metrics"]["steps"] == 2
     assert (out / "sft" / "model" / "model.safetensors").is_file()
 
@@ -51,7 +52,7 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     for label, per_bench in evaluation["results"].items():
         assert 0.0 <= per_bench["arithmetic"]["pass@1"] <= per_bench["arithmetic"]["pass@2"] <= 1.0
         assert (out / "eval" / "results" / label / "arithmetic").is_dir()
-    assert stages["eval"]["rows_out"] == 3 * 3 * 2  # models x problems x samples
+    assert stages["eval"]["rows_out"] == 3 * 3  # models x problems (each answered twice)
     for name in ("report.md", "report.json"):
         assert (out / "eval" / name).stat().st_size > 0
     assert len(list((out / "eval").glob("*.png"))) >= 3
