@@ -1,24 +1,135 @@
-"""Config of the training jobs (sft and, later, kd / advdistill / dpo / rm), documented field by field."""
+"""Config of the training jobs (sft, logits, kd, advdistill, dpo, rm), documented field by field.
+
+`TrainingConfig` holds what every Ray Train job shares (optimizer, schedule, batch shape, workers,
+checkpoints); each job's own knobs live in a sub-section named after it (`training.kd`,
+`training.advdistill`, `training.dpo`, `training.reward_model`), and `training.curriculum` turns an
+sft job into ordered stages. Defaults follow METHODS.md where the papers give a value.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from distill_ray.config.section import Section
 
 
+class KDConfig(Section):
+    """White-box KD (`logits` + `kd` jobs): the teacher's top-k log-probs per response token, stored once,
+    then a divergence on those k entries mixed with cross-entropy (METHODS.md section 2)."""
+
+    loss: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
+        "forward_kl", description="Divergence: KL(teacher||student), KL(student||teacher) or generalised JSD."
+    )
+    beta: float = Field(0.5, gt=0, lt=1, description="jsd only: weight of the teacher in the mixture (0.5 = symmetric).")
+    tail: Literal["bucket", "renormalize", "ignore"] = Field(
+        "bucket",
+        description="The teacher mass outside its top-k: `bucket` compares k+1 outcomes (the k ids plus one 'rest' "
+        "bucket); `renormalize` restricts both models to the k ids; `ignore` uses the k probs as stored "
+        "(forward_kl only).",
+    )
+    top_k: int = Field(20, ge=1, description="Teacher log-probs stored per response token (logits job).")
+    kd_ratio: float = Field(0.5, ge=0, le=1, description="Loss = kd_ratio * KD + (1 - kd_ratio) * cross-entropy.")
+    temperature: float = Field(1.0, gt=0, description="Divides the student logits inside the KD term.")
+    chunk_tokens: int = Field(
+        1024, ge=1, description="Tokens whose full-vocabulary logits exist at once (memory bound of the KD loss)."
+    )
+    logits_path: str | None = Field(
+        None, description="Folder of logits shards the kd job reads (the logits job writes `<stage>/logits`)."
+    )
+    logprob_dtype: Literal["float16", "float32"] = Field(
+        "float16", description="Storage type of the top-k log-probs (float16: 6 bytes per entry with its int32 id)."
+    )
+    extract_batch_size: int = Field(4, ge=1, description="Rows per teacher forward pass in the logits job.")
+    extract_concurrency: int = Field(1, ge=1, description="Teacher copies extracting logits at once (Ray Data actors, each with "
+                                      "training.cpus_per_worker CPUs, or one GPU with use_gpu).")
+    check_rows: int = Field(
+        32, ge=1, description="kd: rows re-tokenized with the student tokenizer to prove it matches the teacher's."
+    )
+
+    @model_validator(mode="after")
+    def _tail_fits_loss(self):
+        if self.tail == "ignore" and self.loss != "forward_kl":
+            raise ValueError("tail 'ignore' is only defined for loss 'forward_kl'")
+        return self
+
+
+class AdvDistillConfig(Section):
+    """AdvDistill stage 2 (METHODS.md section 3): L = sum_i softmax(A/tau)_i CE_i + lam * sum_{i wrong} C_i,
+    one problem's group of responses per micro-batch (per_device_train_batch_size is ignored)."""
+
+    mode: Literal["advdistill", "sft_best"] = Field(
+        "advdistill",
+        description="`advdistill`: the group loss; `sft_best`: the paper's baseline, plain SFT on each group's "
+        "highest-advantage response.",
+    )
+    tau: float = Field(0.5, gt=0, description="Temperature of the advantage softmax that weighs the responses.")
+    lam: float = Field(0.5, ge=0, description="Weight (lambda) of the contrastive penalty on wrong responses.")
+    p_max: float = Field(0.99, gt=0, lt=1, description="Cap of a wrong response's mean token probability in C_i.")
+
+
+class DPOConfig(Section):
+    """Preference training on (problem, chosen, rejected) pairs against a frozen reference model."""
+
+    loss: Literal["sigmoid", "cogpo"] = Field(
+        "sigmoid",
+        description="`sigmoid`: DPO with one beta; `cogpo`: each pair's own `beta` column (null -> dpo.beta).",
+    )
+    beta: float = Field(0.1, gt=0, description="Strength of the KL anchor to the reference model.")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed chance that a pair's label is flipped.")
+    reference_model: str | None = Field(
+        None, description="Frozen reference model spec (default: models.student, the policy's starting point)."
+    )
+
+
+class RewardModelConfig(Section):
+    """Reward-model training (`rm` job): a scalar head on models.student (a sequence-classification model
+    with one label), saved in HF format with `distill_ray_reward.json` describing its output."""
+
+    objective: Literal["pointwise", "pairwise"] = Field(
+        "pointwise",
+        description="`pointwise`: regress a judge score (DistilQwen RV / CD regressors); `pairwise`: "
+        "Bradley-Terry on preference pairs.",
+    )
+    target: Literal["rv", "cd"] = Field("rv", description="pointwise: the judged-CoT column to regress.")
+    score_low: float = Field(0.0, description="pointwise: lowest judge score (maps to 0).")
+    score_high: float = Field(9.0, description="pointwise: highest judge score (maps to 1).")
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.score_high <= self.score_low:
+            raise ValueError("score_high must be greater than score_low")
+        return self
+
+
+class CurriculumStage(Section):
+    """One stage of curriculum SFT: its rows (a file and/or a difficulty filter) and how long to train on them."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Label in logs, metrics and trainer state.")
+    labeled_path: str | None = Field(None, description="Rows of this stage (default: dataset.labeled_path).")
+    difficulty: list[str] | None = Field(
+        None, description="Keep rows whose `difficulty` column is one of these (e.g. [medium, hard]); None: all."
+    )
+    num_train_epochs: float | None = Field(None, gt=0, description="Passes over this stage's rows (default: training's).")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps of this stage (overrides its epochs).")
+
+
 class TrainingConfig(Section):
-    """Ray Train SFT settings (HF TrainingArguments names where they exist)."""
+    """Ray Train settings shared by the trainer jobs (HF TrainingArguments names where they exist),
+    plus one sub-section per job type."""
 
     num_train_epochs: float = Field(1, gt=0, description="Passes over the training rows.")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (overrides epochs; caps a curriculum)."
+    )
     learning_rate: float = Field(1e-4, gt=0, description="AdamW peak learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps for linear warmup.")
     lr_scheduler_type: Literal["cosine", "linear", "constant"] = Field("cosine", description="LR schedule.")
-    per_device_train_batch_size: int = Field(4, ge=1, description="Sequences per worker per micro-batch.")
+    per_device_train_batch_size: int = Field(
+        4, ge=1, description="Sequences (sft, kd, rm pointwise) or pairs (dpo, rm pairwise) per worker per micro-batch."
+    )
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     max_length: int = Field(512, ge=8, description="Tokens per sequence (prompt + response), truncated.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip.")
@@ -28,3 +139,24 @@ class TrainingConfig(Section):
     save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps (and at the end).")
     logging_steps: int = Field(1, ge=1, description="Report loss every N optimizer steps.")
     seed: int = Field(42, description="Seed for init, shuffling and dropout.")
+    kd: KDConfig = Field(default_factory=KDConfig, description="White-box KD: logits extraction and the kd loss.")
+    advdistill: AdvDistillConfig = Field(default_factory=AdvDistillConfig, description="AdvDistill group loss.")
+    dpo: DPOConfig = Field(default_factory=DPOConfig, description="DPO / CogPO on preference pairs.")
+    reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig, description="Reward-model training.")
+    curriculum: list[CurriculumStage] = Field(
+        default_factory=list,
+        description="sft: ordered stages trained in one run (one model, one optimizer and LR schedule), "
+        "e.g. medium CoTs for 3 epochs, then medium + hard. Empty: plain SFT on dataset.labeled_path.",
+    )
+    deepspeed: dict[str, Any] | str | None = Field(
+        None,
+        description="A DeepSpeed ZeRO config (mapping or JSON file path) for GPU training. Not used on CPU "
+        "(a warning says so); the GPU trainers reject it until DeepSpeed checkpoints are wired in.",
+    )
+
+    @model_validator(mode="after")
+    def _curriculum_names_unique(self):
+        names = [s.name for s in self.curriculum]
+        if len(names) != len(set(names)):
+            raise ValueError("curriculum stage names must be unique")
+        return self
