@@ -46,6 +46,8 @@ def group_apply(ds: ray.data.Dataset, key: str, group_fn: GroupFn, fn_kwargs: di
                 out_schema: pa.Schema) -> ray.data.Dataset:  # fmt: skip
     """Rows grouped by `key`, each group through `group_fn`: a materialised dataset of output records
     and rejections (tagged with `_reject` / `_payload`), kept in the object store across the cluster."""
+    if ds.count() == 0:  # Ray's hash shuffle cannot sort blocks that carry no columns
+        return ray.data.from_arrow(tagged_schema(out_schema).empty_table())
     return ds.groupby(key).map_groups(
         _apply_group, fn_kwargs=dict(group_fn=group_fn, fn_kwargs=fn_kwargs, out_schema=out_schema),
         batch_format="pyarrow", **LIGHT,

@@ -4,6 +4,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def test_serve_teacher_prints_url_answers_openai_and_stops_on_ctrl_c(tmp_path):
             if url.startswith("http") or proc.poll() is not None:
                 break
         assert url.startswith("http://127.0.0.1:") and url.endswith("/teacher/v1"), url
+        # Keep reading what the CLI prints (Ray forwards worker logs): a full pipe would block its writes.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         client = openai.OpenAI(base_url=url, api_key="sekret", max_retries=0)
         reply = client.chat.completions.create(model="tiny-smollm2", max_tokens=4,
                                                messages=[{"role": "user", "content": "hi"}])  # fmt: skip

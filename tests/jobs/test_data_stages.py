@@ -75,3 +75,20 @@ def test_extract_pairs_rejects_replies_that_hold_no_pairs(tmp_path, ray_cluster,
     assert result.rows_in == 3 == result.rows_out + result.rows_rejected
     assert result.rejected_reasons == {"unparseable extract_pairs reply": 3}  # random tokens are not JSON
     assert result.metrics["teacher_calls"] == 3 * 2
+
+
+def test_group_stage_on_an_empty_input_writes_empty_readable_outputs(tmp_path, ray_cluster):
+    from jobs import select
+
+    schema = pa.schema([("id", pa.string()), ("sample_id", pa.string()), ("correct", pa.bool_()),
+                        ("difficulty", pa.string())])  # fmt: skip
+    (tmp_path / "in").mkdir()
+    pq.write_table(schema.empty_table(), tmp_path / "in" / "empty.parquet")  # what an all-rejected stage leaves
+    job = build_config({"job_type": "select", "output_dir": str(tmp_path / "out"),
+                        "dataset": {"labeled_path": str(tmp_path / "in")},
+                        "processing": {"select": {"split_by": "difficulty"}}})  # fmt: skip
+    result = select.run(job, StageEnv("select", tmp_path / "out", tmp_path / "out" / "rejected", ray_cluster))
+    assert (result.rows_in, result.rows_out, result.rows_rejected) == (0, 0, 0)
+    assert result.metrics["split"] == {"easy": 0, "medium": 0, "hard": 0}
+    for folder in ("selected", "medium", "hard"):
+        assert "fallback" in pq.read_table(tmp_path / "out" / folder).schema.names
