@@ -13,7 +13,8 @@ through `request_seed` + `choice_seeds`, so a sample gets the same tokens on bot
 batch it shares). Per-sample token counts are each side's own: the pipeline's come from its Parquet
 `completion_tokens` column, so `samples_with_equal_token_count` also checks that column.
 The pipeline also parses, verifies and scores every sample; `scoring_seconds_in_process` times that
-work alone, to tell how much of the difference is real work rather than overhead.
+work alone, to tell how much of the difference is real work rather than overhead. `serve_mean_batch`
+(from the replica's batching counters) shows whether the pipeline keeps the engine's batches full.
 
     python benchmarks/generation_overhead.py --rows 32 --samples 2 --max-new-tokens 128
     python benchmarks/generation_overhead.py --quick     # tiny random model, a smoke test
@@ -53,7 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch-size", type=int, default=16, help="Serve max_batch_size = direct batch size")
     p.add_argument("--torch-threads", type=int, default=2, help="torch threads, replica and direct loop")
     p.add_argument("--concurrency", type=int, default=2, help="Ray Data caller actors")
-    p.add_argument("--batch-size", type=int, default=4, help="problems per Ray Data batch")
+    p.add_argument("--batch-size", type=int, default=4,
+                   help="problems per Ray Data batch; a caller sends batch_size x samples sequences at once")  # fmt: skip
     args = p.parse_args(argv)
     for key, value in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, key) is None:

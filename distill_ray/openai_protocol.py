@@ -309,6 +309,9 @@ def chat_response(results: Sequence, model: str, prompt_tokens: int, created: in
             "message": {"role": "assistant", "content": r.text},
             "finish_reason": r.finish_reason,
             "logprobs": chat_logprobs(r.logprobs),
+            # Not in OpenAI's schema (clients keep unknown fields): each sample's own length, which the
+            # cosine length reward needs; `usage` only has the sum over the n choices.
+            "completion_tokens": r.completion_tokens,
         }
         for i, r in enumerate(results)
     ]

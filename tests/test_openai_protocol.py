@@ -135,6 +135,7 @@ def test_chat_response_shape_and_usage():
     assert body["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
     first, second = body["choices"]
     assert first["index"] == 0 and first["message"] == {"role": "assistant", "content": "Hi!"}
+    assert (first["completion_tokens"], second["completion_tokens"]) == (2, 3)  # each sample's own length
     content = first["logprobs"]["content"]
     assert content[0] == {
         "token": "Hi", "logprob": -0.5, "bytes": [72, 105],

@@ -143,10 +143,13 @@ def test_handle_chat_same_shape(teacher, client):
     body = {"model": teacher.served_name, "messages": MSG, "max_tokens": 4, "temperature": 0, "n": 2}
     out = teacher.handle.chat.remote(body).result()
     assert out["object"] == "chat.completion" and len(out["choices"]) == 2
-    assert set(out["choices"][0]) == {"index", "message", "finish_reason", "logprobs"}
+    assert set(out["choices"][0]) == {"index", "message", "finish_reason", "logprobs", "completion_tokens"}
     assert set(out["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+    assert sum(c["completion_tokens"] for c in out["choices"]) == out["usage"]["completion_tokens"]
     http = client.chat.completions.create(**body)
     assert out["choices"][0]["message"]["content"] == http.choices[0].message.content
+    # the official client keeps the per-choice length (the generator reads it via model_dump)
+    assert http.model_dump()["choices"][0]["completion_tokens"] == out["choices"][0]["completion_tokens"]
     from distill_ray.openai_protocol import ProtocolError
 
     with pytest.raises(ProtocolError, match="n"):
