@@ -62,24 +62,10 @@ class CoTGenerator(TeacherCaller):
             outcomes.append(Outcome(rows=score_problem_samples(samples, self.distillation)))
         return outcomes
 
-    def _request_body(self, problem: dict[str, Any], temperature: float) -> dict[str, Any]:
-        inf = self.inference
-        body = {
-            "messages": chat_messages(problem["problem"], inf.system_prompt, inf.user_template),
-            "n": inf.num_samples,
-            "temperature": temperature,
-            "top_p": inf.top_p,
-            "max_tokens": inf.max_new_tokens,
-        }
-        if inf.seed is not None:
-            # Distinct but reproducible per (problem, temperature): resumed runs regenerate the same text.
-            body["seed"] = request_seed(inf.seed, problem["id"], temperature)
-        return body
-
     def _ask(self, problem: dict[str, Any], temperature: float) -> list[dict[str, Any]] | str:
         """The samples of one request, or the teacher's rejection reason (TeacherUnavailable propagates)."""
         try:
-            resp = self.chat(self._request_body(problem, temperature))
+            resp = self.chat(request_body(problem, temperature, self.inference))
         except TeacherError as exc:
             if type(exc) is not TeacherError:
                 raise
@@ -109,6 +95,21 @@ class CoTGenerator(TeacherCaller):
                 }
             )
         return rows
+
+
+def request_body(problem: dict[str, Any], temperature: float, inf: InferenceConfig) -> dict[str, Any]:
+    """The chat body for one (problem, temperature): `num_samples` choices in one request."""
+    body = {
+        "messages": chat_messages(problem["problem"], inf.system_prompt, inf.user_template),
+        "n": inf.num_samples,
+        "temperature": temperature,
+        "top_p": inf.top_p,
+        "max_tokens": inf.max_new_tokens,
+    }
+    if inf.seed is not None:
+        # Distinct but reproducible per (problem, temperature): resumed runs regenerate the same text.
+        body["seed"] = request_seed(inf.seed, problem["id"], temperature)
+    return body
 
 
 def request_seed(base: int, problem_id: str, temperature: float) -> int:

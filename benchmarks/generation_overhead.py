@@ -104,24 +104,7 @@ def write_problems(path: Path, rows: int, seed: int) -> list[dict]:
     return [normalize_row(parse_json_line(line), cfg) for line in lines]
 
 
-# ---- the request every sample comes from (identical on both sides) ------------------------------
-
-
-def request_body(problem: dict, temperature: float, inference) -> dict:
-    """The chat body CoTGenerator sends for (problem, temperature), built from the same helpers."""
-    from actors.generator import request_seed
-    from distill_ray.prompts import chat_messages
-
-    body = {
-        "messages": chat_messages(problem["problem"], inference.system_prompt, inference.user_template),
-        "n": inference.num_samples,
-        "temperature": temperature,
-        "top_p": inference.top_p,
-        "max_tokens": inference.max_new_tokens,
-    }
-    if inference.seed is not None:
-        body["seed"] = request_seed(inference.seed, problem["id"], temperature)
-    return body
+# ---- the request every sample comes from: actors.generator.request_body, as the pipeline sends it ---
 
 
 def engine_sequences(engine, body: dict) -> list:
@@ -144,6 +127,8 @@ def engine_sequences(engine, body: dict) -> list:
 
 def run_direct(engine, problems: list[dict], inference, batch_size: int) -> dict:
     """Prompt building + static batches of `batch_size` sequences, in order; returns timing and tokens."""
+    from actors.generator import request_body
+
     started = time.perf_counter()
     keys, sequences = [], []
     for problem in problems:
@@ -244,6 +229,8 @@ def timed(label: str, startup: dict, fn):
 
 
 def warm_body(problem: dict, inference) -> dict:
+    from actors.generator import request_body
+
     body = request_body(problem, inference.temperatures[0], inference)
     return {**body, "n": 1, "max_tokens": min(8, inference.max_new_tokens)}
 

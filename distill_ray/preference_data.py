@@ -11,7 +11,7 @@ Pure Python/torch, no Ray.
 
 from __future__ import annotations
 
-from distill_ray.sft_data import build_chat_messages, collate, tokenize_sft_example
+from distill_ray.sft_data import PromptedDataset, collate, tokenize_sft_example
 from distill_ray.train_rows import missing, text_problem
 
 
@@ -49,19 +49,12 @@ def pair_problem(row: dict) -> str | None:
     return None
 
 
-class GroupDataset:
+class GroupDataset(PromptedDataset):
     """One item per problem: its G responses tokenized (G examples sharing one prompt)."""
-
-    def __init__(self, rows: list[dict], tokenizer, system_prompt: str | None, user_template: str, max_length: int):
-        self.rows, self.tokenizer, self.max_length = rows, tokenizer, max_length
-        self.system_prompt, self.user_template = system_prompt, user_template
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
-        messages = build_chat_messages(row["problem"], self.system_prompt, self.user_template)
+        messages = self.messages(row)
         examples = [tokenize_sft_example(self.tokenizer, messages, r, self.max_length) for r in row["responses"]]
         return {"examples": examples, "advantages": [float(a) for a in row["advantages"]],
                 "correct": [bool(c) for c in row["correct"]]}  # fmt: skip
@@ -77,19 +70,12 @@ def collate_group(group: dict, pad_id: int) -> dict:
     return batch
 
 
-class PairDataset:
+class PairDataset(PromptedDataset):
     """One item per pair: chosen and rejected tokenized after the same prompt, and the pair's beta (or None)."""
-
-    def __init__(self, rows: list[dict], tokenizer, system_prompt: str | None, user_template: str, max_length: int):
-        self.rows, self.tokenizer, self.max_length = rows, tokenizer, max_length
-        self.system_prompt, self.user_template = system_prompt, user_template
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
-        messages = build_chat_messages(row["problem"], self.system_prompt, self.user_template)
+        messages = self.messages(row)
         beta = row.get("beta")
         return {"chosen": tokenize_sft_example(self.tokenizer, messages, row["chosen"], self.max_length),
                 "rejected": tokenize_sft_example(self.tokenizer, messages, row["rejected"], self.max_length),

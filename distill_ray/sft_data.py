@@ -15,6 +15,7 @@ then close its turn. Loss is on response tokens only (labels = -100 on the promp
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -105,17 +106,27 @@ def collate(batch: list[dict[str, Any]], pad_id: int) -> dict:
     return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
 
 
-def check_row(row: dict[str, Any]) -> str | None:
-    """Why a labelled row cannot be used (missing/empty/non-string problem or response), else None."""
-    for field in ("problem", "response"):
+def missing(value: Any) -> bool:
+    """None or NaN (how Parquet nulls and pandas gaps arrive)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def text_problem(row: dict, fields: tuple[str, ...]) -> str | None:
+    """Why one of `fields` is not a non-empty string, else None."""
+    for field in fields:
         value = row.get(field)
-        if value is None or (isinstance(value, float) and value != value):  # None or NaN
+        if missing(value):
             return f"missing {field}"
         if not isinstance(value, str):
             return f"{field} is not a string"
         if not value.strip():
             return f"empty {field}"
     return None
+
+
+def check_row(row: dict[str, Any]) -> str | None:
+    """Why a labelled row cannot be used (missing/empty/non-string problem or response), else None."""
+    return text_problem(row, ("problem", "response"))
 
 
 def read_labeled_rows(path: str) -> tuple[list[dict], list[dict]]:
@@ -136,11 +147,12 @@ def read_labeled_rows(path: str) -> tuple[list[dict], list[dict]]:
             raise InputFileError(path, f"missing column(s) {missing}; expected 'problem' and 'response'")
         return table.select(["problem", "response"]).to_pylist(), []
     if p.suffix in (".jsonl", ".json"):
-        return _read_json_rows(p)
+        return read_json_rows(p)
     raise InputFileError(path, "expected a .parquet, .jsonl or .json file")
 
 
-def _read_json_rows(p: Path) -> tuple[list[dict], list[dict]]:
+def read_json_rows(p: Path) -> tuple[list[dict], list[dict]]:
+    """Records of a .json array or JSON-lines file, plus rejects {reason, row} for lines that do not parse."""
     text = p.read_text()
     if text.lstrip().startswith("["):  # a .json array rather than JSON lines
         try:
@@ -185,9 +197,10 @@ def select_training_rows(
     return clean, rejects
 
 
-class SFTDataset:
-    """Clean rows as a map-style torch dataset that tokenizes on access, so a Train worker only
-    tokenizes the rows its sampler hands it (and skipped rows on resume cost nothing)."""
+class PromptedDataset:
+    """Rows as a map-style torch dataset that tokenizes on access, so a Train worker only tokenizes
+    the rows its sampler hands it (and skipped rows on resume cost nothing). Subclasses say what one
+    item is; `messages(row)` is the chat prompt every trainer shares with the teacher."""
 
     def __init__(self, rows: list[dict], tokenizer, system_prompt: str | None, user_template: str, max_length: int):
         self.rows, self.tokenizer, self.max_length = rows, tokenizer, max_length
@@ -196,18 +209,26 @@ class SFTDataset:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def messages(self, row: dict) -> list[dict[str, str]]:
+        return build_chat_messages(row["problem"], self.system_prompt, self.user_template)
+
+
+class SFTDataset(PromptedDataset):
+    """One item per row: prompt + response, labels on the response only."""
+
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
-        messages = build_chat_messages(row["problem"], self.system_prompt, self.user_template)
-        return tokenize_sft_example(self.tokenizer, messages, row["response"], self.max_length)
+        return tokenize_sft_example(self.tokenizer, self.messages(row), row["response"], self.max_length)
 
 
-def epoch_batches(data: SFTDataset, epoch: int, skip_samples: int, batch_size: int, seed: int, rank: int, world: int):
+def epoch_batches(data, epoch: int, skip_samples: int, batch_size: int, seed: int, rank: int, world: int,
+                  collate_fn=None):  # fmt: skip
     """This rank's micro-batches for `epoch`, after skipping the samples the run already consumed.
 
     DistributedSampler gives rank r the slice perm[r::world] of one seeded permutation, so the first
     k micro-batches of all ranks together are the first k*batch_size*world samples of it: counting
     consumed samples (not batches) keeps a resume right even if the worker count changed.
+    `collate_fn` defaults to padding SFT examples with the tokenizer's pad id.
     """
     from functools import partial
 
@@ -217,5 +238,5 @@ def epoch_batches(data: SFTDataset, epoch: int, skip_samples: int, batch_size: i
     sampler.set_epoch(epoch)  # a new, reproducible order every epoch
     skip = (skip_samples // (batch_size * world)) * batch_size
     indices = list(sampler)[skip:]
-    return DataLoader(Subset(data, indices), batch_size=batch_size, shuffle=False,
-                      collate_fn=partial(collate, pad_id=data.tokenizer.pad_token_id))
+    collate_fn = collate_fn or partial(collate, pad_id=data.tokenizer.pad_token_id)
+    return DataLoader(Subset(data, indices), batch_size=batch_size, shuffle=False, collate_fn=collate_fn)

@@ -8,13 +8,18 @@ never an exception) and hands the clean ones to its Ray Train workers. Pure Pyth
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 from distill_ray.errors import InputFileError
-from distill_ray.sft_data import RowRejected, build_chat_messages, prompt_token_ids
+from distill_ray.sft_data import (  # noqa: F401 - missing and text_problem are imported from here by jobs
+    RowRejected,
+    build_chat_messages,
+    missing,
+    prompt_token_ids,
+    read_json_rows,
+    text_problem,
+)
 
 
 def read_rows(path: str, required: list[str], optional: list[str] = ()) -> tuple[list[dict], list[dict]]:
@@ -30,7 +35,7 @@ def read_rows(path: str, required: list[str], optional: list[str] = ()) -> tuple
     if p.is_dir() or p.suffix == ".parquet":
         return _read_parquet(path, required, list(optional)), []
     if p.suffix in (".jsonl", ".json"):
-        return _read_json(p)
+        return read_json_rows(p)
     raise InputFileError(path, "expected a .parquet file or folder, or a .jsonl/.json file")
 
 
@@ -48,45 +53,6 @@ def _read_parquet(path: str, required: list[str], optional: list[str]) -> list[d
         raise
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise InputFileError(path, f"not a readable parquet file ({exc})") from None
-
-
-def _read_json(p: Path) -> tuple[list[dict], list[dict]]:
-    text = p.read_text()
-    if text.lstrip().startswith("["):  # a .json array rather than JSON lines
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputFileError(str(p), f"invalid JSON ({exc.msg})", line=exc.lineno) from None
-        return [r if isinstance(r, dict) else {"value": r} for r in data], []
-    rows, rejects = [], []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            rejects.append({"reason": "invalid JSON line", "row": {"line": lineno, "text": line[:500]}})
-            continue
-        rows.append(row if isinstance(row, dict) else {"value": row})
-    return rows, rejects
-
-
-def missing(value: Any) -> bool:
-    """None or NaN (how Parquet nulls and pandas gaps arrive)."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def text_problem(row: dict, fields: tuple[str, ...]) -> str | None:
-    """Why one of `fields` is not a non-empty string, else None (reasons as the sft job words them)."""
-    for field in fields:
-        value = row.get(field)
-        if missing(value):
-            return f"missing {field}"
-        if not isinstance(value, str):
-            return f"{field} is not a string"
-        if not value.strip():
-            return f"empty {field}"
-    return None
 
 
 def prompt_problem(row: dict, tokenizer, system_prompt: str | None, user_template: str, max_length: int) -> str | None:

@@ -43,10 +43,10 @@ def _apply_group(group: pa.Table, group_fn: GroupFn, fn_kwargs: dict[str, Any], 
 
 
 def group_apply(ds: ray.data.Dataset, key: str, group_fn: GroupFn, fn_kwargs: dict[str, Any],
-                out_schema: pa.Schema) -> ray.data.Dataset:  # fmt: skip
+                out_schema: pa.Schema, rows: int | None = None) -> ray.data.Dataset:  # fmt: skip
     """Rows grouped by `key`, each group through `group_fn`: a materialised dataset of output records
     and rejections (tagged with `_reject` / `_payload`), kept in the object store across the cluster."""
-    if ds.count() == 0:  # Ray's hash shuffle cannot sort blocks that carry no columns
+    if (ds.count() if rows is None else rows) == 0:  # Ray's hash shuffle cannot sort column-less blocks
         return ray.data.from_arrow(tagged_schema(out_schema).empty_table())
     return ds.groupby(key).map_groups(
         _apply_group, fn_kwargs=dict(group_fn=group_fn, fn_kwargs=fn_kwargs, out_schema=out_schema),
@@ -75,7 +75,7 @@ def write_output(stage: StageEnv, out_name: str, ds: ray.data.Dataset, schema: p
 def run_group_stage(stage: StageEnv, ds: ray.data.Dataset, *, job_type: str, out_name: str, group_fn: GroupFn,
                     fn_kwargs: dict[str, Any], out_schema: pa.Schema, key: str = "id") -> StageResult:  # fmt: skip
     rows_in = ds.count()
-    tagged = group_apply(ds, key, group_fn, fn_kwargs, out_schema)
+    tagged = group_apply(ds, key, group_fn, fn_kwargs, out_schema, rows=rows_in)
     out_dir = write_output(stage, out_name, kept(tagged), out_schema)
     reasons = export_rejects([tagged], stage)
     result = StageResult(name=stage.name, job_type=job_type, rows_in=rows_in)

@@ -41,6 +41,7 @@ from typing import Any
 
 from distill_ray.config import JobConfig, TrainingConfig
 from distill_ray.errors import ConfigError
+from distill_ray.sft_data import epoch_batches
 from distill_ray.train_schedule import Phase, cap_phases, epoch_steps, lr_factor, total_steps  # noqa: F401
 from jobs.common import StageEnv
 from jobs.train_checkpoints import (
@@ -184,23 +185,6 @@ def train_loop_per_worker(config: dict) -> dict | None:
     return metrics
 
 
-def epoch_batches(data, collate_fn, epoch: int, skip_samples: int, batch_size: int, seed: int, rank: int,
-                  world: int):  # fmt: skip
-    """This rank's micro-batches for `epoch`, after skipping the samples the run already consumed.
-
-    DistributedSampler gives rank r the slice perm[r::world] of one seeded permutation, so the first
-    k micro-batches of all ranks together are the first k*batch_size*world samples of it: counting
-    consumed samples (not batches) keeps a resume right even if the worker count changed.
-    """
-    from torch.utils.data import DataLoader, DistributedSampler, Subset
-
-    sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    sampler.set_epoch(epoch)  # a new, reproducible order every epoch
-    skip = (skip_samples // (batch_size * world)) * batch_size
-    indices = list(sampler)[skip:]
-    return DataLoader(Subset(data, indices), batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
-
-
 class TrainRun:
     """One worker's training: model, optimizer, schedule, loop state, and the loop itself."""
 
@@ -269,8 +253,8 @@ class TrainRun:
             return self.objective.collate(examples, self.tokenizer)
 
         while True:
-            for batch in epoch_batches(data, collate, state["epoch"], state["samples_in_epoch"], size,
-                                       self.t.seed + index, self.rank, self.world):  # fmt: skip
+            for batch in epoch_batches(data, state["epoch"], state["samples_in_epoch"], size,
+                                       self.t.seed + index, self.rank, self.world, collate_fn=collate):  # fmt: skip
                 state["samples_in_epoch"] += size * self.world
                 yield batch
             state["epoch"] += 1

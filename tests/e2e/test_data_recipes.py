@@ -36,6 +36,17 @@ def _run(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
     return proc
 
 
+def _run_recipe(recipe: str, out: Path, *extra: str) -> None:
+    """One recipe through the CLI on its own embedded cluster, whose state folder is removed after."""
+    from conftest import free_port
+
+    state_dir = f"/tmp/dr-e2e-{free_port()}"
+    try:
+        _run(_command(recipe, out, state_dir, *extra))
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
 def _stages(out: Path) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "ok"
@@ -93,13 +104,8 @@ def test_slow_thinking_recipe_resumes_after_sigkill_mid_judge(tmp_path, smollm2_
 
 
 def test_adaptive_thinking_recipe_two_teachers_rv_cd_and_target_sampler(tmp_path, smollm2_dir):
-    from conftest import free_port
-
-    out, state_dir = tmp_path / "adaptive", f"/tmp/dr-e2e-{free_port()}"
-    try:
-        _run(_command("thoughtx_adaptive.yaml", out, state_dir, "stages.generate.dataset.limit=4"))
-    finally:
-        shutil.rmtree(state_dir, ignore_errors=True)
+    out = tmp_path / "adaptive"
+    _run_recipe("thoughtx_adaptive.yaml", out, "stages.generate.dataset.limit=4")
     stages = _stages(out)
     samples = pq.read_table(out / "generate" / "generations").to_pylist()
     by_teacher = {t: sum(1 for s in samples if s["teacher"] == t) for t in ("smollm2", "smollm2_l24")}
@@ -120,13 +126,8 @@ def test_adaptive_thinking_recipe_two_teachers_rv_cd_and_target_sampler(tmp_path
 
 
 def test_advdistill_recipe_curates_groups_and_pairs(tmp_path, smollm2_dir):
-    from conftest import free_port
-
-    out, state_dir = tmp_path / "adv", f"/tmp/dr-e2e-{free_port()}"
-    try:
-        _run(_command("advdistill.yaml", out, state_dir, "stages.generate.dataset.limit=4"))
-    finally:
-        shutil.rmtree(state_dir, ignore_errors=True)
+    out = tmp_path / "adv"
+    _run_recipe("advdistill.yaml", out, "stages.generate.dataset.limit=4")
     stages = _stages(out)
     assert stages["curate"]["rows_in"] == 4 * 4
     groups = pq.read_table(out / "curate" / "groups").to_pylist()
