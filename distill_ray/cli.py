@@ -4,6 +4,7 @@
     distill-ray eval CONFIG [--set ...]                 run CONFIG as an eval job (side-by-side report)
     distill-ray validate CONFIG [--set ...] [--explain] check a config without running it
     distill-ray serve teacher CONFIG [--set ...]        deploy the teacher service, print its URL
+    distill-ray serve reward CONFIG [--set ...]         deploy the reward service (RV/CD models, verifier), print its URL
     distill-ray models prepare SPEC [SPEC ...]          materialise builtin/tiny models into the cache
 
 Parsing and validation live here; execution is handed to `jobs.runner`, imported only when a command
@@ -34,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     validate = with_config(sub.add_parser("validate", help="validate a config and print the resolved form"))
     validate.add_argument("--explain", action="store_true", help="also print every key with its description")
     serve = sub.add_parser("serve", help="deploy a service and print its URL")
-    with_config(serve.add_subparsers(dest="service", required=True).add_parser("teacher"))
+    services = serve.add_subparsers(dest="service", required=True)
+    with_config(services.add_parser("teacher", help="the teacher LLM, OpenAI-compatible (/v1/chat/completions)"))
+    with_config(services.add_parser("reward", help="reward models + verifier (/v1/rewards, OpenRLHF /get_reward)"))
     models = sub.add_parser("models", help="model cache")
     prepare = models.add_subparsers(dest="action", required=True).add_parser("prepare")
     prepare.add_argument("specs", nargs="+", help="model specs, e.g. builtin:smollm2-135m-instruct")
@@ -75,7 +78,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _validate(cfg, args.explain)
     if args.command == "serve":
         runner.preflight(cfg)
-        runner.serve_teacher_forever(cfg)
+        runner.serve_forever(cfg, args.service)
         return 0
     summary = runner.run_config(cfg)  # runs its own preflight before starting Ray
     print(f"[distill-ray] {summary.status}: {summary.output_dir}/summary.json")

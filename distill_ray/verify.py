@@ -137,3 +137,8 @@ def verify_response(
     if reference is None:
         return None, parsed
     return answers_match(parsed.final_answer, reference, timeout_s), parsed
+
+
+def check_answer(text: str, reference: str | None, timeout_s: float = 5.0) -> bool | None:
+    """`verify_response`'s verdict alone: small to send back from a worker process."""
+    return verify_response(text, reference, timeout_s)[0]

@@ -23,9 +23,10 @@ from jobs.common import StageEnv
 # job_type -> module exposing run(job, stage); the dataset key each job reads its input from.
 JOB_MODULES = {name: f"jobs.{name}" for name in (
     "collect", "generate", "judge", "rewrite", "select", "curate", "pairs", "synthesize",
-    "logits", "sft", "kd", "advdistill", "dpo", "rm", "eval",
+    "logits", "sft", "kd", "advdistill", "dpo", "rm", "grpo", "eval",
 )}  # fmt: skip
-INPUT_KEY = {"generate": "instruction_path", "eval": "instruction_path", "synthesize": "instruction_path"}
+INPUT_KEY = {"generate": "instruction_path", "eval": "instruction_path", "synthesize": "instruction_path",
+             "grpo": "instruction_path"}
 # every other job except collect (which names its sources itself) reads dataset.labeled_path
 
 
@@ -41,6 +42,8 @@ def preflight(cfg: JobConfig | PipelineConfig) -> None:
     run_dir = Path(cfg.output_dir).resolve()
     for name, job in stages_of(cfg):
         prefix = f"stages.{name}." if isinstance(cfg, PipelineConfig) else ""
+        if job.job_type == "grpo" and job.training.grpo.engine == "openrlhf":
+            continue  # data and models are the GPU cluster's (hub names, its paths); the launcher checks the rest
         for key, path in _inputs(job, prefix):
             if _produced_by_run(path, run_dir):
                 continue
@@ -77,6 +80,8 @@ def input_key(job: JobConfig) -> str:
 
 def _model_specs(job: JobConfig, prefix: str) -> list[tuple[str, str]]:
     specs = [(f"{prefix}models.{k}", getattr(job.models, k)) for k in ("teacher", "student")]
+    if job.job_type == "grpo" and not job.reward.url:  # the job deploys the reward service from these
+        specs += [(f"{prefix}reward.{k}", getattr(job.reward, k)) for k in ("rv_model", "cd_model")]
     specs.append((f"{prefix}evaluation.model", job.evaluation.model))
     specs += [(f"{prefix}evaluation.models.{label}", spec) for label, spec in job.evaluation.models.items()]
     return [(key, spec) for key, spec in specs if spec]
@@ -130,19 +135,32 @@ def _run_stage(job: JobConfig, env: StageEnv) -> StageResult:
     return result
 
 
-def serve_teacher_forever(cfg: JobConfig | PipelineConfig) -> None:
-    """`distill-ray serve teacher`: deploy the teacher, print its URL, keep serving until Ctrl-C."""
-    from serve.teacher import deploy_teacher
+def serve_forever(cfg: JobConfig | PipelineConfig, service: str) -> None:
+    """`distill-ray serve teacher|reward`: deploy the app, print its URL, keep serving until Ctrl-C.
 
+    The first stage's config is used: `models.teacher` + `inference` (teacher), the `reward` section (reward).
+    """
     job = stages_of(cfg)[0][1]
+    if service == "reward":
+        for key in ("rv_model", "cd_model"):
+            spec = getattr(job.reward, key)
+            if spec and not (Path(spec) / "config.json").is_file():
+                raise ConfigError(f"reward.{key}", f"'{spec}' is not a reward model folder (an rm job's model/)")
     with ray_session(cfg.ray) as ray_ctx:
-        endpoint = deploy_teacher(job.models.teacher, job.inference.serve, app_name="teacher",
-                                  served_name=job.inference.model_name)  # fmt: skip
-        print(endpoint.base_url, flush=True)
+        if service == "reward":
+            from serve.reward import deploy_reward
+
+            url = deploy_reward(job.reward, app_name="reward").base_url
+        else:
+            from serve.teacher import deploy_teacher
+
+            url = deploy_teacher(job.models.teacher, job.inference.serve, app_name="teacher",
+                                 served_name=job.inference.model_name).base_url  # fmt: skip
+        print(url, flush=True)
         if not ray_ctx.embedded:
             return  # the app lives on in the cluster
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
-            print("[distill-ray] stopping the teacher service", flush=True)
+            print(f"[distill-ray] stopping the {service} service", flush=True)

@@ -54,7 +54,7 @@ from jobs.train_checkpoints import (
 )
 
 METRICS_FILE = "train_metrics.json"
-RESUMED_KEYS = ("step", "phase", "epoch", "samples_in_epoch", "losses", "metrics", "units")
+RESUMED_KEYS = ("step", "phase", "epoch", "samples_in_epoch", "losses", "metrics", "units", "evals")
 
 
 class Objective:
@@ -109,6 +109,12 @@ class Objective:
     def annotate(self, model_dir: Path) -> None:
         """Extra files written into every saved model folder (checkpoints and the final model)."""
 
+    eval_steps = 0  # > 0: rank 0 calls `evaluate` before the first step, every eval_steps steps and at the end
+
+    def evaluate(self, model) -> dict[str, float]:
+        """Metrics of the model being trained (e.g. GRPO's greedy reward on held-out prompts)."""
+        return {}
+
 
 # ----------------------------------------------------------------------------- driver side
 
@@ -120,6 +126,7 @@ def fit(job: JobConfig, stage: StageEnv, objective: Objective, phases: list[Phas
 
     t = job.training
     _check_deepspeed(t)
+    _check_free_cpus(t, stage)
     out = stage.output_dir.resolve()
     config = {
         "objective": objective,
@@ -154,6 +161,21 @@ def _check_deepspeed(t: TrainingConfig) -> None:
                           "with DDP (NCCL)")  # fmt: skip
     print("[distill-ray] training.deepspeed is ignored on CPU (use_gpu: false); training with DDP over gloo",
           flush=True)  # fmt: skip
+
+
+def _check_free_cpus(t: TrainingConfig, stage: StageEnv) -> None:
+    """Workers that cannot all be placed make Ray Train retry forever; say so instead. On a real cluster the
+    autoscaler may add nodes, so there it is only a warning."""
+    import ray
+
+    need, free = t.num_workers * t.cpus_per_worker, ray.available_resources().get("CPU", 0.0)
+    if need <= free + 1e-9:
+        return
+    message = (f"{t.num_workers} worker(s) x {t.cpus_per_worker} CPU need {need:g} CPUs but the cluster has {free:g} "
+               "free (Serve replicas hold the rest)")  # fmt: skip
+    if stage.ray.embedded:
+        raise ConfigError("training.cpus_per_worker", message + "; lower it or training.num_workers")
+    print(f"[distill-ray] warning: {message}; waiting for the autoscaler", flush=True)
 
 
 def _run_name(job_type: str, output_dir: Path) -> str:
@@ -218,7 +240,7 @@ class TrainRun:
         schedule = lambda s: lr_factor(t.lr_scheduler_type, s, warmup, total)  # noqa: E731
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         # Seed info travels with the state: per-rank RNGs are re-derived from (seed, rank, step) on resume.
-        self.state = {"step": 0, "phase": 0, "epoch": 0, "samples_in_epoch": 0, "losses": [], "units": 0,
+        self.state = {"step": 0, "phase": 0, "epoch": 0, "samples_in_epoch": 0, "losses": [], "units": 0, "evals": [],
                       "metrics": {m: [] for m in self.objective.metric_names}, "total_steps": total,
                       "phases": [asdict(p) for p in self.phases], "seed": t.seed, "world_size": self.world,
                       "per_device_train_batch_size": t.per_device_train_batch_size}  # fmt: skip
@@ -269,6 +291,8 @@ class TrainRun:
         self.model.train()
         self._reports = {"time": 0.0, "step": self.state["step"]}  # when and at which step we last reported
         stream = None
+        if not self.state["evals"]:
+            self._evaluate()  # the starting point, once (a resumed run has it already)
         while self.state["step"] < total:
             if self.state["step"] >= ends[self.state["phase"]]:  # next curriculum stage: a fresh epoch count
                 self.state.update(phase=self.state["phase"] + 1, epoch=0, samples_in_epoch=0)
@@ -276,6 +300,9 @@ class TrainRun:
             if stream is None:
                 stream = self._phase_stream()
             self._step([next(stream) for _ in range(self.t.gradient_accumulation_steps)], total)
+            every = self.objective.eval_steps
+            if every and (self.state["step"] % every == 0 or self.state["step"] == total):
+                self._evaluate()
             if self.rank == 0 and self.state["step"] % self.t.save_steps == 0 and self.state["step"] < total:
                 self._save_checkpoint()  # the final one is written after the loop
 
@@ -313,6 +340,17 @@ class TrainRun:
             self.state["metrics"][name].append(reduced[2 + j] / self.world)
         if reduced[1] > 0:
             self._report()
+
+    def _evaluate(self) -> None:
+        """Rank 0 evaluates (the other ranks wait at the next all-reduce); results join the checkpointed state."""
+        if self.rank != 0 or not self.objective.eval_steps:
+            return
+        unwrapped = getattr(self.model, "module", self.model)
+        result = {"step": self.state["step"], **self.objective.evaluate(unwrapped)}
+        self.state["evals"].append(result)
+        print(f"[distill-ray] eval at step {result['step']}: " + ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items() if k != "step"),
+            flush=True)  # fmt: skip
 
     def _all_reduce(self, values: list[float]) -> list[float]:
         import torch
@@ -364,6 +402,8 @@ class TrainRun:
             out[f"first_{name}"], out[f"final_{name}"] = (values[0], values[-1]) if values else (None, None)
         if len(self.phases) > 1:
             out["phases"] = _phase_summary(self.phases, losses)
+        if state["evals"]:
+            out["evals"] = state["evals"]
         return out
 
 

@@ -19,9 +19,6 @@ Auth: with `ServeConfig.api_key` set, every `/v1/*` route needs `Authorization: 
 # makes FastAPI read `request` as a query parameter (every call answers 422).
 
 import asyncio
-import hmac
-import json
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +26,6 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -40,36 +36,14 @@ from distill_ray.openai_protocol import (
     ProtocolError,
     chat_response,
     completion_response,
-    error_body,
     models_response,
     parse_chat_request,
     parse_completion_request,
 )
-
-logger = logging.getLogger(__name__)
+from serve.http import add_error_handlers, check_api_key, json_body, start_proxy
 
 app = FastAPI(title="distill-ray teacher", docs_url=None, redoc_url=None)
-
-
-@app.exception_handler(ProtocolError)
-async def _protocol_error(_request: Request, exc: ProtocolError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status_code)
-
-
-@app.exception_handler(Exception)
-async def _server_error(_request: Request, exc: Exception) -> JSONResponse:
-    # Anything unexpected still answers in OpenAI's shape, so clients show the message.
-    logger.exception("teacher request failed")
-    return JSONResponse(error_body(f"internal error: {exc}", type="server_error"), status_code=500)
-
-
-# Route helpers must be defined above the class: @serve.ingress cloudpickles the app (route methods
-# by value, with the module globals that exist at that moment) when the class is decorated.
-async def _json_body(request: Request):
-    try:
-        return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ProtocolError("request body is not valid JSON") from None
+add_error_handlers(app, "teacher")
 
 
 @serve.deployment(name="TeacherDeployment")
@@ -107,12 +81,12 @@ class TeacherDeployment:
     @app.post("/v1/chat/completions")
     async def http_chat(self, request: Request) -> dict:
         self._authorize(request)
-        return await self.chat(await _json_body(request))
+        return await self.chat(await json_body(request))
 
     @app.post("/v1/completions")
     async def http_completions(self, request: Request) -> dict:
         self._authorize(request)
-        return await self.completions(await _json_body(request))
+        return await self.completions(await json_body(request))
 
     # ---- handle-callable methods (same bodies and answers as the routes) ---------------------
 
@@ -145,16 +119,7 @@ class TeacherDeployment:
     # ---- internals ---------------------------------------------------------------------------
 
     def _authorize(self, request: Request) -> None:
-        if not self.api_key:
-            return
-        given = request.headers.get("authorization", "")
-        # Constant-time comparison: the key must not leak through response timing.
-        if not hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
-            raise ProtocolError(
-                "Incorrect or missing API key: send 'Authorization: Bearer <key>'",
-                status_code=401,
-                code="invalid_api_key",
-            )
+        check_api_key(request, self.api_key)
 
     def _check_model(self, model: str | None) -> None:
         if model is None or model in (self.served_name, self.model_spec):
@@ -271,36 +236,14 @@ def deploy_teacher(
     model_spec: str, serve_cfg: ServeConfig, app_name: str = "teacher", served_name: str | None = None
 ) -> TeacherEndpoint:
     """Deploy (or redeploy) the teacher app at `/{app_name}` and wait until it is running."""
-    # A no-op with a warning when Serve already runs: its proxy keeps its own host/port.
-    serve.start(http_options={"host": serve_cfg.host, "port": serve_cfg.port})
-    host, port = _proxy_address(serve_cfg)
+    host, port = start_proxy(serve_cfg)
     name = served_name or derive_served_name(model_spec)
     application = build_teacher_app(model_spec, serve_cfg, name)
     handle = serve.run(application, name=app_name, route_prefix=f"/{app_name}")
-    base_url = f"http://{_url_host(host)}:{port}/{app_name}/v1"
+    base_url = f"http://{host}:{port}/{app_name}/v1"
     return TeacherEndpoint(app_name, name, base_url, handle, serve_cfg.api_key)
 
 
 def undeploy(app_name: str = "teacher") -> None:
     """Delete the app (its replicas stop); Serve itself keeps running."""
     serve.delete(app_name)
-
-
-def _proxy_address(serve_cfg: ServeConfig) -> tuple[str, int]:
-    """Host and port of the running proxy; Serve has no public getter, so read its client."""
-    try:
-        from ray.serve.context import _get_global_client
-
-        options = _get_global_client().http_config
-        return str(options.host), int(options.port)
-    except Exception:  # private API moved: the requested options are the best guess
-        return serve_cfg.host, serve_cfg.port
-
-
-def _url_host(host: str) -> str:
-    if host in ("0.0.0.0", "::", ""):
-        # Wildcard binds are not addresses a client can dial; this node's IP is.
-        import ray.util
-
-        host = ray.util.get_node_ip_address()
-    return f"[{host}]" if ":" in host else host

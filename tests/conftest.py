@@ -60,3 +60,29 @@ def smollm2_dir() -> Path:
     from distill_ray.models import resolve_model
 
     return resolve_model("builtin:smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_models(tmp_path_factory) -> dict[str, Path]:
+    """RV and CD reward models for the reward service: tiny random LMs with a one-output head each."""
+    root = tmp_path_factory.mktemp("reward-models")
+    return {"rv": make_tiny_reward_model(root / "rv", "rv", seed=1), "cd": make_tiny_reward_model(root / "cd", "cd", seed=2)}
+
+
+def make_tiny_reward_model(out: Path, target: str, seed: int) -> Path:
+    """A `tiny:smollm2` sequence-classification model (random head from `seed`) with its distill_ray_reward.json."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from distill_ray.models import load_tokenizer, resolve_model
+    from distill_ray.reward_data import reward_meta, write_reward_meta
+
+    base = resolve_model("tiny:smollm2")
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    tokenizer = load_tokenizer(base)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    write_reward_meta(out, reward_meta("pointwise", target, 0.0, 9.0, None, "{problem}", 256, "tiny:smollm2"))
+    return out

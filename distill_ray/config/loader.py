@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from distill_ray.config.schema import JobConfig, PipelineConfig, Stage
 from distill_ray.errors import ConfigError, InputFileError
 
-SECTIONS = ("dataset", "inference", "models", "distillation", "training", "processing", "evaluation", "ray")
+SECTIONS = ("dataset", "inference", "models", "distillation", "training", "processing", "evaluation", "reward", "ray")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

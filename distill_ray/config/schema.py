@@ -13,7 +13,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from distill_ray.config.processing import ProcessingConfig
+from distill_ray.config.reward import RewardConfig
 from distill_ray.config.section import Section
+from distill_ray.config.serving import ServeConfig
 from distill_ray.config.training import TrainingConfig
 
 DEFAULT_TEACHER = "builtin:smollm2-135m-instruct"
@@ -50,22 +52,6 @@ class DatasetConfig(Section):
     )
     limit: int | None = Field(None, ge=1, description="Use only the first N rows (procedural: generate N).")
     seed: int = Field(42, description="Seed for procedural data and shuffling.")
-
-
-class ServeConfig(Section):
-    """The Ray Serve teacher deployment: HTTP binding, batching and autoscaling."""
-
-    host: str = Field("127.0.0.1", description="HTTP bind address of Serve's proxy (loopback by default).")
-    port: int = Field(8000, ge=0, le=65535, description="HTTP port of Serve's proxy.")
-    api_key: str | None = Field(None, description="If set, requests need 'Authorization: Bearer <api_key>'.")
-    min_replicas: int = Field(1, ge=0, description="Autoscaling lower bound.")
-    max_replicas: int = Field(1, ge=1, description="Autoscaling upper bound.")
-    target_ongoing_requests: float = Field(4, gt=0, description="Autoscaling target of in-flight requests per replica.")
-    max_ongoing_requests: int = Field(32, ge=1, description="Hard cap of in-flight requests per replica.")
-    max_batch_size: int = Field(8, ge=1, description="Sequences decoded together in one engine batch.")
-    batch_wait_timeout_s: float = Field(0.05, ge=0, description="How long a batch waits to fill up.")
-    num_cpus: float = Field(0.5, gt=0, description="CPU share reserved per replica (fractional on small boxes).")
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per replica (default: Ray's).")
 
 
 class InferenceConfig(Section):
@@ -214,7 +200,7 @@ class EvaluationConfig(Section):
 # Data stages (issue 3), training jobs (issue 4) and evaluation; jobs/runner.py maps each to its module.
 JobType = Literal[
     "collect", "generate", "judge", "rewrite", "select", "curate", "pairs", "synthesize",
-    "logits", "sft", "kd", "advdistill", "dpo", "rm",
+    "logits", "sft", "kd", "advdistill", "dpo", "rm", "grpo",
     "eval",
 ]
 
@@ -231,6 +217,7 @@ class JobConfig(Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
 

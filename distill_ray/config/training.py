@@ -1,8 +1,8 @@
-"""Config of the training jobs (sft, logits, kd, advdistill, dpo, rm), documented field by field.
+"""Config of the training jobs (sft, logits, kd, advdistill, dpo, rm, grpo), documented field by field.
 
 `TrainingConfig` holds what every Ray Train job shares (optimizer, schedule, batch shape, workers,
 checkpoints); each job's own knobs live in a sub-section named after it (`training.kd`,
-`training.advdistill`, `training.dpo`, `training.reward_model`), and `training.curriculum` turns an
+`training.advdistill`, `training.dpo`, `training.reward_model`, `training.grpo`), and `training.curriculum` turns an
 sft job into ordered stages. Defaults follow METHODS.md where the papers give a value.
 """
 
@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from distill_ray.config.openrlhf import OpenRLHFConfig
 from distill_ray.config.section import Section
 
 
@@ -103,6 +104,31 @@ class RewardModelConfig(Section):
         return self
 
 
+class GRPOConfig(Section):
+    """GRPO (`grpo` job): G rollouts per prompt from the policy, rewards from the reward service over HTTP
+    (`reward` section), group-normalised advantages, a clipped policy-gradient loss and a KL penalty to the
+    frozen start model (METHODS.md section 1; DeepSeekMath's GRPO with one policy update per rollout)."""
+
+    engine: Literal["transformers", "openrlhf"] = Field(
+        "transformers",
+        description="`transformers`: Ray Train workers roll out with HF generate (CPU or GPU); `openrlhf`: "
+        "submit OpenRLHF's train_ppo_ray (vLLM rollouts, GPU clusters) as a Ray job.",
+    )
+    group_size: int = Field(4, ge=2, description="G: rollouts per prompt (advantages are relative within them).")
+    max_new_tokens: int = Field(64, ge=1, description="Tokens per rollout.")
+    temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Rollout nucleus sampling threshold.")
+    beta: float = Field(0.04, ge=0, description="Weight of the KL penalty to the reference (k3 estimator).")
+    clip_epsilon: float = Field(0.2, gt=0, lt=1, description="PPO ratio clip: [1 - eps, 1 + eps].")
+    advantage_eps: float = Field(1e-6, gt=0, description="eps in A = (r - mean) / (std + eps).")
+    eval_steps: int = Field(0, ge=0, description="Evaluate every N steps (and at the end) on eval prompts; 0: never.")
+    eval_path: str | None = Field(
+        None, description="Eval prompts (a source spec, as dataset.instruction_path); default: the training prompts."
+    )
+    eval_limit: int = Field(16, ge=1, description="Eval prompts used (greedy, one rollout each).")
+    openrlhf: OpenRLHFConfig = Field(default_factory=OpenRLHFConfig, description="engine=openrlhf only.")
+
+
 class CurriculumStage(Section):
     """One stage of curriculum SFT: its rows (a file and/or a difficulty filter) and how long to train on them."""
 
@@ -143,6 +169,7 @@ class TrainingConfig(Section):
     advdistill: AdvDistillConfig = Field(default_factory=AdvDistillConfig, description="AdvDistill group loss.")
     dpo: DPOConfig = Field(default_factory=DPOConfig, description="DPO / CogPO on preference pairs.")
     reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig, description="Reward-model training.")
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig, description="GRPO with rewards from the reward service.")
     curriculum: list[CurriculumStage] = Field(
         default_factory=list,
         description="sft: ordered stages trained in one run (one model, one optimizer and LR schedule), "

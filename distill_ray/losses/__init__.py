@@ -13,6 +13,7 @@ Registered names and what they map to:
   - "dpo": `preference.dpo_loss`; "cogpo": `preference.cogpo_loss` (per-pair beta).
   - "rm_pointwise": `reward_model.pointwise_regression_loss` (judge-score regression);
     "rm_pairwise": `reward_model.bradley_terry_loss`.
+  - "grpo": `grpo.grpo_loss` (clipped policy gradient + k3 KL to the reference).
 Adding a loss is one decorated function in one submodule, plus its import below.
 """
 
@@ -47,10 +48,10 @@ def get_loss(name: str) -> Callable:
 # The submodules register themselves with the decorator above, so they are imported only after
 # LOSSES and register_loss exist (a submodule's `from distill_ray.losses import register_loss`
 # then finds them on this partly initialised package).
-from distill_ray.losses import advdistill, preference, reward_model, topk_kd  # noqa: E402
+from distill_ray.losses import advdistill, grpo, preference, reward_model, topk_kd  # noqa: E402
 from distill_ray.losses.topk_kd import KINDS as _KD_KINDS  # noqa: E402
 
 for _kind in _KD_KINDS:
     register_loss(_kind)(partial(topk_kd.topk_kd_loss, kind=_kind))
 
-__all__ = ["LOSSES", "register_loss", "get_loss", "advdistill", "preference", "reward_model", "topk_kd"]
+__all__ = ["LOSSES", "register_loss", "get_loss", "advdistill", "grpo", "preference", "reward_model", "topk_kd"]
