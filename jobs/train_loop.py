@@ -1,4 +1,4 @@
-"""The Ray Train loop behind every trainer job (sft, kd, advdistill, dpo, rm), parametrised by an Objective.
+"""The Ray Train loop behind every trainer job (sft, kd, advdistill, dpo, rm, grpo), parametrised by an Objective.
 
 Where it sits: a trainer job's driver checks its rows, writes the clean ones to Parquet in its stage
 folder and calls `fit(job, stage, objective, phases)`. `fit` starts a `TorchTrainer`; every worker
@@ -21,6 +21,9 @@ world size. DDP averages gradients over workers, so every step's gradient is tha
 (sum over the step's units) / (the step's unit count), whatever the split into micro-batches and
 workers: changing per_device_train_batch_size x gradient_accumulation_steps x num_workers at a
 fixed product leaves the loss and gradient unchanged, and no worker's long sequences count more.
+
+Evaluation: an objective with `eval_steps` > 0 (grpo) is evaluated by rank 0 before the first step, every
+eval_steps steps and at the end; the results are kept in the checkpointed state (`evals` in the metrics).
 
 Logging: `ray.train.report` every `logging_steps`, but at most once per Train V2 controller poll
 (2 s), because faster reports stall the loop; every step's loss (and the objective's metrics) is
@@ -128,9 +131,12 @@ def fit(job: JobConfig, stage: StageEnv, objective: Objective, phases: list[Phas
     _check_deepspeed(t)
     _check_free_cpus(t, stage)
     out = stage.output_dir.resolve()
+    # Workers run in their own folders: every local path they read must be absolute.
+    if ":" not in objective.model_spec and Path(objective.model_spec).exists():
+        objective.model_spec = str(Path(objective.model_spec).resolve())
     config = {
         "objective": objective,
-        "phases": [asdict(p) for p in phases],
+        "phases": [{**asdict(p), "rows_path": str(Path(p.rows_path).resolve())} for p in phases],
         "output_dir": str(out),
         "training": t.model_dump(),
         "fit_started": time.time(),

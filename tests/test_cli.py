@@ -46,3 +46,20 @@ def test_validate_ok_prints_stages():
 def test_missing_config_file():
     proc = cli("run", "/nope/cfg.yaml")
     assert proc.returncode == 2 and "/nope/cfg.yaml" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("job_type: grpo\nreward: {setting: rv}\n", "reward"),  # +RV without an RV model
+        ("job_type: grpo\nreward: {rv_model: /nope/rv, setting: rv}\n", "reward.rv_model"),
+        ("job_type: grpo\nreward: {rv_interval: [0.8, 0.2]}\n", "reward"),
+    ],
+)
+def test_serve_reward_bad_config_exits_2(tmp_path, body, needle):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(body + "dataset: {instruction_path: 'procedural:arithmetic'}\nmodels: {student: 'tiny:smollm2'}\n")
+    proc = cli("serve", "reward", str(cfg))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr

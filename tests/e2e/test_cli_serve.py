@@ -19,7 +19,7 @@ def _ray_processes(state_dir: str) -> list[str]:
     return [line for line in ps.splitlines() if state_dir in line and "pytest" not in line]
 
 
-# Passes on its own, but in three full-suite runs (2026-11-22) the CLI did not exit within 120 s of
+# Passes on its own, but in three full-suite runs (2026-11-22) the CLI did not exit within 60-120 s of
 # SIGINT; the cause is not found yet (not env vars, signal dispositions or masks inherited from pytest).
 # Kept running and reported (XPASS/XFAIL) instead of hidden, until someone finds it.
 @pytest.mark.xfail(reason="Ctrl-C shutdown times out inside the full suite only; under investigation", strict=False)
@@ -55,7 +55,7 @@ def test_serve_teacher_prints_url_answers_openai_and_stops_on_ctrl_c(tmp_path):
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0
+        assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
