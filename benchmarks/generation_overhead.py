@@ -275,8 +275,8 @@ def summarize(args: argparse.Namespace, rows: int, direct: dict, pipeline: dict,
     same_text = sum(1 for key, text in direct["texts"].items() if pipeline["texts"].get(key) == text)
     return {
         "rows": rows,
-        "direct_seconds": round(d_secs, 2),
-        "pipeline_seconds": round(p_secs, 2),
+        "direct_seconds": round(d_secs, 3),
+        "pipeline_seconds": round(p_secs, 3),
         "overhead_ratio": round(p_secs / d_secs, 3),
         "direct_samples": len(direct["tokens"]),
         "pipeline_samples": len(pipeline["tokens"]),
