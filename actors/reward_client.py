@@ -29,13 +29,10 @@ class RewardClient:
         body: dict[str, Any] = {"items": items}
         if setting:
             body["setting"] = setting
-        return self._post("/v1/rewards", body)["results"]
+        return self._request("POST", "/v1/rewards", body)["results"]
 
     def health(self) -> dict:
         return self._request("GET", "/health", None)
-
-    def _post(self, path: str, body: dict) -> dict:
-        return self._request("POST", path, body)
 
     def _request(self, method: str, path: str, body: dict | None) -> dict:
         import httpx

@@ -68,10 +68,7 @@ def sample_completions(policy, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
         policy.train(was_training)
     width = prompt_ids.shape[1]
     repeats = 1 if greedy else group_size
-    completions = out[:, width:]
-    if completions.shape[1] == 0:  # every row ended at once: keep one (eos) column so shapes stay valid
-        completions = torch.full((out.shape[0], 1), pad_id, dtype=out.dtype, device=out.device)
-        out = torch.cat([out, completions], dim=1)
+    completions = out[:, width:]  # generate adds at least one token per row
     cmask = completion_mask(completions, eos_ids)
     attention = torch.cat([prompt_mask.repeat_interleave(repeats, dim=0), cmask], dim=1)
     return Rollouts(out, attention, width, cmask)

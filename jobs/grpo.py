@@ -172,7 +172,9 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     try:
         from actors.reward_client import RewardClient
 
-        health = RewardClient(endpoint, job.reward.serve.api_key, job.reward.request_timeout_s).health()
+        probe = RewardClient(endpoint, job.reward.serve.api_key, job.reward.request_timeout_s)
+        health = probe.health()
+        probe.close()
         objective = GRPOObjective(job.models.student, inf.system_prompt, inf.user_template, t, endpoint,
                                   job.reward.serve.api_key, job.reward.setting, job.reward.request_timeout_s,
                                   health.get("models", []), eval_rows)  # fmt: skip

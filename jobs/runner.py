@@ -142,10 +142,7 @@ def serve_forever(cfg: JobConfig | PipelineConfig, service: str) -> None:
     """
     job = stages_of(cfg)[0][1]
     if service == "reward":
-        for key in ("rv_model", "cd_model"):
-            spec = getattr(job.reward, key)
-            if spec and not (Path(spec) / "config.json").is_file():
-                raise ConfigError(f"reward.{key}", f"'{spec}' is not a reward model folder (an rm job's model/)")
+        job.reward.check_model_folders()  # before Ray starts
     with ray_session(cfg.ray) as ray_ctx:
         if service == "reward":
             from serve.reward import deploy_reward

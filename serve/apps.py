@@ -36,14 +36,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from ray import serve
 
 from distill_ray.config import load_config
 from distill_ray.config.schema import JobConfig, PipelineConfig
-from distill_ray.errors import ConfigError
 
 KNOWN_ARGS = ("config", "set", "stage", "api_key_env")
 
@@ -64,13 +62,8 @@ def reward(args: dict[str, Any]) -> serve.Application:
     """The reward service (`serve/reward.py`: RV/CD models, verifier, ingress) from a config's `reward`."""
     from serve.reward import build_reward_app
 
-    job = _job_from_args(args)
-    cfg = job.reward
-    for key in ("rv_model", "cd_model"):
-        folder = getattr(cfg, key)
-        # Checked here, where the error reaches the deploy status, not in a replica that would crash-loop.
-        if folder and not (Path(folder) / "config.json").is_file():
-            raise ConfigError(f"reward.{key}", f"'{folder}' is not a reward model folder (an rm job's model/)")
+    cfg = _job_from_args(args).reward
+    cfg.check_model_folders()
     cfg = cfg.model_copy(update={"serve": _with_api_key(cfg.serve, args)})
     return build_reward_app(cfg)
 

@@ -222,6 +222,7 @@ class RewardEndpoint:
 
 def deploy_reward(cfg: RewardConfig, app_name: str = "reward") -> RewardEndpoint:
     """Deploy (or redeploy) the reward app at `/{app_name}` and wait until it is running."""
+    cfg.check_model_folders()
     host, port = start_proxy(cfg.serve)
     handle = serve.run(build_reward_app(cfg), name=app_name, route_prefix=f"/{app_name}")
     return RewardEndpoint(app_name, f"http://{host}:{port}/{app_name}", handle, cfg.serve.api_key)

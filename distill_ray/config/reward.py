@@ -84,6 +84,18 @@ class RewardConfig(Section):
             raise ValueError(f"setting '{self.setting}' needs {missing[0]}_model (a reward model folder)")
         return self
 
+    def check_model_folders(self) -> None:
+        """Raise ConfigError naming the key of a reward model that is not a model folder. Called before a
+        deploy, where the error reaches the user, rather than in a replica that would crash-loop."""
+        from pathlib import Path
+
+        from distill_ray.errors import ConfigError
+
+        for key in ("rv_model", "cd_model"):
+            folder = getattr(self, key)
+            if folder and not (Path(folder) / "config.json").is_file():
+                raise ConfigError(f"reward.{key}", f"'{folder}' is not a reward model folder (an rm job's model/)")
+
     def terms(self, setting: str | None = None) -> tuple[str, ...]:
         """The reward-model terms of `setting` (default: this section's)."""
         return SETTING_TERMS[setting or self.setting]

@@ -122,7 +122,7 @@ def test_api_key_enforced_health_open(service):
     assert health == {"status": "ok", "models": ["cd", "rv"], "setting": "rv_cd"}
 
 
-def test_concurrent_items_share_model_batches(service):
+def test_concurrent_requests_are_scored_in_model_batches(service):
     from ray import serve
 
     items = [{"prompt": f"What is {i}+1?", "response": f"\\boxed{{{i + 1}}}", "reference": i + 1} for i in range(8)]
