@@ -191,8 +191,7 @@ class RewardService:
 def build_reward_app(cfg: RewardConfig) -> serve.Application:
     """The reward app: a RewardModel deployment per configured model, the Verifier, the ingress."""
     s = cfg.serve
-    autoscaling = {"min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
-                   "target_ongoing_requests": s.target_ongoing_requests, "initial_replicas": s.min_replicas or 1}  # fmt: skip
+    autoscaling = s.autoscaling_config()
     options = {"autoscaling_config": autoscaling, "max_ongoing_requests": s.max_ongoing_requests,
                "ray_actor_options": {"num_cpus": s.num_cpus}}  # fmt: skip
     models = {}

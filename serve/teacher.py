@@ -42,11 +42,14 @@ from distill_ray.openai_protocol import (
 )
 from serve.http import add_error_handlers, check_api_key, json_body, start_proxy
 
+# The deployment whose replicas decode (the one that autoscales); benchmarks and manifests refer to it by name.
+TEACHER_DEPLOYMENT = "TeacherDeployment"
+
 app = FastAPI(title="distill-ray teacher", docs_url=None, redoc_url=None)
 add_error_handlers(app, "teacher")
 
 
-@serve.deployment(name="TeacherDeployment")
+@serve.deployment(name=TEACHER_DEPLOYMENT)
 @serve.ingress(app)
 class TeacherDeployment:
     """One replica: an engine, the batch queue feeding it, and the OpenAI routes.
@@ -206,15 +209,8 @@ def build_teacher_app(
     model_spec: str, serve_cfg: ServeConfig, served_name: str | None = None
 ) -> serve.Application:
     """The teacher Serve application: autoscaling, per-replica caps and CPU share from `serve_cfg`."""
-    autoscaling = {
-        "min_replicas": serve_cfg.min_replicas,
-        "max_replicas": serve_cfg.max_replicas,
-        "target_ongoing_requests": serve_cfg.target_ongoing_requests,
-        # Start with one replica even when allowed to scale to zero, so deploy returns a live URL.
-        "initial_replicas": serve_cfg.min_replicas or 1,
-    }
     deployment = TeacherDeployment.options(
-        autoscaling_config=autoscaling,
+        autoscaling_config=serve_cfg.autoscaling_config(),
         max_ongoing_requests=serve_cfg.max_ongoing_requests,
         ray_actor_options={"num_cpus": serve_cfg.num_cpus},
     )
