@@ -5,6 +5,8 @@
     distill-ray validate CONFIG [--set ...] [--explain] check a config without running it
     distill-ray serve teacher CONFIG [--set ...]        deploy the teacher service, print its URL
     distill-ray serve reward CONFIG [--set ...]         deploy the reward service (RV/CD models, verifier), print its URL
+    distill-ray submit CONFIG --address URL [--wait]    submit a run to a Ray cluster's Jobs API
+    distill-ray jobs list|status|logs|stop [ID]         the cluster's jobs (--address URL or $RAY_ADDRESS)
     distill-ray models prepare SPEC [SPEC ...]          materialise builtin/tiny models into the cache
 
 Parsing and validation live here; execution is handed to `jobs.runner`, imported only when a command
@@ -38,6 +40,22 @@ def _parser() -> argparse.ArgumentParser:
     services = serve.add_subparsers(dest="service", required=True)
     with_config(services.add_parser("teacher", help="the teacher LLM, OpenAI-compatible (/v1/chat/completions)"))
     with_config(services.add_parser("reward", help="reward models + verifier (/v1/rewards, OpenRLHF /get_reward)"))
+    submit = with_config(sub.add_parser("submit", help="submit a run to a Ray cluster (Jobs API)"))
+    submit.add_argument("--address", help="Jobs API address, e.g. http://head:8265 (default: $RAY_ADDRESS)")
+    submit.add_argument("--wait", action="store_true", help="follow the job to its end; exit 1 unless it succeeds")
+    submit.add_argument("--working-dir", help="folder uploaded as the job's working_dir (default: this checkout)")
+    submit.add_argument("--pip", action="append", default=[], metavar="SPEC",
+                        help="pip requirement installed for the job (runtime_env pip; repeatable)")  # fmt: skip
+    submit.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment variable of the job (runtime_env env_vars; repeatable)")  # fmt: skip
+    submit.add_argument("--submission-id", help="the job's id (default: Ray picks one)")
+    submit.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the cluster to answer")
+    jobs = sub.add_parser("jobs", help="list, inspect, follow or stop the cluster's jobs")
+    jobs.add_argument("action", choices=["list", "status", "logs", "stop"])
+    jobs.add_argument("submission_id", nargs="?", help="the job (all but list)")
+    jobs.add_argument("--address", help="Jobs API address, e.g. http://head:8265 (default: $RAY_ADDRESS)")
+    jobs.add_argument("--follow", action="store_true", help="logs: keep printing until the job ends")
+    jobs.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the cluster to answer")
     models = sub.add_parser("models", help="model cache")
     prepare = models.add_subparsers(dest="action", required=True).add_parser("prepare")
     prepare.add_argument("specs", nargs="+", help="model specs, e.g. builtin:smollm2-135m-instruct")
@@ -66,6 +84,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         for spec in args.specs:
             print(f"{spec} -> {resolve_model(spec, key=spec)}")
         return 0
+    if args.command in ("submit", "jobs"):
+        return _cluster_command(args)
     from distill_ray.config import load_config
 
     overrides = list(args.overrides)
@@ -83,6 +103,19 @@ def _dispatch(args: argparse.Namespace) -> int:
     summary = runner.run_config(cfg)  # runs its own preflight before starting Ray
     print(f"[distill-ray] {summary.status}: {summary.output_dir}/summary.json")
     return 0
+
+
+def _cluster_command(args: argparse.Namespace) -> int:
+    submit = importlib.import_module("jobs.submit")
+    if args.command == "jobs":
+        if args.action != "list" and not args.submission_id:
+            raise UserError(f"jobs {args.action}: give the job's submission id")
+        return submit.jobs_command(args.action, args.address, args.submission_id, args.follow, args.timeout)
+    return submit.submit(submit.Submission(
+        config=args.config, overrides=list(args.overrides), address=args.address, working_dir=args.working_dir,
+        pip=list(args.pip), env=list(args.env), submission_id=args.submission_id, wait=args.wait,
+        timeout_s=args.timeout,
+    ))
 
 
 def _validate(cfg, explain: bool) -> int:

@@ -18,15 +18,13 @@ cluster (docs/openrlhf.md).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from cluster import jobs_api
+from cluster.jobs_api import first_line
 from distill_ray.config import JobConfig
 from distill_ray.errors import ConfigError
 from distill_ray.summary import StageResult
@@ -92,7 +90,6 @@ FLAGS: dict[str, str] = {
 _LOCAL_ONLY_SPECS = ("builtin:", "tiny:", "procedural:", "bundled:")  # resolved by us, unknown to OpenRLHF
 _SECRET_NAMES = re.compile(r"(key|token|secret|password|passwd|credential)", re.IGNORECASE)  # env var names
 _SECRET_FLAG = re.compile(r"(api_)?(key|token|secret|password)", re.IGNORECASE)  # a flag's last part
-_POLL_FAILURES = 5  # consecutive failed status queries before the wait gives up
 
 
 def build_command(job: JobConfig, reward_url: str, prompt_data: str, save_path: str | None = None) -> list[str]:
@@ -209,12 +206,7 @@ def prompt_source(job: JobConfig) -> str:
 
 def jobs_address(job: JobConfig) -> str:
     """The GPU cluster's Jobs API address (http[s]://host:port) from the config or $RAY_ADDRESS."""
-    address = job.training.grpo.openrlhf.address or os.environ.get("RAY_ADDRESS")
-    if not address:
-        raise ConfigError(ADDRESS_KEY, "no Ray Jobs API address: set it (e.g. http://head:8265) or $RAY_ADDRESS")
-    if address in ("auto", "local") or address.startswith("ray://"):
-        raise ConfigError(ADDRESS_KEY, f"'{address}' is not a Jobs API address; use http://<head>:8265")
-    return (address if "://" in address else f"http://{address}").rstrip("/")
+    return jobs_api.normalize_address(job.training.grpo.openrlhf.address, ADDRESS_KEY)
 
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
@@ -234,7 +226,7 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     try:
         submission_id = client.submit_job(entrypoint=entrypoint(cmd), runtime_env=env, submission_id=o.submission_id)
     except (RuntimeError, ValueError) as exc:
-        raise RuntimeError(f"the Jobs API at {address} refused the submission: {_first_line(exc)}") from None
+        raise RuntimeError(f"the Jobs API at {address} refused the submission: {first_line(exc)}") from None
     print(f"[distill-ray] submitted OpenRLHF job '{submission_id}' to {address}", flush=True)
 
     record: dict[str, Any] = {
@@ -257,67 +249,18 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     if not o.wait:
         return result
 
-    status, message = _follow(client, submission_id, o.poll_interval_s)
+    status, message = jobs_api.follow(client, submission_id, o.poll_interval_s, label="OpenRLHF job")
     record.update(status=status, message=message)
     result.metrics["status"] = status
     _write(record_path, record)
     if status != "SUCCEEDED":
-        raise RuntimeError(f"OpenRLHF job '{submission_id}' ended {status}: {_first_line(message or 'no message')}")
+        raise RuntimeError(f"OpenRLHF job '{submission_id}' ended {status}: {first_line(message or 'no message')}")
     return result
 
 
 def _connect(address: str, timeout_s: float):
-    """A JobSubmissionClient, or a one-line ConfigError when the address does not answer in time."""
-    headers = {"Authorization": f"Bearer {os.environ['RAY_AUTH_TOKEN']}"} if os.environ.get("RAY_AUTH_TOKEN") else None
-    # The client's own requests carry no timeout; probe first so an unreachable host fails within timeout_s.
-    probe = urllib.request.Request(f"{address}/api/version", headers=headers or {})
-    try:
-        urllib.request.urlopen(probe, timeout=timeout_s).close()
-    except urllib.error.HTTPError:
-        pass  # it answers; auth and versions are the client's to judge below
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ConfigError(ADDRESS_KEY, f"cannot reach the Ray Jobs API at {address}: {reason}") from None
-
-    from ray.job_submission import JobSubmissionClient
-
-    try:
-        return JobSubmissionClient(address, headers=headers)
-    except Exception as exc:  # noqa: BLE001 - refused, auth, version: all "cannot use this address", one line
-        hint = " (set RAY_AUTH_TOKEN for a cluster with token auth)" if "auth" in str(exc).lower() else ""
-        raise ConfigError(ADDRESS_KEY, f"Ray Jobs API at {address}: {_first_line(exc)}{hint}") from None
-
-
-def _follow(client, submission_id: str, interval_s: float) -> tuple[str, str | None]:
-    """Poll the job until it ends, printing each status change; returns (status, Ray's message)."""
-    last, failures = None, 0
-    try:
-        while True:
-            try:
-                status = client.get_job_status(submission_id).value
-                failures = 0
-            except OSError as exc:  # requests' errors are OSErrors: ride out a few network blips
-                failures += 1
-                if failures >= _POLL_FAILURES:
-                    raise RuntimeError(f"lost the Jobs API while following '{submission_id}' "
-                                       f"(it may still run): {_first_line(exc)}") from None  # fmt: skip
-                time.sleep(interval_s)
-                continue
-            if status != last:
-                print(f"[distill-ray] OpenRLHF job '{submission_id}': {status}", flush=True)
-                last = status
-            if status in ("SUCCEEDED", "FAILED", "STOPPED"):
-                break
-            time.sleep(interval_s)
-    except KeyboardInterrupt:
-        print(f"[distill-ray] stopped waiting; the job goes on (ray job stop {submission_id} ends it)", flush=True)
-        raise
-    message = None
-    if status != "SUCCEEDED":
-        message = client.get_job_info(submission_id).message
-        logs = client.get_job_logs(submission_id).splitlines()
-        print("\n".join(["[distill-ray] last lines of the job's log:", *logs[-20:]]), flush=True)
-    return status, message
+    """A checked JobSubmissionClient, or a one-line ConfigError naming the address key."""
+    return jobs_api.connect(address, timeout_s, ADDRESS_KEY)
 
 
 def _is_loopback(url: str) -> bool:
@@ -346,11 +289,6 @@ def _redact_argv(cmd: list[str]) -> list[str]:
         out.append(f"{flag}=***" if secret and eq else arg)
         mask_next = secret and not eq
     return out
-
-
-def _first_line(exc: BaseException | str) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def _write(path: Path, record: dict[str, Any]) -> None:
