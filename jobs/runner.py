@@ -138,7 +138,8 @@ def _run_stage(job: JobConfig, env: StageEnv) -> StageResult:
 def serve_forever(cfg: JobConfig | PipelineConfig, service: str) -> None:
     """`distill-ray serve teacher|reward`: deploy the app, print its URL, keep serving until Ctrl-C.
 
-    The first stage's config is used: `models.teacher` + `inference` (teacher), the `reward` section (reward).
+    The first stage's config is used: `models.teachers` (all on our engine, in one app) or `models.teacher`, with
+    `inference` (teacher); the `reward` section (reward).
     """
     job = stages_of(cfg)[0][1]
     if service == "reward":
@@ -149,10 +150,14 @@ def serve_forever(cfg: JobConfig | PipelineConfig, service: str) -> None:
 
             url = deploy_reward(job.reward, app_name="reward").base_url
         else:
-            from serve.teacher import deploy_teacher
+            from serve.teacher import deploy_teachers, served_teachers
 
-            url = deploy_teacher(job.models.teacher, job.inference.serve, app_name="teacher",
-                                 served_name=job.inference.model_name).base_url  # fmt: skip
+            teachers = served_teachers(job)
+            if not teachers:
+                raise ConfigError("models.teachers", "no teacher runs on the transformers engine; nothing to serve")
+            endpoint = deploy_teachers(list(teachers.values()), job.inference.serve, app_name="teacher")
+            url = endpoint.base_url
+            print(f"[distill-ray] serving {', '.join(endpoint.served_names)} (send it as `model`)", flush=True)
         print(url, flush=True)
         if not ray_ctx.embedded:
             return  # the app lives on in the cluster

@@ -2,7 +2,8 @@
 
 Used by the data stages (teachers and judges) and the eval job (the model under evaluation), so all
 talk to models through exactly the same service machinery. `teacher_pools` deploys several teachers
-at once, each its own Serve application with its own replicas and autoscaling.
+at once: ours in one Serve application, routed by the OpenAI `model` field, each with its own replicas and
+autoscaling.
 """
 
 from __future__ import annotations
@@ -48,15 +49,27 @@ class TeacherPool:
 
 @contextmanager
 def teacher_pools(job: JobConfig, stage_name: str) -> Iterator[list[TeacherPool]]:
-    """Every teacher of the job (`models.teachers`, else `models.teacher`), each deployed as its own app."""
-    specs = {name: (spec.model, spec.inference_for(job.inference)) for name, spec in job.models.teachers.items()}
-    with ExitStack() as stack:
-        if not specs:
-            target = stack.enter_context(teacher_target(job.models.teacher, job.inference, f"teacher-{stage_name}"))
+    """Every teacher of the job (`models.teachers`, else `models.teacher`). Teachers on our engine share one
+    Serve app (one router, a deployment each with its own autoscaling); the others are reached on their own."""
+    from serve.teacher import deploy_teachers, served_teachers, undeploy
+
+    if not job.models.teachers:
+        with teacher_target(job.models.teacher, job.inference, f"teacher-{stage_name}") as target:
             yield [TeacherPool(target.model or job.models.teacher, target, job.inference)]
-            return
-        pools = []
-        for name, (model, inference) in specs.items():
-            target = stack.enter_context(teacher_target(model, inference, f"teacher-{stage_name}-{name}"))
-            pools.append(TeacherPool(name, target, inference))
-        yield pools
+        return
+    settings = {name: spec.inference_for(job.inference) for name, spec in job.models.teachers.items()}
+    ours = served_teachers(job)
+    with ExitStack() as stack:
+        targets: dict[str, TeacherTarget] = {}
+        if ours:
+            endpoint = deploy_teachers(list(ours.values()), job.inference.serve, app_name=f"teacher-{stage_name}")
+            stack.callback(undeploy, endpoint.app_name)
+            for name, teacher in ours.items():
+                targets[name] = TeacherTarget(app_name=endpoint.app_name, model=teacher.name,
+                                              timeout_s=settings[name].request_timeout_s,
+                                              max_retries=settings[name].max_retries)  # fmt: skip
+        for name, spec in job.models.teachers.items():
+            if name not in targets:
+                targets[name] = stack.enter_context(teacher_target(spec.model, settings[name],
+                                                                   f"teacher-{stage_name}-{name}"))  # fmt: skip
+        yield [TeacherPool(name, targets[name], settings[name]) for name in job.models.teachers]

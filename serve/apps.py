@@ -50,12 +50,15 @@ _NEXT_OVERRIDE = re.compile(r",\s*(?=[A-Za-z0-9_][A-Za-z0-9_.-]*=)")
 
 
 def teacher(args: dict[str, Any]) -> serve.Application:
-    """The OpenAI-compatible teacher (`serve/teacher.py`) from a config's `models.teacher` and `inference`."""
-    from serve.teacher import build_teacher_app
+    """The OpenAI-compatible teacher app (`serve/teacher.py`) from a config's `models.teachers` (every one on
+    our engine, routed by `model`) or `models.teacher`, with `inference`."""
+    from serve.teacher import build_teachers_app, served_teachers
 
     job = _job_from_args(args)
-    serve_cfg = _with_api_key(job.inference.serve, args)
-    return build_teacher_app(job.models.teacher, serve_cfg, job.inference.model_name)
+    teachers = list(served_teachers(job).values())
+    if not teachers:
+        raise ValueError("models.teachers: no teacher runs on the transformers engine; nothing to serve")
+    return build_teachers_app(teachers, _with_api_key(job.inference.serve, args).api_key)
 
 
 def reward(args: dict[str, Any]) -> serve.Application:

@@ -1,9 +1,16 @@
-"""The teacher as a Ray Serve deployment speaking the OpenAI API (chat, completions, models).
+"""Teachers as one Ray Serve application speaking the OpenAI API (chat, completions, models).
 
-Where it sits: `jobs/` and the CLI deploy it with `deploy_teacher`; any OpenAI client talks to it
-over HTTP at `TeacherEndpoint.base_url`, and in-cluster callers (the Ray Data generation job) call
-`handle.chat.remote(body)` on its DeploymentHandle. Each replica owns one
-`distill_ray.engine.GenerationEngine`; the wire format lives in `distill_ray.openai_protocol`.
+Where it sits: `jobs/` and the CLI deploy it with `deploy_teacher` (one model) or `deploy_teachers` (several);
+any OpenAI client talks to it over HTTP at `TeacherEndpoint.base_url`, and in-cluster callers (the Ray Data
+generation job) call `handle.chat.remote(body)` on its DeploymentHandle. The wire format lives in
+`distill_ray.openai_protocol`.
+
+Shape of the app:
+- `TeacherRouter` (the ingress) owns the HTTP routes. It reads the request's `model` field and forwards the
+  body to that teacher's deployment; `GET /v1/models` lists every teacher. It only awaits, so it reserves no CPU.
+- One `TeacherDeployment` per model (named `TeacherDeployment` when alone, `TeacherDeployment-<name>` when
+  there are several), each with its own replicas and autoscaling. Each replica owns one
+  `distill_ray.engine.GenerationEngine`.
 
 Batching: every request is split into single sequences (n choices x prompts), each sent through a
 `@serve.batch` method, so sequences of concurrent requests share one engine batch. The engine runs
@@ -20,6 +27,7 @@ Auth: with `ServeConfig.api_key` set, every `/v1/*` route needs `Authorization: 
 
 import asyncio
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +37,8 @@ from fastapi import FastAPI, Request
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from distill_ray.config.schema import ServeConfig
+from distill_ray.config.schema import JobConfig, ServeConfig
+from distill_ray.errors import ConfigError
 from distill_ray.engine import GenerationEngine, GenRequest, GenResult
 from distill_ray.models import resolve_model
 from distill_ray.openai_protocol import (
@@ -43,16 +52,17 @@ from distill_ray.openai_protocol import (
 from serve.http import add_error_handlers, check_api_key, json_body, start_proxy
 
 # The deployment whose replicas decode (the one that autoscales); benchmarks and manifests refer to it by name.
+# With several teachers in one app, each gets `TEACHER_DEPLOYMENT-<served name>`.
 TEACHER_DEPLOYMENT = "TeacherDeployment"
+ROUTER_DEPLOYMENT = "TeacherRouter"
 
 app = FastAPI(title="distill-ray teacher", docs_url=None, redoc_url=None)
 add_error_handlers(app, "teacher")
 
 
 @serve.deployment(name=TEACHER_DEPLOYMENT)
-@serve.ingress(app)
 class TeacherDeployment:
-    """One replica: an engine, the batch queue feeding it, and the OpenAI routes.
+    """One replica of one teacher: an engine and the batch queue feeding it. Called by the router's handle.
 
     A request's `model` may be the served name, the model spec it was deployed from, or absent.
     """
@@ -60,38 +70,15 @@ class TeacherDeployment:
     def __init__(self, model_spec: str, serve_cfg: ServeConfig, served_name: str):
         self.model_spec = model_spec
         self.served_name = served_name
-        self.api_key = serve_cfg.api_key
         self.engine = GenerationEngine(resolve_model(model_spec), torch_threads=serve_cfg.torch_threads)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="teacher-engine")
-        self._created = int(time.time())
         # The decorator's sizes are placeholders; the config's win (the queue is built lazily on
         # the first call, so setting them here applies before any batch forms).
         self._generate_one.set_max_batch_size(serve_cfg.max_batch_size)
         self._generate_one.set_batch_wait_timeout_s(serve_cfg.batch_wait_timeout_s)
         self._stats = {"batches": 0, "sequences": 0, "max_batch": 0}
 
-    # ---- HTTP routes -------------------------------------------------------------------------
-
-    @app.get("/health")
-    async def http_health(self) -> dict:
-        return {"status": "ok", "model": self.served_name}
-
-    @app.get("/v1/models")
-    async def http_models(self, request: Request) -> dict:
-        self._authorize(request)
-        return models_response([self.served_name], created=self._created)
-
-    @app.post("/v1/chat/completions")
-    async def http_chat(self, request: Request) -> dict:
-        self._authorize(request)
-        return await self.chat(await json_body(request))
-
-    @app.post("/v1/completions")
-    async def http_completions(self, request: Request) -> dict:
-        self._authorize(request)
-        return await self.completions(await json_body(request))
-
-    # ---- handle-callable methods (same bodies and answers as the routes) ---------------------
+    # ---- called through handles (the router's, or in-cluster callers') -----------------------
 
     async def chat(self, body: dict) -> dict:
         """A chat completion for an OpenAI request body; raises ProtocolError on bad input."""
@@ -120,9 +107,6 @@ class TeacherDeployment:
         return dict(self._stats)
 
     # ---- internals ---------------------------------------------------------------------------
-
-    def _authorize(self, request: Request) -> None:
-        check_api_key(request, self.api_key)
 
     def _check_model(self, model: str | None) -> None:
         if model is None or model in (self.served_name, self.model_spec):
@@ -193,6 +177,81 @@ class TeacherDeployment:
         return await loop.run_in_executor(self._executor, self.engine.generate, sequences)
 
 
+@serve.deployment(name=ROUTER_DEPLOYMENT)
+@serve.ingress(app)
+class TeacherRouter:
+    """The app's ingress: the OpenAI routes, and forwarding by the `model` field to each teacher's deployment.
+
+    `teachers` maps served names to deployment handles; `aliases` maps the model specs they were deployed from
+    to served names, so either may be sent. With one teacher, a request may leave `model` out.
+    """
+
+    def __init__(self, teachers: dict[str, DeploymentHandle], aliases: dict[str, str], api_key: str | None):
+        self.teachers = teachers
+        self.aliases = aliases
+        self.api_key = api_key
+        self._created = int(time.time())
+
+    # ---- HTTP routes -------------------------------------------------------------------------
+
+    @app.get("/health")
+    async def http_health(self) -> dict:
+        return {"status": "ok", "models": list(self.teachers)}
+
+    @app.get("/v1/models")
+    async def http_models(self, request: Request) -> dict:
+        check_api_key(request, self.api_key)
+        return models_response(list(self.teachers), created=self._created)
+
+    @app.post("/v1/chat/completions")
+    async def http_chat(self, request: Request) -> dict:
+        check_api_key(request, self.api_key)
+        return await self.chat(await json_body(request))
+
+    @app.post("/v1/completions")
+    async def http_completions(self, request: Request) -> dict:
+        check_api_key(request, self.api_key)
+        return await self.completions(await json_body(request))
+
+    # ---- handle-callable methods (same bodies and answers as the routes) ---------------------
+
+    async def chat(self, body: dict) -> dict:
+        """A chat completion from the teacher the body's `model` names; raises ProtocolError on bad input."""
+        return await self._forward(body, "chat")
+
+    async def completions(self, body: dict) -> dict:
+        """A legacy text completion from the teacher the body's `model` names."""
+        return await self._forward(body, "completions")
+
+    async def stats(self, model: str | None = None) -> dict:
+        """One teacher's batching counters (the only one when `model` is None)."""
+        return await self._teacher({"model": model}).stats.remote()
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    async def _forward(self, body: dict, method: str) -> dict:
+        handle = self._teacher(body)
+        try:
+            return await getattr(handle, method).remote(body)
+        except ProtocolError as exc:  # arrives wrapped in Ray's task error: answer with the replica's own error
+            raise getattr(exc, "cause", exc) from None
+
+    def _teacher(self, body) -> DeploymentHandle:
+        if not isinstance(body, dict):
+            raise ProtocolError("the request body must be a JSON object")
+        model = body.get("model")
+        if model is None and len(self.teachers) == 1:
+            return next(iter(self.teachers.values()))
+        name = self.aliases.get(model, model) if isinstance(model, str) else None
+        if name in self.teachers:
+            return self.teachers[name]
+        served = ", ".join(f"'{n}'" for n in self.teachers)
+        if model is None:
+            raise ProtocolError(f"model: required, this server serves several models: {served}", param="model")
+        raise ProtocolError(f"The model '{model}' does not exist; this server serves {served}", status_code=404,
+                            param="model", code="model_not_found")  # fmt: skip
+
+
 def derive_served_name(model_spec: str) -> str:
     """The model name clients send: `builtin:NAME` -> NAME, `tiny:smollm2` -> tiny-smollm2, a
     folder -> its name; spec parameters are appended (`...?layers=4` -> `...-layers4`)."""
@@ -205,39 +264,97 @@ def derive_served_name(model_spec: str) -> str:
     return Path(model_spec.rstrip("/")).expanduser().name or model_spec
 
 
+@dataclass(frozen=True)
+class ServedTeacher:
+    """One teacher of the app: the name clients send as `model`, its model spec and its replicas' settings."""
+
+    name: str
+    model_spec: str
+    serve: ServeConfig
+
+
+def served_teachers(job: JobConfig) -> dict[str, ServedTeacher]:
+    """The teachers this app serves for a job, keyed by their name in the job: every `models.teachers` entry
+    on our engine (served as its `model_name`, else its key), or the single `models.teacher`."""
+    if not job.models.teachers:
+        name = job.inference.model_name or derive_served_name(job.models.teacher)
+        return {name: ServedTeacher(name, job.models.teacher, job.inference.serve)}
+    out: dict[str, ServedTeacher] = {}
+    for key, spec in job.models.teachers.items():
+        inference = spec.inference_for(job.inference)
+        if inference.engine == "transformers":
+            out[key] = ServedTeacher(inference.model_name or key, spec.model, inference.serve)
+    names = [t.name for t in out.values()]
+    if len(set(names)) != len(names):
+        raise ConfigError("models.teachers", f"two teachers would be served under one name: {names}")
+    return out
+
+
+def build_teachers_app(teachers: Sequence[ServedTeacher], api_key: str | None = None) -> serve.Application:
+    """The teacher Serve application: the router in front of one autoscaled deployment per teacher."""
+    names = [t.name for t in teachers]
+    if not teachers or len(set(names)) != len(names):
+        raise ValueError(f"teachers need distinct served names, got {names}")
+    handles, aliases = {}, {}
+    for t in teachers:
+        deployment = TeacherDeployment.options(
+            name=TEACHER_DEPLOYMENT if len(teachers) == 1 else f"{TEACHER_DEPLOYMENT}-{t.name}",
+            autoscaling_config=t.serve.autoscaling_config(),
+            max_ongoing_requests=t.serve.max_ongoing_requests,
+            ray_actor_options={"num_cpus": t.serve.num_cpus},
+        )
+        handles[t.name] = deployment.bind(t.model_spec, t.serve, t.name)
+        aliases.setdefault(t.model_spec, t.name)
+    # The router holds every request while a teacher works on it, so its cap is the sum of theirs.
+    capacity = sum(t.serve.max_replicas * t.serve.max_ongoing_requests for t in teachers)
+    router = TeacherRouter.options(max_ongoing_requests=capacity, ray_actor_options={"num_cpus": 0})
+    return router.bind(handles, aliases, api_key)
+
+
 def build_teacher_app(
     model_spec: str, serve_cfg: ServeConfig, served_name: str | None = None
 ) -> serve.Application:
-    """The teacher Serve application: autoscaling, per-replica caps and CPU share from `serve_cfg`."""
-    deployment = TeacherDeployment.options(
-        autoscaling_config=serve_cfg.autoscaling_config(),
-        max_ongoing_requests=serve_cfg.max_ongoing_requests,
-        ray_actor_options={"num_cpus": serve_cfg.num_cpus},
-    )
-    return deployment.bind(model_spec, serve_cfg, served_name or derive_served_name(model_spec))
+    """The app for one teacher: autoscaling, per-replica caps and CPU share from `serve_cfg`."""
+    teacher = ServedTeacher(served_name or derive_served_name(model_spec), model_spec, serve_cfg)
+    return build_teachers_app([teacher], serve_cfg.api_key)
 
 
 @dataclass
 class TeacherEndpoint:
-    """Where a deployed teacher answers: OpenAI base URL for HTTP clients, handle for in-cluster."""
+    """Where a deployed teacher app answers: OpenAI base URL for HTTP clients, handle for in-cluster."""
 
     app_name: str
-    served_name: str
+    served_names: list[str]
     base_url: str
     handle: DeploymentHandle
     api_key: str | None
+
+    @property
+    def served_name(self) -> str:
+        """The model name of a one-teacher app."""
+        if len(self.served_names) != 1:
+            raise ValueError(f"app '{self.app_name}' serves several models: {self.served_names}")
+        return self.served_names[0]
+
+
+def deploy_teachers(
+    teachers: Sequence[ServedTeacher], serve_cfg: ServeConfig, app_name: str = "teacher"
+) -> TeacherEndpoint:
+    """Deploy (or redeploy) the app at `/{app_name}` and wait until it runs. `serve_cfg` gives the proxy's
+    host/port and the API key; each teacher's own `serve` gives its replicas."""
+    host, port = start_proxy(serve_cfg)
+    application = build_teachers_app(teachers, serve_cfg.api_key)
+    handle = serve.run(application, name=app_name, route_prefix=f"/{app_name}")
+    base_url = f"http://{host}:{port}/{app_name}/v1"
+    return TeacherEndpoint(app_name, [t.name for t in teachers], base_url, handle, serve_cfg.api_key)
 
 
 def deploy_teacher(
     model_spec: str, serve_cfg: ServeConfig, app_name: str = "teacher", served_name: str | None = None
 ) -> TeacherEndpoint:
-    """Deploy (or redeploy) the teacher app at `/{app_name}` and wait until it is running."""
-    host, port = start_proxy(serve_cfg)
-    name = served_name or derive_served_name(model_spec)
-    application = build_teacher_app(model_spec, serve_cfg, name)
-    handle = serve.run(application, name=app_name, route_prefix=f"/{app_name}")
-    base_url = f"http://{host}:{port}/{app_name}/v1"
-    return TeacherEndpoint(app_name, name, base_url, handle, serve_cfg.api_key)
+    """Deploy (or redeploy) a one-teacher app at `/{app_name}` and wait until it is running."""
+    teacher = ServedTeacher(served_name or derive_served_name(model_spec), model_spec, serve_cfg)
+    return deploy_teachers([teacher], serve_cfg, app_name)
 
 
 def undeploy(app_name: str = "teacher") -> None:

@@ -90,7 +90,7 @@ def test_rerun_reuses_committed_parts_without_new_teacher_calls(tmp_path, ray_cl
     assert len((tmp_path / "out" / "rejected" / "generate.jsonl").read_text().splitlines()) == 3
 
 
-def test_several_teachers_each_get_their_own_deployment(tmp_path, ray_cluster, serve_port):
+def test_several_teachers_share_one_app_with_a_deployment_each(tmp_path, ray_cluster, serve_port):
     from jobs import generate
 
     _write_prompts(tmp_path / "prompts.jsonl")
