@@ -47,6 +47,7 @@ def embedded_init_kwargs(ray_cfg: RayConfig) -> dict:
     return dict(
         num_cpus=ray_cfg.num_cpus,
         include_dashboard=ray_cfg.include_dashboard,
+        _metrics_export_port=ray_cfg.metrics_export_port,
         dashboard_host="127.0.0.1",
         _temp_dir=str(tmp),
         logging_level=logging.WARNING,
@@ -95,3 +96,14 @@ def _shutdown(embedded: bool) -> None:
         except Exception:  # Serve may never have started; shutdown must not mask the real error
             pass
     ray.shutdown()
+
+
+def metrics_url() -> str | None:
+    """The Prometheus endpoint of the node this driver runs on (docs/metrics.md), or None if Ray has none."""
+    import ray
+
+    here = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node.get("NodeID") == here and node.get("MetricsExportPort"):
+            return f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    return None

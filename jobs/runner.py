@@ -159,6 +159,9 @@ def serve_forever(cfg: JobConfig | PipelineConfig, service: str) -> None:
             url = endpoint.base_url
             print(f"[distill-ray] serving {', '.join(endpoint.served_names)} (send it as `model`)", flush=True)
         print(url, flush=True)
+        from cluster.embedded import metrics_url
+
+        print(f"[distill-ray] Prometheus metrics (docs/metrics.md): {metrics_url()}", flush=True)
         if not ray_ctx.embedded:
             return  # the app lives on in the cluster
         try:

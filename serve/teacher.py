@@ -38,8 +38,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from distill_ray.config.schema import JobConfig, ServeConfig
-from distill_ray.errors import ConfigError
 from distill_ray.engine import GenerationEngine, GenRequest, GenResult
+from distill_ray.errors import ConfigError
 from distill_ray.models import resolve_model
 from distill_ray.openai_protocol import (
     ProtocolError,
@@ -50,6 +50,7 @@ from distill_ray.openai_protocol import (
     parse_completion_request,
 )
 from serve.http import add_error_handlers, check_api_key, json_body, start_proxy
+from serve.metrics import TeacherMetrics
 
 # The deployment whose replicas decode (the one that autoscales); benchmarks and manifests refer to it by name.
 # With several teachers in one app, each gets `TEACHER_DEPLOYMENT-<served name>`.
@@ -77,6 +78,7 @@ class TeacherDeployment:
         self._generate_one.set_max_batch_size(serve_cfg.max_batch_size)
         self._generate_one.set_batch_wait_timeout_s(serve_cfg.batch_wait_timeout_s)
         self._stats = {"batches": 0, "sequences": 0, "max_batch": 0}
+        self._metrics = TeacherMetrics(served_name)
 
     # ---- called through handles (the router's, or in-cluster callers') -----------------------
 
@@ -174,7 +176,11 @@ class TeacherDeployment:
 
     async def _run_engine(self, sequences: list[GenRequest]) -> list[GenResult]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.engine.generate, sequences)
+        started = time.perf_counter()
+        results = await loop.run_in_executor(self._executor, self.engine.generate, sequences)
+        tokens = sum(r.completion_tokens for r in results)
+        self._metrics.record_batch(len(sequences), tokens, time.perf_counter() - started)
+        return results
 
 
 @serve.deployment(name=ROUTER_DEPLOYMENT)

@@ -34,6 +34,11 @@ class RayConfig(Section):
     )
     num_cpus: int | None = Field(None, description="CPUs the embedded cluster advertises (default: all cores).")
     include_dashboard: bool = Field(False, description="Start Ray's dashboard (bound to 127.0.0.1).")
+    metrics_export_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="Port of the embedded node's Prometheus endpoint (`/metrics`; names in docs/metrics.md). "
+        "Default: a free port Ray picks, printed by `distill-ray serve`.",
+    )  # fmt: skip
 
 
 class DatasetConfig(Section):
