@@ -44,6 +44,10 @@ def preflight(cfg: JobConfig | PipelineConfig) -> None:
         prefix = f"stages.{name}." if isinstance(cfg, PipelineConfig) else ""
         if job.job_type == "grpo" and job.training.grpo.engine == "openrlhf":
             continue  # data and models are the GPU cluster's (hub names, its paths); the launcher checks the rest
+        if job.inference.engine == "vllm":
+            from serve.vllm_teacher import check_vllm_inference  # needs no vLLM
+
+            check_vllm_inference(job.inference)
         for key, path in _inputs(job, prefix):
             if _produced_by_run(path, run_dir):
                 continue
@@ -79,7 +83,9 @@ def input_key(job: JobConfig) -> str:
 
 
 def _model_specs(job: JobConfig, prefix: str) -> list[tuple[str, str]]:
-    specs = [(f"{prefix}models.{k}", getattr(job.models, k)) for k in ("teacher", "student")]
+    # A vllm teacher may be a hub name or bucket URI that only the GPU cluster resolves.
+    roles = ("student",) if job.inference.engine == "vllm" else ("teacher", "student")
+    specs = [(f"{prefix}models.{k}", getattr(job.models, k)) for k in roles]
     if job.job_type == "grpo" and not job.reward.url:  # the job deploys the reward service from these
         specs += [(f"{prefix}reward.{k}", getattr(job.reward, k)) for k in ("rv_model", "cd_model")]
     specs.append((f"{prefix}evaluation.model", job.evaluation.model))
@@ -150,14 +156,20 @@ def serve_forever(cfg: JobConfig | PipelineConfig, service: str) -> None:
 
             url = deploy_reward(job.reward, app_name="reward").base_url
         else:
-            from serve.teacher import deploy_teachers, served_teachers
+            from serve.teacher import deploy_teachers, derive_served_name, served_teachers
 
-            teachers = served_teachers(job)
-            if not teachers:
-                raise ConfigError("models.teachers", "no teacher runs on the transformers engine; nothing to serve")
-            endpoint = deploy_teachers(list(teachers.values()), job.inference.serve, app_name="teacher")
-            url = endpoint.base_url
-            print(f"[distill-ray] serving {', '.join(endpoint.served_names)} (send it as `model`)", flush=True)
+            if job.inference.engine == "vllm" and not job.models.teachers:
+                from serve.vllm_teacher import deploy_vllm_teacher
+
+                name = job.inference.model_name or derive_served_name(job.models.teacher)
+                url = deploy_vllm_teacher(job.models.teacher, job.inference, "teacher", name)
+            else:
+                teachers = served_teachers(job)
+                if not teachers:
+                    raise ConfigError("models.teachers", "no teacher runs on the transformers engine; nothing to serve")
+                endpoint = deploy_teachers(list(teachers.values()), job.inference.serve, app_name="teacher")
+                url = endpoint.base_url
+                print(f"[distill-ray] serving {', '.join(endpoint.served_names)} (send it as `model`)", flush=True)
         print(url, flush=True)
         from cluster.embedded import metrics_url
 

@@ -27,9 +27,18 @@ def teacher_target(model_spec: str, inference: InferenceConfig, app_name: str) -
         yield TeacherTarget(base_url=inference.base_url, api_key=inference.api_key,
                             model=inference.model_name or model_spec, **common)  # fmt: skip
         return
-    if inference.engine == "vllm":
-        raise ConfigError("inference.engine", "'vllm' runs on GPU clusters only and is not in this build yet")
-    from serve.teacher import deploy_teacher, undeploy
+    from serve.teacher import deploy_teacher, derive_served_name, undeploy
+
+    if inference.engine == "vllm":  # Ray Serve LLM's OpenAI app, reached over HTTP like an external API
+        from serve.vllm_teacher import deploy_vllm_teacher
+
+        name = inference.model_name or derive_served_name(model_spec)
+        base_url = deploy_vllm_teacher(model_spec, inference, app_name, name)
+        try:
+            yield TeacherTarget(base_url=base_url, model=name, **common)
+        finally:
+            undeploy(app_name)
+        return
 
     endpoint = deploy_teacher(model_spec, inference.serve, app_name=app_name, served_name=inference.model_name)
     try:

@@ -55,6 +55,13 @@ def teacher(args: dict[str, Any]) -> serve.Application:
     from serve.teacher import build_teachers_app, served_teachers
 
     job = _job_from_args(args)
+    if job.inference.engine == "vllm" and not job.models.teachers:
+        from serve.teacher import derive_served_name
+        from serve.vllm_teacher import build_vllm_teacher_app
+
+        inference = job.inference.model_copy(update={"serve": _with_api_key(job.inference.serve, args)})
+        name = job.inference.model_name or derive_served_name(job.models.teacher)
+        return build_vllm_teacher_app(job.models.teacher, inference, name)
     teachers = list(served_teachers(job).values())
     if not teachers:
         raise ValueError("models.teachers: no teacher runs on the transformers engine; nothing to serve")

@@ -17,6 +17,7 @@ from distill_ray.config.reward import RewardConfig
 from distill_ray.config.section import Section
 from distill_ray.config.serving import ServeConfig
 from distill_ray.config.training import TrainingConfig
+from distill_ray.config.vllm import VLLMConfig
 
 DEFAULT_TEACHER = "builtin:smollm2-135m-instruct"
 
@@ -65,7 +66,8 @@ class InferenceConfig(Section):
     engine: Literal["transformers", "openai", "vllm"] = Field(
         "transformers",
         description="`transformers`: our Serve deployment (CPU/GPU); `openai`: an external OpenAI-compatible "
-        "API at base_url; `vllm`: GPU clusters only.",
+        "API at base_url; `vllm`: vLLM behind Ray Serve LLM (`ray.serve.llm`) on GPU clusters, set up by the "
+        "`vllm` section (docs/vllm.md).",
     )
     base_url: str | None = Field(None, description="OpenAI-compatible base URL (engine=openai), e.g. http://host/v1.")
     api_key: str | None = Field(None, description="API key for base_url (engine=openai).")
@@ -82,6 +84,11 @@ class InferenceConfig(Section):
     request_timeout_s: float = Field(600, gt=0, description="Per-request timeout.")
     max_retries: int = Field(3, ge=0, description="Retries with exponential backoff on transient teacher errors.")
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    vllm: VLLMConfig = Field(
+        default_factory=VLLMConfig,
+        description="vLLM engine settings (engine=vllm): tensor parallelism, context length, GPU memory, extra "
+        "engine arguments.",
+    )
 
     @field_validator("temperature")
     @classmethod
