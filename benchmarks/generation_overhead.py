@@ -29,12 +29,13 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
+
+from bench_common import free_loopback_port  # this folder is on sys.path
 
 DEFAULTS = dict(model="builtin:smollm2-135m-instruct", rows=32, samples=2, max_new_tokens=128)
 QUICK = dict(model="tiny:smollm2", rows=4, samples=2, max_new_tokens=16)
@@ -66,10 +67,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def free_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def job_config(args: argparse.Namespace, problems_file: Path, out_dir: Path, state_dir: Path):

@@ -22,13 +22,14 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from bench_common import free_loopback_port  # this folder is on sys.path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -81,10 +82,6 @@ def make_items(n: int) -> list[dict]:
     return items
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def measure(args, model_dir: Path, state_dir: Path) -> dict:
@@ -103,7 +100,7 @@ def measure(args, model_dir: Path, state_dir: Path) -> dict:
 
         started = time.perf_counter()
         cfg = RewardConfig(rv_model=str(rv), cd_model=str(cd), setting="rv_cd",
-                           serve={"port": free_port(), "max_batch_size": args.max_batch_size,
+                           serve={"port": free_loopback_port(), "max_batch_size": args.max_batch_size,
                                   "torch_threads": args.torch_threads, "max_ongoing_requests": 64})  # fmt: skip
         endpoint = deploy_reward(cfg, app_name="bench-reward")
         url = endpoint.base_url + "/v1/rewards"

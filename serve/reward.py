@@ -191,9 +191,7 @@ class RewardService:
 def build_reward_app(cfg: RewardConfig) -> serve.Application:
     """The reward app: a RewardModel deployment per configured model, the Verifier, the ingress."""
     s = cfg.serve
-    autoscaling = s.autoscaling_config()
-    options = {"autoscaling_config": autoscaling, "max_ongoing_requests": s.max_ongoing_requests,
-               "ray_actor_options": {"num_cpus": s.num_cpus}}  # fmt: skip
+    options = s.deployment_options()
     models = {}
     for name in ("rv", "cd"):
         folder = getattr(cfg, f"{name}_model")
@@ -201,11 +199,7 @@ def build_reward_app(cfg: RewardConfig) -> serve.Application:
             deployment = RewardModelDeployment.options(name=f"RewardModel-{name}", **options)
             models[name] = deployment.bind(str(Path(folder).resolve()), s)
     verifier = VerifierDeployment.options(**options).bind(cfg.verifier_processes, cfg.verify_timeout_s, cfg.format)
-    ingress = RewardService.options(
-        autoscaling_config=autoscaling,
-        max_ongoing_requests=s.max_ongoing_requests,
-        ray_actor_options={"num_cpus": INGRESS_CPUS},
-    )
+    ingress = RewardService.options(**{**options, "ray_actor_options": {"num_cpus": INGRESS_CPUS}})
     return ingress.bind(models.get("rv"), models.get("cd"), verifier, cfg)
 
 

@@ -305,15 +305,14 @@ def build_teachers_app(teachers: Sequence[ServedTeacher], api_key: str | None = 
     for t in teachers:
         deployment = TeacherDeployment.options(
             name=TEACHER_DEPLOYMENT if len(teachers) == 1 else f"{TEACHER_DEPLOYMENT}-{t.name}",
-            autoscaling_config=t.serve.autoscaling_config(),
-            max_ongoing_requests=t.serve.max_ongoing_requests,
-            ray_actor_options={"num_cpus": t.serve.num_cpus},
+            **t.serve.deployment_options(),
         )
         handles[t.name] = deployment.bind(t.model_spec, t.serve, t.name)
         aliases.setdefault(t.model_spec, t.name)
     # The router holds every request while a teacher works on it, so its cap is the sum of theirs.
     capacity = sum(t.serve.max_replicas * t.serve.max_ongoing_requests for t in teachers)
-    router = TeacherRouter.options(max_ongoing_requests=capacity, ray_actor_options={"num_cpus": 0})
+    router = TeacherRouter.options(max_ongoing_requests=capacity, ray_actor_options={"num_cpus": 0},
+                                   logging_config={"enable_access_log": teachers[0].serve.access_log})  # fmt: skip
     return router.bind(handles, aliases, api_key)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from distill_ray.config.section import Section
 
@@ -23,11 +23,27 @@ class ServeConfig(Section):
     downscale_delay_s: float = Field(
         600.0, ge=0, description="Autoscaling: how long load must stay below target before replicas are removed."
     )
+    look_back_period_s: float = Field(
+        30.0, gt=0, description="Autoscaling: the window over which in-flight requests are averaged."
+    )
+    metrics_interval_s: float = Field(
+        10.0, gt=0,
+        description="Autoscaling: how often replicas and callers report load (Ray marks this field deprecated in "
+        "favour of RAY_SERVE_*_AUTOSCALING_METRIC_PUSH_INTERVAL_S, but in 2.60 it still sets the interval). "
+        "Keep it below look_back_period_s.",
+    )  # fmt: skip
+    access_log: bool = Field(True, description="Log one line per request in each replica (Serve's access log).")
     max_ongoing_requests: int = Field(32, ge=1, description="Hard cap of in-flight requests per replica.")
     max_batch_size: int = Field(8, ge=1, description="Sequences decoded (teacher) or items scored (reward models) together in one batch.")
     batch_wait_timeout_s: float = Field(0.05, ge=0, description="How long a batch waits to fill up.")
     num_cpus: float = Field(0.5, gt=0, description="CPU share reserved per replica (fractional on small boxes).")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per replica (default: Ray's).")
+
+    @model_validator(mode="after")
+    def _window_spans_reports(self):
+        if self.look_back_period_s <= self.metrics_interval_s:
+            raise ValueError("look_back_period_s must be longer than metrics_interval_s")
+        return self
 
     def autoscaling_config(self) -> dict:
         """Ray Serve's `autoscaling_config` for a deployment with these settings. It starts with one replica
@@ -39,4 +55,17 @@ class ServeConfig(Section):
             "target_ongoing_requests": self.target_ongoing_requests,
             "upscale_delay_s": self.upscale_delay_s,
             "downscale_delay_s": self.downscale_delay_s,
+            "look_back_period_s": self.look_back_period_s,
+            # Set only when changed: Ray warns about the deprecated field whenever it differs from its default.
+            **({"metrics_interval_s": self.metrics_interval_s} if self.metrics_interval_s != 10.0 else {}),
+        }
+
+    def deployment_options(self) -> dict:
+        """`.options(...)` every deployment of an app gets from these settings: autoscaling, request cap,
+        CPU share and access log."""
+        return {
+            "autoscaling_config": self.autoscaling_config(),
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "ray_actor_options": {"num_cpus": self.num_cpus},
+            "logging_config": {"enable_access_log": self.access_log},
         }

@@ -31,7 +31,7 @@ def test_deployment_config_carries_autoscaling_and_request_cap():
     deployment = cfg["deployment_config"]
     assert deployment["autoscaling_config"] == {"min_replicas": 2, "max_replicas": 6, "initial_replicas": 2,
                                                 "target_ongoing_requests": 16, "upscale_delay_s": 5,
-                                                "downscale_delay_s": 120}  # fmt: skip
+                                                "downscale_delay_s": 120, "look_back_period_s": 30}  # fmt: skip
     assert deployment["max_ongoing_requests"] == 64
     assert deployment["ray_actor_options"] == {"num_cpus": 2}
 
