@@ -80,6 +80,15 @@ class _Row:
         return self.finish_reason is not None
 
 
+def pick_device(device: str = "auto", dtype: str = "auto") -> tuple[str, str]:
+    """Resolve `auto` settings: cuda when this process sees a GPU, and bfloat16 there, float32 on CPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    return device, dtype
+
+
 class GenerationEngine:
     """Loads one causal LM + tokenizer and serves static batches of `GenRequest`s."""
 

@@ -38,7 +38,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from distill_ray.config.schema import JobConfig, ServeConfig
-from distill_ray.engine import GenerationEngine, GenRequest, GenResult
+from distill_ray.engine import GenerationEngine, GenRequest, GenResult, pick_device
 from distill_ray.errors import ConfigError
 from distill_ray.models import resolve_model
 from distill_ray.openai_protocol import (
@@ -71,7 +71,9 @@ class TeacherDeployment:
     def __init__(self, model_spec: str, serve_cfg: ServeConfig, served_name: str):
         self.model_spec = model_spec
         self.served_name = served_name
-        self.engine = GenerationEngine(resolve_model(model_spec), torch_threads=serve_cfg.torch_threads)
+        device, dtype = pick_device(serve_cfg.device, serve_cfg.dtype)
+        self.engine = GenerationEngine(resolve_model(model_spec), device=device, dtype=dtype,
+                                       torch_threads=serve_cfg.torch_threads)  # fmt: skip
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="teacher-engine")
         # The decorator's sizes are placeholders; the config's win (the queue is built lazily on
         # the first call, so setting them here applies before any batch forms).

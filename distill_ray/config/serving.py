@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from distill_ray.config.section import Section
@@ -37,6 +39,13 @@ class ServeConfig(Section):
     max_batch_size: int = Field(8, ge=1, description="Sequences decoded (teacher) or items scored (reward models) together in one batch.")
     batch_wait_timeout_s: float = Field(0.05, ge=0, description="How long a batch waits to fill up.")
     num_cpus: float = Field(0.5, gt=0, description="CPU share reserved per replica (fractional on small boxes).")
+    num_gpus: float = Field(0, ge=0, description="GPU share reserved per replica (Ray sets CUDA_VISIBLE_DEVICES).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the teacher's engine runs: `auto` = cuda when the replica sees a GPU."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="The teacher engine's weights: `auto` = bfloat16 on cuda, float32 on cpu."
+    )
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per replica (default: Ray's).")
 
     @model_validator(mode="after")
@@ -66,6 +75,6 @@ class ServeConfig(Section):
         return {
             "autoscaling_config": self.autoscaling_config(),
             "max_ongoing_requests": self.max_ongoing_requests,
-            "ray_actor_options": {"num_cpus": self.num_cpus},
+            "ray_actor_options": {"num_cpus": self.num_cpus} | ({"num_gpus": self.num_gpus} if self.num_gpus else {}),
             "logging_config": {"enable_access_log": self.access_log},
         }
