@@ -22,3 +22,12 @@ def percentile(values: list[float], q: float) -> float | None:
     low = int(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def chat_sequences(engine, body: dict) -> list:
+    """The GenRequests the teacher replica would decode for a chat body (one per choice), for in-process runs."""
+    from distill_ray.openai_protocol import parse_chat_request
+    from serve.teacher import request_sequences
+
+    req = parse_chat_request(body)
+    return request_sequences(req, engine.chat_prompt_ids(req.template_messages()))

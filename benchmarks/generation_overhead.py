@@ -35,7 +35,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench_common import free_loopback_port  # this folder is on sys.path
+from bench_common import chat_sequences, free_loopback_port  # this folder is on sys.path
 
 DEFAULTS = dict(model="builtin:smollm2-135m-instruct", rows=32, samples=2, max_new_tokens=128)
 QUICK = dict(model="tiny:smollm2", rows=4, samples=2, max_new_tokens=16)
@@ -104,19 +104,6 @@ def write_problems(path: Path, rows: int, seed: int) -> list[dict]:
 # ---- the request every sample comes from: actors.generator.request_body, as the pipeline sends it ---
 
 
-def engine_sequences(engine, body: dict) -> list:
-    """One GenRequest per choice, read from the body exactly as TeacherDeployment.chat/_sample do."""
-    from distill_ray.engine import GenRequest
-    from distill_ray.openai_protocol import parse_chat_request
-
-    req = parse_chat_request(body)
-    prompt_ids = engine.chat_prompt_ids(req.template_messages())
-    return [
-        GenRequest(prompt_ids=prompt_ids, max_new_tokens=req.max_new_tokens, temperature=req.temperature_value,
-                   top_p=req.top_p_value, seed=seed, stop=req.stop_list, logprobs=req.want_logprobs,
-                   top_logprobs=req.top_logprobs_value)  # fmt: skip
-        for seed in req.choice_seeds()
-    ]
 
 
 # ---- (a) direct ---------------------------------------------------------------------------------
@@ -130,7 +117,7 @@ def run_direct(engine, problems: list[dict], inference, batch_size: int) -> dict
     keys, sequences = [], []
     for problem in problems:
         for temperature in inference.temperatures:
-            for k, seq in enumerate(engine_sequences(engine, request_body(problem, temperature, inference))):
+            for k, seq in enumerate(chat_sequences(engine, request_body(problem, temperature, inference))):
                 keys.append((problem["id"], float(temperature), k))
                 sequences.append(seq)
     results = []
@@ -253,7 +240,7 @@ def measure(args: argparse.Namespace, out_dir: Path, state_dir: Path) -> dict:
         engine = timed("direct_engine_load", startup,
                        lambda: GenerationEngine(model_dir, torch_threads=args.torch_threads))  # fmt: skip
         timed("direct_warmup", startup,
-              lambda: engine.generate(engine_sequences(engine, warm_body(problems[0], inference))))  # fmt: skip
+              lambda: engine.generate(chat_sequences(engine, warm_body(problems[0], inference))))  # fmt: skip
         print(f"[bench] direct: {len(problems)} problems ...", file=sys.stderr, flush=True)
         direct = run_direct(engine, problems, inference, args.max_batch_size)
         write_direct_samples(out_dir / "direct_samples.jsonl", direct)

@@ -34,7 +34,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_common import free_loopback_port, percentile  # this folder is on sys.path
+from bench_common import chat_sequences, free_loopback_port, percentile  # this folder is on sys.path
 
 DEFAULTS = dict(model="builtin:smollm2-135m-instruct", requests=40, max_tokens=16)
 QUICK = dict(model="tiny:smollm2", requests=8, max_tokens=8)
@@ -74,19 +74,6 @@ def chat_body(served_name: str, args: argparse.Namespace) -> dict:
     }  # fmt: skip
 
 
-def engine_sequences(engine, body: dict) -> list:
-    """One GenRequest per choice, read from the body exactly as TeacherDeployment.chat/_sample do."""
-    from distill_ray.engine import GenRequest
-    from distill_ray.openai_protocol import parse_chat_request
-
-    req = parse_chat_request(body)
-    prompt_ids = engine.chat_prompt_ids(req.template_messages())
-    return [
-        GenRequest(prompt_ids=prompt_ids, max_new_tokens=req.max_new_tokens, temperature=req.temperature_value,
-                   top_p=req.top_p_value, seed=seed, stop=req.stop_list, logprobs=req.want_logprobs,
-                   top_logprobs=req.top_logprobs_value)  # fmt: skip
-        for seed in req.choice_seeds()
-    ]
 
 
 # ---- the three ways: each returns (latencies in ms of the requests that succeeded, failures) -----
@@ -99,7 +86,7 @@ def run_direct(engine, body: dict, requests: int, concurrency: int) -> tuple[lis
         size = min(concurrency, left)
         started = time.perf_counter()
         try:  # the body is parsed per request, as the replica does
-            engine.generate([seq for _ in range(size) for seq in engine_sequences(engine, body)])
+            engine.generate([seq for _ in range(size) for seq in chat_sequences(engine, body)])
             latencies.extend([(time.perf_counter() - started) * 1000] * size)
         except Exception as exc:
             failures += size
@@ -198,7 +185,7 @@ def measure(args: argparse.Namespace, state_dir: Path) -> dict:
                 send = {"handle": handle_sender(endpoint, body),
                         "http": http_sender(client, f"{endpoint.base_url}/chat/completions", body)}  # fmt: skip
                 tokens["direct"] = timed("direct_warmup", startup,
-                                         lambda: engine.generate(engine_sequences(engine, body))[0].completion_tokens)
+                                         lambda: engine.generate(chat_sequences(engine, body))[0].completion_tokens)
                 tokens["handle"] = timed("handle_warmup", startup, send["handle"])
                 tokens["http"] = timed("http_warmup", startup, send["http"])
                 timings = time_all_ways(engine, body, send, args.requests)

@@ -61,6 +61,23 @@ app = FastAPI(title="distill-ray teacher", docs_url=None, redoc_url=None)
 add_error_handlers(app, "teacher")
 
 
+def request_sequences(req, prompt_ids: list[int]) -> list[GenRequest]:
+    """The engine sequences a parsed chat/completion request asks for on one prompt: one per choice."""
+    return [
+        GenRequest(
+            prompt_ids=prompt_ids,
+            max_new_tokens=req.max_new_tokens,
+            temperature=req.temperature_value,
+            top_p=req.top_p_value,
+            seed=seed,
+            stop=req.stop_list,
+            logprobs=req.want_logprobs,
+            top_logprobs=req.top_logprobs_value,
+        )
+        for seed in req.choice_seeds()
+    ]
+
+
 @serve.deployment(name=TEACHER_DEPLOYMENT)
 class TeacherDeployment:
     """One replica of one teacher: an engine and the batch queue feeding it. Called by the router's handle.
@@ -136,20 +153,7 @@ class TeacherDeployment:
 
     async def _sample(self, prompt_ids: list[int], req) -> list[GenResult]:
         """The request's n choices for one prompt, each as its own batched sequence."""
-        sequences = [
-            GenRequest(
-                prompt_ids=prompt_ids,
-                max_new_tokens=req.max_new_tokens,
-                temperature=req.temperature_value,
-                top_p=req.top_p_value,
-                seed=seed,
-                stop=req.stop_list,
-                logprobs=req.want_logprobs,
-                top_logprobs=req.top_logprobs_value,
-            )
-            for seed in req.choice_seeds()
-        ]
-        outcomes = await asyncio.gather(*(self._generate_one(seq) for seq in sequences))
+        outcomes = await asyncio.gather(*(self._generate_one(seq) for seq in request_sequences(req, prompt_ids)))
         for outcome in outcomes:
             if isinstance(outcome, Exception):
                 raise ProtocolError(str(outcome))
