@@ -110,8 +110,9 @@ def test_submit_waits_for_a_small_recipe_to_succeed_and_jobs_commands_see_it(ray
     assert any(line.startswith(f"{job_id}\tSUCCEEDED") for line in listed.stdout.splitlines()), listed.stdout
     status = cli("jobs", "status", job_id, "--address", url, token=token)
     assert json.loads(status.stdout)["status"] == "SUCCEEDED"
-    logs = cli("jobs", "logs", job_id, "--address", url, token=token)
-    assert f"[distill-ray] ok: {out}/summary.json" in logs.stdout
+    for follow in ([], ["--follow"]):  # --follow on an ended job prints it all and returns
+        logs = cli("jobs", "logs", job_id, "--address", url, *follow, token=token, timeout=120)
+        assert f"[distill-ray] ok: {out}/summary.json" in logs.stdout, follow
 
 
 def test_jobs_stop_ends_a_running_submission(ray_head, tmp_path):
