@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,35 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited while we looked
+            continue
+        if int(fields[3]) == sid:  # field 6 of /proc/PID/stat: the session id
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL everything a CLI started with `start_new_session=True` started: Ray puts each worker in a process
+    group of its own inside the session, so killing the CLI's process group alone leaves workers running (and
+    writing: a Train checkpoint, a Ray Data part) after the "kill"."""
+    deadline = time.time() + 30
+    while pids := _session_pids(proc.pid):
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.poll()  # reap the CLI itself so it stops counting as a member
+        assert time.time() < deadline, f"processes {pids} survived SIGKILL"
+        time.sleep(0.1)
+    proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

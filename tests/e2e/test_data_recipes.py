@@ -4,9 +4,7 @@ with SIGKILL in the middle of its judge stage and re-run: it must finish without
 missing rows and without asking the teacher again for work already committed."""
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -57,7 +55,7 @@ def _stages(out: Path) -> dict:
 
 
 def test_slow_thinking_recipe_resumes_after_sigkill_mid_judge(tmp_path, smollm2_dir):
-    from conftest import free_port
+    from conftest import free_port, kill_session
 
     out, state_dir = tmp_path / "slow", f"/tmp/dr-e2e-{free_port()}"
     args = _command("distilqwen_slow.yaml", out, state_dir, "stages.generate.dataset.limit=4",
@@ -70,8 +68,7 @@ def test_slow_thinking_recipe_resumes_after_sigkill_mid_judge(tmp_path, smollm2_
         while time.time() < deadline and len(list(manifests.glob("part-*.json"))) < 2:
             assert proc.poll() is None, "the run ended before it could be killed"
             time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
-        proc.wait(timeout=60)
+        kill_session(proc)  # the driver and every Ray process it started, workers included
         judged_before = len(list(manifests.glob("part-*.json")))
         assert judged_before >= 2
         _run(args)

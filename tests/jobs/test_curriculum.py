@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -53,34 +52,6 @@ def _complete_steps(ckpts: Path) -> list[int]:
     return sorted(int(p.name[5:]) for p in ckpts.glob("step_*") if (p / "trainer_state.json").is_file())
 
 
-def _session_pids(sid: int) -> list[int]:
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # exited while we looked
-            continue
-        if int(fields[3]) == sid:  # field 6 of /proc/PID/stat: the session id
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def _kill_session(proc: subprocess.Popen) -> None:
-    """SIGKILL everything the CLI started: it leads its own session, and Ray puts each worker in a process
-    group of its own inside it, so killing the CLI's process group alone leaves Train workers running."""
-    deadline = time.time() + 30
-    while pids := _session_pids(proc.pid):
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.poll()  # reap the CLI itself so it stops counting as a member
-        assert time.time() < deadline, f"processes {pids} survived SIGKILL"
-        time.sleep(0.1)
-    proc.wait(timeout=30)
-
-
 @pytest.fixture
 def state_dir():
     yield _state_dir()
@@ -101,7 +72,7 @@ def test_curriculum_sft_resumes_after_kill(tmp_path, state_dir):
             assert time.time() < deadline, "no checkpoint within 400 s"
             time.sleep(0.2)
     finally:
-        _kill_session(proc)
+        kill_session(proc)
     killed_at = _complete_steps(ckpts)[-1]
     assert killed_at < 21, "the run finished before it could be killed"
 
