@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import kill_session
 from trainer_fixtures import STUDENT, TRAINING, arithmetic, write_parquet
 
 REPO = Path(__file__).resolve().parents[2]
