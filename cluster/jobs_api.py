@@ -77,8 +77,8 @@ def _probe(url: str, headers: dict[str, str], timeout_s: float, key: str, addres
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
             what = "needs an auth token" if exc.code == 401 else "rejected the auth token"
-            raise ConfigError(key, f"the Ray Jobs API at {address} {what} (HTTP {exc.code}): set RAY_AUTH_TOKEN "
-                                   "to the cluster's token (`ray get-auth-token` on the head node)") from None  # fmt: skip
+            hint = "set RAY_AUTH_TOKEN to the cluster's token (`ray get-auth-token` on the head node)"
+            raise ConfigError(key, f"the Ray Jobs API at {address} {what} (HTTP {exc.code}): {hint}") from None
         raise ConfigError(key, f"{address} is not a Ray Jobs API: GET {url} answered HTTP {exc.code}") from None
     except ValueError:
         raise ConfigError(key, f"{address} is not a Ray Jobs API: GET {url} did not answer JSON") from None
@@ -87,7 +87,9 @@ def _probe(url: str, headers: dict[str, str], timeout_s: float, key: str, addres
         raise ConfigError(key, f"cannot reach the Ray Jobs API at {address}: {reason}") from None
 
 
-def follow(client, submission_id: str, interval_s: float, label: str = "job", log_tail: int = 20) -> tuple[str, str | None]:
+def follow(
+    client, submission_id: str, interval_s: float, label: str = "job", log_tail: int = 20
+) -> tuple[str, str | None]:
     """Poll a job until it ends, printing each status change; returns (status, Ray's message when it failed).
 
     Ctrl-C stops the waiting, not the job (which goes on in the cluster).

@@ -62,7 +62,8 @@ def runtime_env(sub: Submission, working_dir: Path) -> dict[str, Any]:
         if not eq or not name:
             raise ConfigError("--env", f"expected NAME=VALUE, got {item!r}")
         env_vars[name] = value
-    out: dict[str, Any] = {"working_dir": str(working_dir), "excludes": list(WORKING_DIR_EXCLUDES), "env_vars": env_vars}
+    out: dict[str, Any] = {"working_dir": str(working_dir), "excludes": list(WORKING_DIR_EXCLUDES),
+                           "env_vars": env_vars}  # fmt: skip
     if sub.pip:
         out["pip"] = list(sub.pip)
     return out
@@ -92,7 +93,8 @@ def prepare(sub: Submission) -> tuple[str, dict[str, Any]]:
         preflight(cfg)
     if not Path(cfg.output_dir).is_absolute():
         print(f"[distill-ray] note: output_dir '{cfg.output_dir}' is relative, so the outputs stay in the job's "
-              "copy of the working_dir on the head node; point it at shared storage to keep them", flush=True)  # fmt: skip
+              "copy of the working_dir on the head node; point it at shared storage to keep them",
+              flush=True)  # fmt: skip
     return entrypoint(str(config_path.relative_to(working_dir)), sub.overrides), runtime_env(sub, working_dir)
 
 
@@ -136,7 +138,8 @@ def jobs_command(action: str, address: str | None, submission_id: str | None, fo
         jobs = sorted(client.list_jobs(), key=lambda j: j.start_time or 0)
         for info in jobs:
             rec = jobs_api.job_record(info)
-            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec["start_time"] / 1000)) if rec["start_time"] else "-"
+            start = rec["start_time"]  # ms since the epoch
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start / 1000)) if start else "-"
             print(f"{rec['submission_id'] or rec['job_id']}\t{rec['status']}\t{started}\t{rec['entrypoint']}")
         if not jobs:
             print(f"no jobs at {url}")
