@@ -59,7 +59,8 @@ class TeacherPool:
 @contextmanager
 def teacher_pools(job: JobConfig, stage_name: str) -> Iterator[list[TeacherPool]]:
     """Every teacher of the job (`models.teachers`, else `models.teacher`). Teachers on our engine share one
-    Serve app (one router, a deployment each with its own autoscaling); the others are reached on their own."""
+    Serve app (one router, a deployment each with its own autoscaling), vllm teachers share one Ray Serve LLM
+    app (the same shape), and `openai` teachers are reached at their own endpoints."""
     from serve.teacher import deploy_teachers, served_teachers, undeploy
 
     if not job.models.teachers:
@@ -67,16 +68,27 @@ def teacher_pools(job: JobConfig, stage_name: str) -> Iterator[list[TeacherPool]
             yield [TeacherPool(target.model or job.models.teacher, target, job.inference)]
         return
     settings = {name: spec.inference_for(job.inference) for name, spec in job.models.teachers.items()}
+    calls = {name: dict(timeout_s=i.request_timeout_s, max_retries=i.max_retries) for name, i in settings.items()}
     ours = served_teachers(job)
+    on_vllm = {name: settings[name].model_name or name for name in settings if settings[name].engine == "vllm"}
     with ExitStack() as stack:
         targets: dict[str, TeacherTarget] = {}
         if ours:
             endpoint = deploy_teachers(list(ours.values()), job.inference.serve, app_name=f"teacher-{stage_name}")
             stack.callback(undeploy, endpoint.app_name)
             for name, teacher in ours.items():
-                targets[name] = TeacherTarget(app_name=endpoint.app_name, model=teacher.name,
-                                              timeout_s=settings[name].request_timeout_s,
-                                              max_retries=settings[name].max_retries)  # fmt: skip
+                targets[name] = TeacherTarget(app_name=endpoint.app_name, model=teacher.name, **calls[name])
+        if on_vllm:  # one Ray Serve LLM app for all of them, reached over HTTP
+            from serve.vllm_teacher import deploy_vllm_teachers
+
+            app_name = f"teacher-{stage_name}-vllm"
+            base_url = deploy_vllm_teachers(
+                [(job.models.teachers[name].model, settings[name], served) for name, served in on_vllm.items()],
+                app_name,
+            )
+            stack.callback(undeploy, app_name)
+            for name, served in on_vllm.items():
+                targets[name] = TeacherTarget(base_url=base_url, model=served, **calls[name])
         for name, spec in job.models.teachers.items():
             if name not in targets:
                 targets[name] = stack.enter_context(teacher_target(spec.model, settings[name],

@@ -1,7 +1,8 @@
 """The vLLM teacher (`inference.engine: vllm`): Ray Serve LLM (`ray.serve.llm`) serving one model with vLLM.
 
 Where it sits: the GPU-cluster counterpart of `serve/teacher.py`. `jobs/` and the CLI call
-`deploy_vllm_teacher` instead of `deploy_teacher` when the engine is vllm; callers then speak the
+`deploy_vllm_teacher(s)` instead of `deploy_teacher(s)` when the engine is vllm (several vllm teachers of a
+job share one app, routed by `model`, each its own autoscaled deployment); callers then speak the
 OpenAI API to the base URL it returns, exactly as they do to our transformers teacher. Ray Serve LLM
 brings the routes (`/v1/chat/completions`, `/v1/completions`, `/v1/models`, ...), the vLLM engine per
 replica and the autoscaling; this module only maps our config onto its `LLMConfig`.
@@ -16,6 +17,7 @@ vllm engine refuses to start (fail closed) instead of serving without the key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,31 +69,47 @@ def vllm_llm_config(model_spec: str, inference: InferenceConfig, served_name: st
     return config
 
 
-def build_vllm_teacher_app(model_spec: str, inference: InferenceConfig, served_name: str) -> Application:
-    """Ray Serve LLM's OpenAI app serving `model_spec` as `served_name` (not deployed yet)."""
-    check_vllm_inference(inference)
+def build_vllm_teachers_app(teachers: Sequence[tuple[str, InferenceConfig, str]]) -> Application:
+    """Ray Serve LLM's OpenAI app serving each `(model_spec, inference, served_name)` as its own autoscaled
+    deployment behind one ingress that routes by `model` (not deployed yet)."""
+    for _, inference, _ in teachers:
+        check_vllm_inference(inference)
+    names = [name for _, _, name in teachers]
+    if not teachers or len(set(names)) != len(names):
+        raise ConfigError("models.teachers", f"vllm teachers need distinct served names, got {names}")
     try:
         from ray.serve.llm import build_openai_app
     except ImportError as exc:
         raise ConfigError("inference.engine", f"engine 'vllm' needs vLLM: {INSTALL_HINT} ({_one_line(exc)})") from None
-    llm_config = vllm_llm_config(model_spec, inference, served_name)
+    llm_configs = [vllm_llm_config(spec, inference, name) for spec, inference, name in teachers]
     try:
-        return build_openai_app({"llm_configs": [llm_config]})
+        return build_openai_app({"llm_configs": llm_configs})
     except ValueError as exc:  # pydantic's ValidationError included: a setting vLLM or Ray Serve LLM rejects
         raise ConfigError("inference.vllm", _one_line(exc)) from None
 
 
-def deploy_vllm_teacher(model_spec: str, inference: InferenceConfig, app_name: str, served_name: str) -> str:
-    """Deploy the vLLM teacher as Serve app `app_name` and return its OpenAI base URL (`.../{app_name}/v1`).
-    Blocks until the app is running, i.e. until every initial replica has loaded the model."""
+def build_vllm_teacher_app(model_spec: str, inference: InferenceConfig, served_name: str) -> Application:
+    """Ray Serve LLM's OpenAI app serving `model_spec` as `served_name` (not deployed yet)."""
+    return build_vllm_teachers_app([(model_spec, inference, served_name)])
+
+
+def deploy_vllm_teachers(teachers: Sequence[tuple[str, InferenceConfig, str]], app_name: str) -> str:
+    """Deploy the vLLM teachers as Serve app `app_name` and return its OpenAI base URL (`.../{app_name}/v1`).
+    The proxy's host/port are the first teacher's `inference.serve` ones (all apps share one proxy). Blocks
+    until the app is running, i.e. until every initial replica has loaded its model."""
     from ray import serve
 
     from serve.http import start_proxy
 
-    app = build_vllm_teacher_app(model_spec, inference, served_name)
-    host, port = start_proxy(inference.serve)
+    app = build_vllm_teachers_app(teachers)
+    host, port = start_proxy(teachers[0][1].serve)
     serve.run(app, name=app_name, route_prefix=f"/{app_name}")
     return f"http://{host}:{port}/{app_name}/v1"
+
+
+def deploy_vllm_teacher(model_spec: str, inference: InferenceConfig, app_name: str, served_name: str) -> str:
+    """`deploy_vllm_teachers` for one teacher."""
+    return deploy_vllm_teachers([(model_spec, inference, served_name)], app_name)
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:

