@@ -3,7 +3,13 @@ sys.path and `from bench_common import ...` resolves to this file)."""
 
 from __future__ import annotations
 
+import argparse
+import os
+import shutil
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 
 def free_loopback_port() -> int:
@@ -31,3 +37,22 @@ def chat_sequences(engine, body: dict) -> list:
 
     req = parse_chat_request(body)
     return request_sequences(req, engine.chat_prompt_ids(req.template_messages()))
+
+
+def fill_defaults(args: argparse.Namespace, defaults: dict, quick: dict) -> argparse.Namespace:
+    """Every option left unset takes the benchmark's value for its mode (`--quick` or full)."""
+    for key, value in (quick if args.quick else defaults).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+@contextmanager
+def ray_state_dir(tag: str) -> Iterator[Path]:
+    """A per-process state folder for the benchmark's embedded Ray, removed afterwards. Kept short under /tmp:
+    Ray's socket paths live below it."""
+    path = Path("/tmp") / f"dr-{tag}-{os.getpid()}"
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

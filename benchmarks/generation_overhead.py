@@ -35,7 +35,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench_common import chat_sequences, free_loopback_port  # this folder is on sys.path
+from bench_common import chat_sequences, fill_defaults, free_loopback_port, ray_state_dir  # this folder is on sys.path
 
 DEFAULTS = dict(model="builtin:smollm2-135m-instruct", rows=32, samples=2, max_new_tokens=128)
 QUICK = dict(model="tiny:smollm2", rows=4, samples=2, max_new_tokens=16)
@@ -58,9 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=4,
                    help="problems per Ray Data batch; a caller sends batch_size x samples sequences at once")  # fmt: skip
     args = p.parse_args(argv)
-    for key, value in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, DEFAULTS, QUICK)
     for key in ("rows", "samples", "max_new_tokens", "max_batch_size", "torch_threads", "concurrency", "batch_size"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}")
@@ -307,11 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     owned = args.output_dir is None
     out_dir = Path(tempfile.mkdtemp(prefix="dr-gen-overhead-")) if owned else Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    state_dir = Path("/tmp") / f"dr-bench-{os.getpid()}"
     try:
-        result = measure(args, out_dir, state_dir)
+        with ray_state_dir("bench") as state_dir:
+            result = measure(args, out_dir, state_dir)
     finally:
-        shutil.rmtree(state_dir, ignore_errors=True)
         if owned:
             shutil.rmtree(out_dir, ignore_errors=True)
     print_table(result)

@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_common import free_loopback_port  # this folder is on sys.path
+from bench_common import fill_defaults, free_loopback_port, ray_state_dir  # this folder is on sys.path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,9 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--torch-threads", type=int, default=1, help="torch threads per reward-model replica")
     p.add_argument("--quick", action="store_true", help="tiny model, few items: a smoke test")
     args = p.parse_args(argv)
-    for key, value in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, DEFAULTS, QUICK)
     return args
 
 
@@ -140,12 +138,11 @@ def measure(args, model_dir: Path, state_dir: Path) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     model_dir = Path(tempfile.mkdtemp(prefix="dr-reward-bench-"))
-    state_dir = Path("/tmp") / f"dr-rbench-{os.getpid()}"
     try:
-        result = measure(args, model_dir, state_dir)
+        with ray_state_dir("rbench") as state_dir:
+            result = measure(args, model_dir, state_dir)
     finally:
         shutil.rmtree(model_dir, ignore_errors=True)
-        shutil.rmtree(state_dir, ignore_errors=True)
     print(f"{'side':<10}{'items/s':>10}{'seconds':>10}")
     print(f"{'batch 1':<10}{result['items_per_s_batch1']:>10}{result['batch1_seconds']:>10}")
     print(f"{'batched':<10}{result['items_per_s_batched']:>10}{result['batched_seconds']:>10}")

@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import threading
 import time
 from pathlib import Path
 
-from bench_common import free_loopback_port, percentile  # this folder is on sys.path
+from bench_common import fill_defaults, free_loopback_port, percentile, ray_state_dir  # this folder is on sys.path
 
 DEFAULTS = dict(model="builtin:smollm2-135m-instruct", max_replicas=3, high_clients=12, baseline_seconds=5.0,
                 hold_seconds=5.0, high_seconds=150.0, down_seconds=90.0, max_seconds=240.0,
@@ -70,9 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--max-replicas", type=int)
     serve.add_argument("--port", type=int, default=0, help="Serve proxy port on 127.0.0.1 (default: a free one)")
     args = p.parse_args(argv)
-    for key, value in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, DEFAULTS, QUICK)
     for key in ("low_clients", "high_clients", "max_tokens", "max_requests", "max_replicas"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}")
@@ -400,11 +397,8 @@ def measure(args: argparse.Namespace, state_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    state_dir = Path("/tmp") / f"dr-bench-load-{os.getpid()}"
-    try:
+    with ray_state_dir("bench-load") as state_dir:
         result = measure(args, state_dir)
-    finally:
-        shutil.rmtree(state_dir, ignore_errors=True)
     print_table(result)
     print(json.dumps(result), flush=True)
     return 0

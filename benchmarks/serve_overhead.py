@@ -27,14 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_common import chat_sequences, free_loopback_port, percentile  # this folder is on sys.path
+# this folder is on sys.path
+from bench_common import chat_sequences, fill_defaults, free_loopback_port, percentile, ray_state_dir
 
 DEFAULTS = dict(model="builtin:smollm2-135m-instruct", requests=40, max_tokens=16)
 QUICK = dict(model="tiny:smollm2", requests=8, max_tokens=8)
@@ -54,9 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=7, help="the request's seed (default 7)")
     p.add_argument("--quick", action="store_true", help="tiny model and few requests: a smoke test")
     args = p.parse_args(argv)
-    for key, value in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, DEFAULTS, QUICK)
     for key in ("requests", "max_tokens", "torch_threads"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}")
@@ -303,11 +301,8 @@ def print_table(r: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    state_dir = Path("/tmp") / f"dr-bench-ovh-{os.getpid()}"  # short: Ray's socket paths live below it
-    try:
+    with ray_state_dir("bench-ovh") as state_dir:
         result = measure(args, state_dir)
-    finally:
-        shutil.rmtree(state_dir, ignore_errors=True)
     print_table(result)
     print(json.dumps(result), flush=True)
     return 0

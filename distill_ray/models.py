@@ -34,6 +34,17 @@ def cache_root() -> Path:
     root = os.environ.get("DISTILL_RAY_CACHE") or Path.home() / ".cache" / "distill-ray"
     return Path(root) / "models"
 
+def derive_served_name(model_spec: str) -> str:
+    """The model name clients send: `builtin:NAME` -> NAME, `tiny:smollm2` -> tiny-smollm2, a
+    folder -> its name; spec parameters are appended (`...?layers=4` -> `...-layers4`)."""
+    kind, _, rest = model_spec.partition(":")
+    if kind in ("builtin", "tiny") and rest:
+        name, _, query = rest.partition("?")
+        base = name if kind == "builtin" else f"tiny-{name}"
+        params = "".join(f"-{k}{v}" for k, v in parse_qsl(query))
+        return base + params
+    return Path(model_spec.rstrip("/")).expanduser().name or model_spec
+
 
 def resolve_model(spec: str, key: str = "models") -> Path:
     """Return a local HF folder for `spec`, materialising builtin/tiny models into the cache once."""

@@ -156,20 +156,21 @@ def serve_forever(cfg: JobConfig | PipelineConfig, service: str) -> None:
 
             url = deploy_reward(job.reward, app_name="reward").base_url
         else:
-            from serve.teacher import deploy_teachers, derive_served_name, served_teachers
+            from serve.teacher import deploy_teachers, served_teachers
+            from serve.vllm_teacher import deploy_vllm_teachers, vllm_teachers
 
-            if job.inference.engine == "vllm" and not job.models.teachers:
-                from serve.vllm_teacher import deploy_vllm_teacher
-
-                name = job.inference.model_name or derive_served_name(job.models.teacher)
-                url = deploy_vllm_teacher(job.models.teacher, job.inference, "teacher", name)
-            else:
-                teachers = served_teachers(job)
-                if not teachers:
-                    raise ConfigError("models.teachers", "no teacher runs on the transformers engine; nothing to serve")
-                endpoint = deploy_teachers(list(teachers.values()), job.inference.serve, app_name="teacher")
-                url = endpoint.base_url
+            ours, on_vllm = served_teachers(job), vllm_teachers(job)
+            if not ours and not on_vllm:
+                raise ConfigError("models.teachers", "no teacher runs on the transformers or vllm engine; "
+                                                     "nothing to serve")  # fmt: skip
+            urls = []
+            if ours:
+                endpoint = deploy_teachers(list(ours.values()), job.inference.serve, app_name="teacher")
+                urls.append(endpoint.base_url)
                 print(f"[distill-ray] serving {', '.join(endpoint.served_names)} (send it as `model`)", flush=True)
+            if on_vllm:
+                urls.append(deploy_vllm_teachers(list(on_vllm.values()), "teacher-vllm" if ours else "teacher"))
+            url = "\n".join(urls)
         print(url, flush=True)
         from cluster.embedded import metrics_url
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from actors.teacher_client import TeacherTarget
 from distill_ray.config import InferenceConfig, JobConfig
 from distill_ray.errors import ConfigError
+from distill_ray.models import derive_served_name
 
 
 @contextmanager
@@ -27,7 +28,7 @@ def teacher_target(model_spec: str, inference: InferenceConfig, app_name: str) -
         yield TeacherTarget(base_url=inference.base_url, api_key=inference.api_key,
                             model=inference.model_name or model_spec, **common)  # fmt: skip
         return
-    from serve.teacher import deploy_teacher, derive_served_name, undeploy
+    from serve.teacher import deploy_teacher, undeploy
 
     if inference.engine == "vllm":  # Ray Serve LLM's OpenAI app, reached over HTTP like an external API
         from serve.vllm_teacher import deploy_vllm_teacher
@@ -62,15 +63,15 @@ def teacher_pools(job: JobConfig, stage_name: str) -> Iterator[list[TeacherPool]
     Serve app (one router, a deployment each with its own autoscaling), vllm teachers share one Ray Serve LLM
     app (the same shape), and `openai` teachers are reached at their own endpoints."""
     from serve.teacher import deploy_teachers, served_teachers, undeploy
+    from serve.vllm_teacher import deploy_vllm_teachers, vllm_teachers
 
     if not job.models.teachers:
         with teacher_target(job.models.teacher, job.inference, f"teacher-{stage_name}") as target:
             yield [TeacherPool(target.model or job.models.teacher, target, job.inference)]
         return
-    settings = {name: spec.inference_for(job.inference) for name, spec in job.models.teachers.items()}
+    settings = {name: t[1] for name, t in job.teacher_settings().items()}
     calls = {name: dict(timeout_s=i.request_timeout_s, max_retries=i.max_retries) for name, i in settings.items()}
-    ours = served_teachers(job)
-    on_vllm = {name: settings[name].model_name or name for name in settings if settings[name].engine == "vllm"}
+    ours, on_vllm = served_teachers(job), vllm_teachers(job)
     with ExitStack() as stack:
         targets: dict[str, TeacherTarget] = {}
         if ours:
@@ -79,15 +80,10 @@ def teacher_pools(job: JobConfig, stage_name: str) -> Iterator[list[TeacherPool]
             for name, teacher in ours.items():
                 targets[name] = TeacherTarget(app_name=endpoint.app_name, model=teacher.name, **calls[name])
         if on_vllm:  # one Ray Serve LLM app for all of them, reached over HTTP
-            from serve.vllm_teacher import deploy_vllm_teachers
-
             app_name = f"teacher-{stage_name}-vllm"
-            base_url = deploy_vllm_teachers(
-                [(job.models.teachers[name].model, settings[name], served) for name, served in on_vllm.items()],
-                app_name,
-            )
+            base_url = deploy_vllm_teachers(list(on_vllm.values()), app_name)
             stack.callback(undeploy, app_name)
-            for name, served in on_vllm.items():
+            for name, (_, _, served) in on_vllm.items():
                 targets[name] = TeacherTarget(base_url=base_url, model=served, **calls[name])
         for name, spec in job.models.teachers.items():
             if name not in targets:

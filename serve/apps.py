@@ -50,22 +50,24 @@ _NEXT_OVERRIDE = re.compile(r",\s*(?=[A-Za-z0-9_][A-Za-z0-9_.-]*=)")
 
 
 def teacher(args: dict[str, Any]) -> serve.Application:
-    """The OpenAI-compatible teacher app (`serve/teacher.py`) from a config's `models.teachers` (every one on
-    our engine, routed by `model`) or `models.teacher`, with `inference`."""
+    """The OpenAI-compatible teacher app from a config's `models.teachers` (routed by `model`) or
+    `models.teacher`, with `inference`: ours (`serve/teacher.py`) or, on engine vllm, Ray Serve LLM's
+    (`serve/vllm_teacher.py`)."""
     from serve.teacher import build_teachers_app, served_teachers
+    from serve.vllm_teacher import build_vllm_teachers_app, vllm_teachers
 
     job = _job_from_args(args)
-    if job.inference.engine == "vllm" and not job.models.teachers:
-        from serve.teacher import derive_served_name
-        from serve.vllm_teacher import build_vllm_teacher_app
-
-        inference = job.inference.model_copy(update={"serve": _with_api_key(job.inference.serve, args)})
-        name = job.inference.model_name or derive_served_name(job.models.teacher)
-        return build_vllm_teacher_app(job.models.teacher, inference, name)
-    teachers = list(served_teachers(job).values())
-    if not teachers:
-        raise ValueError("models.teachers: no teacher runs on the transformers engine; nothing to serve")
-    return build_teachers_app(teachers, _with_api_key(job.inference.serve, args).api_key)
+    ours, on_vllm = served_teachers(job), vllm_teachers(job)
+    if ours and on_vllm:
+        raise ValueError("models.teachers: one app serves one engine; split transformers and vllm teachers "
+                         "into two applications (e.g. with two configs)")  # fmt: skip
+    if on_vllm:
+        with_key = [(spec, inference.model_copy(update={"serve": _with_api_key(inference.serve, args)}), name)
+                    for spec, inference, name in on_vllm.values()]  # fmt: skip
+        return build_vllm_teachers_app(with_key)
+    if not ours:
+        raise ValueError("models.teachers: no teacher runs on the transformers or vllm engine; nothing to serve")
+    return build_teachers_app(list(ours.values()), _with_api_key(job.inference.serve, args).api_key)
 
 
 def reward(args: dict[str, Any]) -> serve.Application:

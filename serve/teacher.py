@@ -30,8 +30,6 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from ray import serve
@@ -40,7 +38,7 @@ from ray.serve.handle import DeploymentHandle
 from distill_ray.config.schema import JobConfig, ServeConfig
 from distill_ray.engine import GenerationEngine, GenRequest, GenResult, pick_device
 from distill_ray.errors import ConfigError
-from distill_ray.models import resolve_model
+from distill_ray.models import derive_served_name, resolve_model
 from distill_ray.openai_protocol import (
     ProtocolError,
     chat_response,
@@ -80,13 +78,10 @@ def request_sequences(req, prompt_ids: list[int]) -> list[GenRequest]:
 
 @serve.deployment(name=TEACHER_DEPLOYMENT)
 class TeacherDeployment:
-    """One replica of one teacher: an engine and the batch queue feeding it. Called by the router's handle.
-
-    A request's `model` may be the served name, the model spec it was deployed from, or absent.
-    """
+    """One replica of one teacher: an engine and the batch queue feeding it. Called by the router's handle,
+    which has already matched the request's `model` to this teacher."""
 
     def __init__(self, model_spec: str, serve_cfg: ServeConfig, served_name: str):
-        self.model_spec = model_spec
         self.served_name = served_name
         device, dtype = pick_device(serve_cfg.device, serve_cfg.dtype)
         self.engine = GenerationEngine(resolve_model(model_spec), device=device, dtype=dtype,
@@ -104,7 +99,6 @@ class TeacherDeployment:
     async def chat(self, body: dict) -> dict:
         """A chat completion for an OpenAI request body; raises ProtocolError on bad input."""
         req = parse_chat_request(body)
-        self._check_model(req.model)
         try:
             prompt_ids = self.engine.chat_prompt_ids(req.template_messages())
         except Exception as exc:  # template errors are the client's messages, not a server fault
@@ -116,7 +110,6 @@ class TeacherDeployment:
     async def completions(self, body: dict) -> dict:
         """A legacy text completion for an OpenAI request body; raises ProtocolError on bad input."""
         req = parse_completion_request(body)
-        self._check_model(req.model)
         prompt_ids = [self.engine.text_prompt_ids(p) for p in req.prompts]
         for ids in prompt_ids:
             self._check_prompt(ids, "prompt")
@@ -128,16 +121,6 @@ class TeacherDeployment:
         return dict(self._stats)
 
     # ---- internals ---------------------------------------------------------------------------
-
-    def _check_model(self, model: str | None) -> None:
-        if model is None or model in (self.served_name, self.model_spec):
-            return
-        raise ProtocolError(
-            f"The model '{model}' does not exist; this server serves '{self.served_name}'",
-            status_code=404,
-            param="model",
-            code="model_not_found",
-        )
 
     def _check_prompt(self, prompt_ids: list[int], param: str) -> None:
         # Checked per request so one bad request cannot fail the engine batch it would share.
@@ -264,16 +247,6 @@ class TeacherRouter:
                             param="model", code="model_not_found")  # fmt: skip
 
 
-def derive_served_name(model_spec: str) -> str:
-    """The model name clients send: `builtin:NAME` -> NAME, `tiny:smollm2` -> tiny-smollm2, a
-    folder -> its name; spec parameters are appended (`...?layers=4` -> `...-layers4`)."""
-    kind, _, rest = model_spec.partition(":")
-    if kind in ("builtin", "tiny") and rest:
-        name, _, query = rest.partition("?")
-        base = name if kind == "builtin" else f"tiny-{name}"
-        params = "".join(f"-{k}{v}" for k, v in parse_qsl(query))
-        return base + params
-    return Path(model_spec.rstrip("/")).expanduser().name or model_spec
 
 
 @dataclass(frozen=True)
@@ -287,15 +260,12 @@ class ServedTeacher:
 
 def served_teachers(job: JobConfig) -> dict[str, ServedTeacher]:
     """The teachers this app serves for a job, keyed by their name in the job: every `models.teachers` entry
-    on our engine (served as its `model_name`, else its key), or the single `models.teacher`."""
-    if not job.models.teachers:
-        name = job.inference.model_name or derive_served_name(job.models.teacher)
-        return {name: ServedTeacher(name, job.models.teacher, job.inference.serve)}
-    out: dict[str, ServedTeacher] = {}
-    for key, spec in job.models.teachers.items():
-        inference = spec.inference_for(job.inference)
-        if inference.engine == "transformers":
-            out[key] = ServedTeacher(inference.model_name or key, spec.model, inference.serve)
+    on our engine (served as its `model_name`, else its key), or the single `models.teacher` unless it is on
+    vllm (`serve/vllm_teacher.py`)."""
+    single = not job.models.teachers
+    out = {key: ServedTeacher(name, spec, inference.serve)
+           for key, (spec, inference, name) in job.teacher_settings().items()
+           if inference.engine == "transformers" or (single and inference.engine != "vllm")}  # fmt: skip
     names = [t.name for t in out.values()]
     if len(set(names)) != len(names):
         raise ConfigError("models.teachers", f"two teachers would be served under one name: {names}")

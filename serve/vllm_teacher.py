@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distill_ray.config.schema import InferenceConfig
+from distill_ray.config.schema import InferenceConfig, JobConfig
 from distill_ray.errors import ConfigError
 from distill_ray.models import resolve_model
 
@@ -67,6 +67,12 @@ def vllm_llm_config(model_spec: str, inference: InferenceConfig, served_name: st
     if vllm_cfg.accelerator_type:
         config["accelerator_type"] = vllm_cfg.accelerator_type
     return config
+
+
+def vllm_teachers(job: JobConfig) -> dict[str, tuple[str, InferenceConfig, str]]:
+    """The job's teachers on engine vllm, as `JobConfig.teacher_settings` gives them (name in the data ->
+    (model spec, inference settings, served name)); they share one app."""
+    return {key: t for key, t in job.teacher_settings().items() if t[1].engine == "vllm"}
 
 
 def build_vllm_teachers_app(teachers: Sequence[tuple[str, InferenceConfig, str]]) -> Application:

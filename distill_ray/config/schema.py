@@ -18,6 +18,7 @@ from distill_ray.config.section import Section
 from distill_ray.config.serving import ServeConfig
 from distill_ray.config.training import TrainingConfig
 from distill_ray.config.vllm import VLLMConfig
+from distill_ray.models import derive_served_name
 
 DEFAULT_TEACHER = "builtin:smollm2-135m-instruct"
 
@@ -231,6 +232,19 @@ class JobConfig(Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    def teacher_settings(self) -> dict[str, tuple[str, InferenceConfig, str]]:
+        """Every teacher of the job as {name in the data: (model spec, inference settings, served model name)}:
+        the `models.teachers` entries (served as their `model_name`, else their key), or the single
+        `models.teacher` (served as `inference.model_name`, else a name derived from its spec)."""
+        if not self.models.teachers:
+            name = self.inference.model_name or derive_served_name(self.models.teacher)
+            return {name: (self.models.teacher, self.inference, name)}
+        out = {}
+        for key, spec in self.models.teachers.items():
+            inference = spec.inference_for(self.inference)
+            out[key] = (spec.model, inference, inference.model_name or key)
+        return out
 
 
 class Stage(BaseModel):

@@ -145,11 +145,12 @@ def test_the_teacher_builder_and_the_cli_choose_vllm_by_engine(monkeypatch, tmp_
     import serve.vllm_teacher
 
     seen = {}
-    def fake_build(spec, inference, name):
+    def fake_build(teachers):
+        ((spec, inference, name),) = teachers
         seen.update(spec=spec, inference=inference, name=name)
         return "app"
 
-    monkeypatch.setattr(serve.vllm_teacher, "build_vllm_teacher_app", fake_build)
+    monkeypatch.setattr(serve.vllm_teacher, "build_vllm_teachers_app", fake_build)
     config = tmp_path / "vllm.yaml"
     config.write_text(f"job_type: generate\nmodels: {{teacher: {HUB_NAME}}}\n"
                       "dataset: {instruction_path: bundled:gsm8k/test}\n"
