@@ -2,7 +2,7 @@
 
 Where it sits: the `judge` stage, after `generate`, before `rewrite` / `select`. Each (CoT, criterion)
 is one request; a batch's requests are in flight together. A reply the parser in
-`distill_ray.judging` cannot read is asked again (`max_attempts`, later asks at
+`distill_ray.grading.judge` cannot read is asked again (`max_attempts`, later asks at
 `retry_temperature` with a new seed); a CoT whose judgement never parses is rejected with the last
 reply in the reason. Runs inside `actors.part_writer.PartWriter`.
 """
@@ -13,11 +13,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from actors.generator import request_seed
+from actors.generate import request_seed
 from actors.part_writer import Outcome
-from actors.teacher_client import TeacherCaller, TeacherError, TeacherTarget
+from actors.teacher_client import TeacherCaller, TeacherError
+from distill_ray.models.teachers import Teacher
 from distill_ray.config import JudgeConfig
-from distill_ray.judging import parse_judgement
+from distill_ray.grading.judge import parse_judgement
 from distill_ray.prompts import data_prompt, fill_template
 
 JUDGEMENT_TYPES = {"difficulty": pa.string(), "rv": pa.int64(), "cd": pa.int64()}
@@ -30,9 +31,9 @@ def judged_schema(input_schema: pa.Schema, criteria: list[str]) -> pa.Schema:
 
 
 class CoTJudge(TeacherCaller):
-    def __init__(self, target: TeacherTarget, judge: dict, prompts: dict[str, str], output_schema: pa.Schema):
-        super().__init__(target)
-        self.cfg = JudgeConfig.model_validate(judge)
+    def __init__(self, teacher: Teacher, judge: JudgeConfig, prompts: dict[str, str], output_schema: pa.Schema):
+        super().__init__(teacher)
+        self.cfg = judge
         self.prompts = prompts
         self.output_schema = output_schema
 

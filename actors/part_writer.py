@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from distill_ray.part_store import PartCounts, PartStore
+from distill_ray.data.part_store import PartCounts, PartStore
 
 MANIFEST_SCHEMA = pa.schema([("part", pa.string()), ("rows_in", pa.int64()), ("rows_out", pa.int64()),
                              ("rows_rejected", pa.int64()), ("records_written", pa.int64()),

@@ -12,8 +12,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+from distill_ray.models.teachers import Endpoint, Teacher
 
 
 class TeacherError(RuntimeError):
@@ -28,23 +29,13 @@ class TeacherClient(Protocol):
     def chat(self, body: dict[str, Any]) -> dict[str, Any]: ...
 
 
-@dataclass(frozen=True)
-class TeacherTarget:
-    """Serializable description of where the teacher lives; each Ray Data actor builds its own client."""
-
-    app_name: str | None = None  # Ray Serve application (in-cluster)
-    base_url: str | None = None  # OpenAI-compatible endpoint
-    api_key: str | None = None
-    model: str | None = None  # the `model` field sent with each request
-    timeout_s: float = 600.0
-    max_retries: int = 3
-
-    def client(self) -> TeacherClient:
-        if self.app_name:
-            return ServeTeacherClient(self.app_name, self.timeout_s)
-        if self.base_url:
-            return OpenAITeacherClient(self.base_url, self.api_key, self.timeout_s)
-        raise ValueError("TeacherTarget needs an app_name or a base_url")
+def client_for(endpoint: Endpoint, timeout_s: float) -> TeacherClient:
+    """A client for a reachable teacher: its Serve app's handle in-cluster, else its OpenAI base URL."""
+    if endpoint.app_name:
+        return ServeTeacherClient(endpoint.app_name, timeout_s)
+    if endpoint.base_url:
+        return OpenAITeacherClient(endpoint.base_url, endpoint.api_key, timeout_s)
+    raise ValueError("a teacher endpoint needs an app_name or a base_url")
 
 
 class ServeTeacherClient:
@@ -99,22 +90,24 @@ def chat_with_retries(client: TeacherClient, body: dict[str, Any], max_retries: 
 class TeacherCaller:
     """Base of the teacher-calling row processors (see actors/part_writer.py for the processor contract)."""
 
-    def __init__(self, target: TeacherTarget, max_in_flight: int = 16):
+    def __init__(self, teacher: Teacher, max_in_flight: int = 16):
         from concurrent.futures import ThreadPoolExecutor
 
-        self.target = target
-        self.client = target.client()
+        if teacher.endpoint is None:
+            raise ValueError(f"teacher '{teacher.name}' has no endpoint: deploy it first (jobs/teachers.py)")
+        self.teacher = teacher
+        self.client = client_for(teacher.endpoint, teacher.inference.request_timeout_s)
         self.pool = ThreadPoolExecutor(max_workers=max_in_flight)
         self.teacher_calls = 0
         self._calls_lock = threading.Lock()  # requests are sent from the pool's threads
 
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        """One request (with the target's model name and retries); raises TeacherError/TeacherUnavailable."""
-        if self.target.model and "model" not in body:
-            body = {**body, "model": self.target.model}
+        """One request (with the teacher's served name and retries); raises TeacherError/TeacherUnavailable."""
+        if "model" not in body:
+            body = {**body, "model": self.teacher.served_name}
         with self._calls_lock:
             self.teacher_calls += 1  # counted per logical request; retries of it are not extra calls
-        return chat_with_retries(self.client, body, self.target.max_retries)
+        return chat_with_retries(self.client, body, self.teacher.inference.max_retries)
 
     def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int | None,
                  top_p: float = 1.0) -> str:  # fmt: skip

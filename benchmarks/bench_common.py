@@ -32,7 +32,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def chat_sequences(engine, body: dict) -> list:
     """The GenRequests the teacher replica would decode for a chat body (one per choice), for in-process runs."""
-    from distill_ray.openai_protocol import parse_chat_request
+    from distill_ray.models.openai_protocol import parse_chat_request
     from serve.teacher import request_sequences
 
     req = parse_chat_request(body)

@@ -3,8 +3,8 @@
 The same problems, sampling settings and per-request seeds go through
   (a) direct: a plain in-process loop over `GenerationEngine.generate`, in static batches of the
       Serve deployment's `max_batch_size`, with the replica's torch thread count;
-  (b) pipeline: `jobs.generate.generate_samples` (Ray Data -> CoTGenerator actors -> Serve teacher
-      -> scored Parquet) against a teacher deployed by `jobs.teachers.teacher_target`.
+  (b) pipeline: `jobs.data.generate.generate_samples` (Ray Data -> CoTGenerator actors -> Serve teacher
+      -> scored Parquet) against a teacher deployed by `jobs.teachers.reach_teachers`.
 Ray start-up, the deployment and model loads are timed apart and counted on neither side; both
 engines get one warm-up request before the clock starts. Prompts go through the teacher's own path
 (OpenAI body -> `parse_chat_request` -> `template_messages` -> `engine.chat_prompt_ids`) and seeds
@@ -91,7 +91,7 @@ def job_config(args: argparse.Namespace, problems_file: Path, out_dir: Path, sta
 def write_problems(path: Path, rows: int, seed: int) -> list[dict]:
     """Procedural arithmetic problems as JSON lines; returns them normalised as the job reads them."""
     from distill_ray.config import DatasetConfig
-    from distill_ray.datasets import normalize_row, parse_json_line, procedural_arithmetic
+    from distill_ray.data.sources import normalize_row, parse_json_line, procedural_arithmetic
 
     lines = [json.dumps(r) for r in procedural_arithmetic(rows, seed, split="train")]
     path.write_text("\n".join(lines) + "\n")
@@ -99,7 +99,7 @@ def write_problems(path: Path, rows: int, seed: int) -> list[dict]:
     return [normalize_row(parse_json_line(line), cfg) for line in lines]
 
 
-# ---- the request every sample comes from: actors.generator.request_body, as the pipeline sends it ---
+# ---- the request every sample comes from: actors.generate.request_body, as the pipeline sends it ---
 
 
 
@@ -109,7 +109,7 @@ def write_problems(path: Path, rows: int, seed: int) -> list[dict]:
 
 def run_direct(engine, problems: list[dict], inference, batch_size: int) -> dict:
     """Prompt building + static batches of `batch_size` sequences, in order; returns timing and tokens."""
-    from actors.generator import request_body
+    from actors.generate import request_body
 
     started = time.perf_counter()
     keys, sequences = [], []
@@ -144,7 +144,7 @@ def scoring_seconds(problems: list[dict], direct: dict, inference, distillation)
 
     Not part of either side: it tells how much of the pipeline's extra time is its own real work.
     """
-    from distill_ray.scoring import score_problem_samples
+    from distill_ray.rewards.scoring import score_problem_samples
 
     started = time.perf_counter()
     for problem in problems:
@@ -170,19 +170,19 @@ def _key(row: dict) -> tuple:
     return (row["id"], float(row["temperature"]), int(row["sample_index"]))
 
 
-def run_pipeline(job, stage, target) -> dict:
+def run_pipeline(job, stage, teacher) -> dict:
     """`generate_samples` once against the deployed teacher; returns timing, tokens and batch fill."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from jobs.generate import generate_samples
+    from jobs.data.generate import generate_samples
 
     shutil.rmtree(stage.output_dir, ignore_errors=True)  # a fresh run, never a resumed one
-    before = serve_stats(target.app_name)
+    before = serve_stats(teacher.endpoint.app_name)
     started = time.perf_counter()
-    run = generate_samples(job, stage, target, job.inference, job.distillation, "generations", None)
+    run = generate_samples(job, stage, [teacher], job.distillation, "generations", None)
     seconds = time.perf_counter() - started
-    after = serve_stats(target.app_name)
+    after = serve_stats(teacher.endpoint.app_name)
     table = pq.read_table(run.samples_dir)
     if "error" in table.column_names:  # older layouts kept failed requests as rows with an error
         table = table.filter(pc.is_null(table["error"]))
@@ -211,7 +211,7 @@ def timed(label: str, startup: dict, fn):
 
 
 def warm_body(problem: dict, inference) -> dict:
-    from actors.generator import request_body
+    from actors.generate import request_body
 
     body = request_body(problem, inference.temperatures[0], inference)
     return {**body, "n": 1, "max_tokens": min(8, inference.max_new_tokens)}
@@ -220,10 +220,12 @@ def warm_body(problem: dict, inference) -> dict:
 def measure(args: argparse.Namespace, out_dir: Path, state_dir: Path) -> dict:
     """Start Ray and the teacher, warm both engines, run direct then pipeline; Ray stops on the way out."""
     from cluster.embedded import ray_session
-    from distill_ray.engine import GenerationEngine
-    from distill_ray.models import resolve_model
-    from jobs.common import StageEnv
-    from jobs.teachers import teacher_target
+    from distill_ray.models.engine import GenerationEngine
+    from distill_ray.models.loading import resolve_model
+    from jobs.stage import StageEnv
+    from actors.teacher_client import client_for
+    from distill_ray.models.teachers import model_teacher
+    from jobs.teachers import reach_teachers
 
     problems = write_problems(out_dir / "problems.jsonl", args.rows, args.seed)
     job = job_config(args, out_dir / "problems.jsonl", out_dir, state_dir)
@@ -231,9 +233,9 @@ def measure(args: argparse.Namespace, out_dir: Path, state_dir: Path) -> dict:
     model_dir = timed("model_resolve", startup, lambda: resolve_model(args.model))
     with ExitStack() as stack:
         ctx = timed("ray_init", startup, lambda: stack.enter_context(ray_session(job.ray)))
-        target = timed("serve_deploy", startup,
-                       lambda: stack.enter_context(teacher_target(args.model, inference, APP_NAME)))  # fmt: skip
-        client = target.client()
+        (teacher,) = timed("serve_deploy", startup, lambda: stack.enter_context(
+            reach_teachers([model_teacher(args.model, inference)], APP_NAME, inference.serve)))  # fmt: skip
+        client = client_for(teacher.endpoint, inference.request_timeout_s)
         timed("serve_warmup", startup, lambda: client.chat(warm_body(problems[0], inference)))
         engine = timed("direct_engine_load", startup,
                        lambda: GenerationEngine(model_dir, torch_threads=args.torch_threads))  # fmt: skip
@@ -246,7 +248,7 @@ def measure(args: argparse.Namespace, out_dir: Path, state_dir: Path) -> dict:
         del engine  # the driver's copy of the model is not needed while the pipeline runs
         print(f"[bench] pipeline: {len(problems)} problems ...", file=sys.stderr, flush=True)
         stage = StageEnv("generate", out_dir / "pipeline", out_dir / "rejected", ctx)
-        pipeline = run_pipeline(job, stage, target)
+        pipeline = run_pipeline(job, stage, teacher)
     return summarize(args, len(problems), direct, pipeline, scoring, startup)
 
 

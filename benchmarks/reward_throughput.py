@@ -57,8 +57,8 @@ def reward_model_from(base: str, target: str, out: Path) -> Path:
     """`base` with a one-output sequence-classification head, saved as the rm job saves one."""
     from transformers import AutoModelForSequenceClassification
 
-    from distill_ray.models import load_tokenizer, resolve_model
-    from distill_ray.reward_data import reward_meta, write_reward_meta
+    from distill_ray.models.loading import load_tokenizer, resolve_model
+    from distill_ray.training.reward_data import reward_meta, write_reward_meta
 
     folder = resolve_model(base)
     tokenizer = load_tokenizer(folder)

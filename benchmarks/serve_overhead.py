@@ -167,8 +167,8 @@ def measure(args: argparse.Namespace, state_dir: Path) -> dict:
 
     from cluster.embedded import ray_session
     from distill_ray.config import RayConfig
-    from distill_ray.engine import GenerationEngine
-    from distill_ray.models import resolve_model
+    from distill_ray.models.engine import GenerationEngine
+    from distill_ray.models.loading import resolve_model
     from serve.teacher import deploy_teacher
 
     startup, tokens = {}, {}

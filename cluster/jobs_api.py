@@ -1,7 +1,7 @@
 """Talking to a Ray cluster's Jobs API (the dashboard's HTTP port, 8265 by default).
 
 Used by `distill-ray submit` / `distill-ray jobs` (jobs/submit.py) and by the OpenRLHF launcher
-(jobs/openrlhf_launch.py). Three things Ray's `JobSubmissionClient` leaves to the caller are done here:
+(jobs/train/openrlhf_launch.py). Three things Ray's `JobSubmissionClient` leaves to the caller are done here:
 
 - **Auth token.** Ray 2.60 clusters use token authentication by default. The token is taken from
   `$RAY_AUTH_TOKEN`, else the file `$RAY_AUTH_TOKEN_PATH`, else `~/.ray/auth_token` (the places Ray itself

@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from distill_ray.benchmarks import Benchmark, group_lookup, resolve_benchmarks
+from distill_ray.eval.eval_sets import Benchmark, group_lookup, resolve_benchmarks
 from distill_ray.config import JobConfig
 from distill_ray.errors import ConfigError
-from distill_ray.part_store import export_rejected
-from distill_ray.report import write_report
+from distill_ray.data.part_store import export_rejected
+from distill_ray.eval.report import write_report
 from distill_ray.summary import StageResult
-from jobs.common import StageEnv
-from jobs.generate import generate_samples
-from jobs.teachers import teacher_target
+from jobs.stage import StageEnv
+from jobs.data.generate import generate_samples
+from distill_ray.models.teachers import model_teacher
+from jobs.teachers import reach_teachers
 
 ROW_COLUMNS = ["id", "sample_index", "correct", "completion_tokens", "format_reward", "finish_reason"]
 
@@ -52,11 +53,12 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     rows: list[dict] = []
     stores = []
     for index, (label, spec) in enumerate(models.items()):
-        with teacher_target(spec, inference, app_name=f"eval-{stage.name}-{index}") as target:
+        app_name = f"eval-{stage.name}-{index}"
+        with reach_teachers([model_teacher(spec, inference)], app_name, inference.serve) as (model,):
             for bench in benchmarks:
                 bench_job = job.model_copy(update={"dataset": bench.dataset})
                 bench_inf = inference.model_copy(update={"user_template": bench.user_template})
-                out = generate_samples(bench_job, stage, target, bench_inf, distillation,
+                out = generate_samples(bench_job, stage, [model.with_inference(bench_inf)], distillation,
                                        f"results/{label}/{bench.name}", kept_dir=None)  # fmt: skip
                 result.rows_in += out.records_in
                 result.rows_out += out.totals.counts.rows_out

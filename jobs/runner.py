@@ -7,24 +7,20 @@ before Ray starts, so a missing file costs no cluster start-up.
 
 from __future__ import annotations
 
-import importlib
 import time
 import traceback
 from pathlib import Path
 
 from cluster.embedded import ray_session, state_paths
-from distill_ray.benchmarks import resolve_benchmarks
+from distill_ray.eval.eval_sets import resolve_benchmarks
 from distill_ray.config import JobConfig, PipelineConfig
-from distill_ray.datasets import resolve_source
+from distill_ray.data.sources import resolve_source
 from distill_ray.errors import ConfigError, StageFailed, UserError
+from distill_ray.models.teachers import Teacher, by_engine, teacher_roster
 from distill_ray.summary import RunSummary, StageResult
-from jobs.common import StageEnv
+from jobs.stage import StageEnv
 
-# job_type -> module exposing run(job, stage); the dataset key each job reads its input from.
-JOB_MODULES = {name: f"jobs.{name}" for name in (
-    "collect", "generate", "judge", "rewrite", "select", "curate", "pairs", "synthesize",
-    "logits", "sft", "kd", "advdistill", "dpo", "rm", "grpo", "eval",
-)}  # fmt: skip
+# The dataset key each job reads its input from.
 INPUT_KEY = {"generate": "instruction_path", "eval": "instruction_path", "synthesize": "instruction_path",
              "grpo": "instruction_path"}
 # every other job except collect (which names its sources itself) reads dataset.labeled_path
@@ -44,10 +40,11 @@ def preflight(cfg: JobConfig | PipelineConfig) -> None:
         prefix = f"stages.{name}." if isinstance(cfg, PipelineConfig) else ""
         if job.job_type == "grpo" and job.training.grpo.engine == "openrlhf":
             continue  # data and models are the GPU cluster's (hub names, its paths); the launcher checks the rest
-        if job.inference.engine == "vllm":
+        roster = teacher_roster(job)
+        for teacher in by_engine(roster).get("vllm", []):
             from serve.vllm_teacher import check_vllm_inference  # needs no vLLM
 
-            check_vllm_inference(job.inference)
+            check_vllm_inference(teacher.inference)
         for key, path in _inputs(job, prefix):
             if _produced_by_run(path, run_dir):
                 continue
@@ -56,7 +53,7 @@ def preflight(cfg: JobConfig | PipelineConfig) -> None:
                     raise ConfigError(key, f"'{path}' does not exist")
             else:
                 resolve_source(path, key=key)
-        for key, spec in _model_specs(job, prefix):
+        for key, spec in _model_specs(job, prefix, roster):
             if ":" not in spec and not _produced_by_run(spec, run_dir) and not (Path(spec) / "config.json").is_file():
                 raise ConfigError(key, f"'{spec}' is not a local HF model folder")
 
@@ -82,10 +79,13 @@ def input_key(job: JobConfig) -> str:
     return INPUT_KEY.get(job.job_type, "labeled_path")
 
 
-def _model_specs(job: JobConfig, prefix: str) -> list[tuple[str, str]]:
-    # A vllm teacher may be a hub name or bucket URI that only the GPU cluster resolves.
-    roles = ("student",) if job.inference.engine == "vllm" else ("teacher", "student")
-    specs = [(f"{prefix}models.{k}", getattr(job.models, k)) for k in roles]
+def _model_specs(job: JobConfig, prefix: str, roster: list[Teacher]) -> list[tuple[str, str]]:
+    # Only teachers on our engine load a local model here: a vllm teacher may be a hub name or bucket URI
+    # that only the GPU cluster resolves, and an openai teacher is the external API's model id.
+    ours = [t for t in roster if t.engine == "transformers"]
+    section = "models.teachers." if job.models.teachers else "models.teacher"
+    specs = [(prefix + section + (t.name if job.models.teachers else ""), t.spec) for t in ours]
+    specs.append((f"{prefix}models.student", job.models.student))
     if job.job_type == "grpo" and not job.reward.url:  # the job deploys the reward service from these
         specs += [(f"{prefix}reward.{k}", getattr(job.reward, k)) for k in ("rv_model", "cd_model")]
     specs.append((f"{prefix}evaluation.model", job.evaluation.model))
@@ -125,11 +125,12 @@ def run_config(cfg: JobConfig | PipelineConfig) -> RunSummary:
 
 
 def _run_stage(job: JobConfig, env: StageEnv) -> StageResult:
+    from jobs.job_types import JOB_TYPES  # every job's imports (seconds); `validate` never gets here
+
     print(f"[distill-ray] stage '{env.name}' ({job.job_type}) -> {env.output_dir}", flush=True)
-    module = importlib.import_module(JOB_MODULES[job.job_type])
     started = time.time()
     try:
-        result = module.run(job, env)
+        result = JOB_TYPES[job.job_type](job, env)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - any runtime failure becomes "stage X failed" (exit 1)
@@ -156,20 +157,22 @@ def serve_forever(cfg: JobConfig | PipelineConfig, service: str) -> None:
 
             url = deploy_reward(job.reward, app_name="reward").base_url
         else:
-            from serve.teacher import deploy_teachers, served_teachers
-            from serve.vllm_teacher import deploy_vllm_teachers, vllm_teachers
+            from distill_ray.models.teachers import by_engine, teacher_roster
+            from serve.teacher import deploy_teachers
+            from serve.vllm_teacher import deploy_vllm_teachers
 
-            ours, on_vllm = served_teachers(job), vllm_teachers(job)
+            groups = by_engine(teacher_roster(job))
+            ours, on_vllm = groups.get("transformers", []), groups.get("vllm", [])
             if not ours and not on_vllm:
                 raise ConfigError("models.teachers", "no teacher runs on the transformers or vllm engine; "
                                                      "nothing to serve")  # fmt: skip
             urls = []
             if ours:
-                endpoint = deploy_teachers(list(ours.values()), job.inference.serve, app_name="teacher")
+                endpoint = deploy_teachers(ours, job.inference.serve, app_name="teacher")
                 urls.append(endpoint.base_url)
                 print(f"[distill-ray] serving {', '.join(endpoint.served_names)} (send it as `model`)", flush=True)
             if on_vllm:
-                urls.append(deploy_vllm_teachers(list(on_vllm.values()), "teacher-vllm" if ours else "teacher"))
+                urls.append(deploy_vllm_teachers(on_vllm, "teacher-vllm" if ours else "teacher"))
             url = "\n".join(urls)
         print(url, flush=True)
         from cluster.embedded import metrics_url

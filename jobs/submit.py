@@ -3,7 +3,7 @@
 `submit CONFIG` packs the project folder as the job's `working_dir` (Ray uploads it to the cluster and runs
 the entrypoint inside it), adds the runtime_env's pip packages and environment variables, and submits
 
-    python -m distill_ray.cli run <CONFIG relative to the working_dir> [--set ...]
+    python -m jobs.cli run <CONFIG relative to the working_dir> [--set ...]
 
 The run then connects to the cluster it runs on (Ray sets `$RAY_ADDRESS` for job drivers) instead of starting an
 embedded one. The config is checked here first, so a bad key still fails in one line before anything is
@@ -71,7 +71,7 @@ def runtime_env(sub: Submission, working_dir: Path) -> dict[str, Any]:
 
 def entrypoint(config_in_working_dir: str, overrides: list[str]) -> str:
     """The shell command the cluster runs for the job, inside the uploaded working_dir."""
-    argv = ["python", "-m", "distill_ray.cli", "run", config_in_working_dir]
+    argv = ["python", "-m", "jobs.cli", "run", config_in_working_dir]
     for item in overrides:
         argv += ["--set", item]
     return shlex.join(argv)

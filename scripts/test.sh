@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # The offline teacher is converted from GGUF once; doing it here keeps test timings honest.
 .venv/bin/distill-ray models prepare builtin:smollm2-135m-instruct tiny:smollm2 >/dev/null
+# The layer contract of docs/architecture.md (pyproject.toml [tool.importlinter]): arrows only point down.
+.venv/bin/lint-imports
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -53,21 +53,23 @@ def teacher(args: dict[str, Any]) -> serve.Application:
     """The OpenAI-compatible teacher app from a config's `models.teachers` (routed by `model`) or
     `models.teacher`, with `inference`: ours (`serve/teacher.py`) or, on engine vllm, Ray Serve LLM's
     (`serve/vllm_teacher.py`)."""
-    from serve.teacher import build_teachers_app, served_teachers
-    from serve.vllm_teacher import build_vllm_teachers_app, vllm_teachers
+    from distill_ray.models.teachers import by_engine, teacher_roster
+    from serve.teacher import build_teachers_app
+    from serve.vllm_teacher import build_vllm_teachers_app
 
     job = _job_from_args(args)
-    ours, on_vllm = served_teachers(job), vllm_teachers(job)
+    groups = by_engine(teacher_roster(job))
+    ours, on_vllm = groups.get("transformers", []), groups.get("vllm", [])
     if ours and on_vllm:
         raise ValueError("models.teachers: one app serves one engine; split transformers and vllm teachers "
                          "into two applications (e.g. with two configs)")  # fmt: skip
     if on_vllm:
-        with_key = [(spec, inference.model_copy(update={"serve": _with_api_key(inference.serve, args)}), name)
-                    for spec, inference, name in on_vllm.values()]  # fmt: skip
+        with_key = [t.with_inference(t.inference.model_copy(update={"serve": _with_api_key(t.inference.serve, args)}))
+                    for t in on_vllm]  # fmt: skip
         return build_vllm_teachers_app(with_key)
     if not ours:
         raise ValueError("models.teachers: no teacher runs on the transformers or vllm engine; nothing to serve")
-    return build_teachers_app(list(ours.values()), _with_api_key(job.inference.serve, args).api_key)
+    return build_teachers_app(ours, _with_api_key(job.inference.serve, args).api_key)
 
 
 def reward(args: dict[str, Any]) -> serve.Application:

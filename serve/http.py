@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from distill_ray.config.serving import ServeConfig
-from distill_ray.openai_protocol import ProtocolError, error_body
+from distill_ray.models.openai_protocol import ProtocolError, error_body
 
 
 def add_error_handlers(app: FastAPI, service: str) -> None:

@@ -4,13 +4,13 @@ one Ray Serve app, queried over HTTP by GRPO trainers (ours, or OpenRLHF's remot
 Deployments, each with its own replicas and autoscaling (`reward.serve`):
 - `RewardModel` (bound once per loaded model, RV and/or CD): a sequence-classification model from the
   `rm` job; single items are gathered by `@serve.batch` into one forward pass, and the head's output is
-  mapped to [0, 1] exactly as in training (`distill_ray.reward_data`).
+  mapped to [0, 1] exactly as in training (`distill_ray.training.reward_data`).
 - `Verifier`: answer checking and the format score. The check runs in worker processes (their main
   thread, where math-verify's own `signal.alarm` limit works), off the replica's event loop, under a
   per-item deadline; a worker that misses it is replaced and the item counts as not verified.
 - `RewardService` (ingress): HTTP routes, request checks, fan-out to the others, the composite reward
-  (`distill_ray.grpo_reward`). Routes: `POST /v1/rewards`, `POST /get_reward`, `GET /health`
-  (wire formats in `distill_ray.reward_protocol`); with `reward.serve.api_key` set, every route but
+  (`distill_ray.rewards.grpo`). Routes: `POST /v1/rewards`, `POST /get_reward`, `GET /health`
+  (wire formats in `distill_ray.rewards.protocol`); with `reward.serve.api_key` set, every route but
   /health needs `Authorization: Bearer <key>`.
 """
 
@@ -29,16 +29,16 @@ from ray.serve.handle import DeploymentHandle
 
 from distill_ray.config.reward import RewardConfig
 from distill_ray.config.serving import ServeConfig
-from distill_ray.grpo_reward import FORMAT_SCORERS, RewardWeights, score_item
-from distill_ray.openai_protocol import ProtocolError
-from distill_ray.reward_protocol import (
+from distill_ray.rewards.grpo import FORMAT_SCORERS, RewardWeights, score_item
+from distill_ray.models.openai_protocol import ProtocolError
+from distill_ray.rewards.protocol import (
     RewardItem,
     openrlhf_response,
     parse_openrlhf_request,
     parse_rewards_request,
     rewards_response,
 )
-from distill_ray.verify import check_answer
+from distill_ray.grading.verify import check_answer
 from serve.http import add_error_handlers, check_api_key, json_body, start_proxy
 
 INGRESS_CPUS = 0.1  # the ingress only parses, fans out and adds up
@@ -55,8 +55,8 @@ class RewardModelDeployment:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from distill_ray.models import load_tokenizer
-        from distill_ray.reward_data import read_reward_meta
+        from distill_ray.models.loading import load_tokenizer
+        from distill_ray.training.reward_data import read_reward_meta
 
         if serve_cfg.torch_threads:
             torch.set_num_threads(serve_cfg.torch_threads)
@@ -86,7 +86,7 @@ class RewardModelDeployment:
     def _forward(self, pairs: list) -> list:
         import torch
 
-        from distill_ray.reward_data import collate_scored, reward_in_unit_range, reward_input_ids
+        from distill_ray.training.reward_data import collate_scored, reward_in_unit_range, reward_input_ids
 
         spec = self.meta["input"]
         examples = [{"input_ids": reward_input_ids(self.tokenizer, prompt, response, spec["system_prompt"],

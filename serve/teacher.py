@@ -3,14 +3,14 @@
 Where it sits: `jobs/` and the CLI deploy it with `deploy_teacher` (one model) or `deploy_teachers` (several);
 any OpenAI client talks to it over HTTP at `TeacherEndpoint.base_url`, and in-cluster callers (the Ray Data
 generation job) call `handle.chat.remote(body)` on its DeploymentHandle. The wire format lives in
-`distill_ray.openai_protocol`.
+`distill_ray.models.openai_protocol`.
 
 Shape of the app:
 - `TeacherRouter` (the ingress) owns the HTTP routes. It reads the request's `model` field and forwards the
   body to that teacher's deployment; `GET /v1/models` lists every teacher. It only awaits, so it reserves no CPU.
 - One `TeacherDeployment` per model (named `TeacherDeployment` when alone, `TeacherDeployment-<name>` when
   there are several), each with its own replicas and autoscaling. Each replica owns one
-  `distill_ray.engine.GenerationEngine`.
+  `distill_ray.models.engine.GenerationEngine`.
 
 Batching: every request is split into single sequences (n choices x prompts), each sent through a
 `@serve.batch` method, so sequences of concurrent requests share one engine batch. The engine runs
@@ -35,11 +35,10 @@ from fastapi import FastAPI, Request
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from distill_ray.config.schema import JobConfig, ServeConfig
-from distill_ray.engine import GenerationEngine, GenRequest, GenResult, pick_device
-from distill_ray.errors import ConfigError
-from distill_ray.models import derive_served_name, resolve_model
-from distill_ray.openai_protocol import (
+from distill_ray.config.schema import InferenceConfig, ServeConfig
+from distill_ray.models.engine import GenerationEngine, GenRequest, GenResult, pick_device
+from distill_ray.models.loading import resolve_model
+from distill_ray.models.openai_protocol import (
     ProtocolError,
     chat_response,
     completion_response,
@@ -47,6 +46,7 @@ from distill_ray.openai_protocol import (
     parse_chat_request,
     parse_completion_request,
 )
+from distill_ray.models.teachers import Teacher, model_teacher
 from serve.http import add_error_handlers, check_api_key, json_body, start_proxy
 from serve.metrics import TeacherMetrics
 
@@ -249,55 +249,26 @@ class TeacherRouter:
 
 
 
-@dataclass(frozen=True)
-class ServedTeacher:
-    """One teacher of the app: the name clients send as `model`, its model spec and its replicas' settings."""
-
-    name: str
-    model_spec: str
-    serve: ServeConfig
-
-
-def served_teachers(job: JobConfig) -> dict[str, ServedTeacher]:
-    """The teachers this app serves for a job, keyed by their name in the job: every `models.teachers` entry
-    on our engine (served as its `model_name`, else its key), or the single `models.teacher` unless it is on
-    vllm (`serve/vllm_teacher.py`)."""
-    single = not job.models.teachers
-    out = {key: ServedTeacher(name, spec, inference.serve)
-           for key, (spec, inference, name) in job.teacher_settings().items()
-           if inference.engine == "transformers" or (single and inference.engine != "vllm")}  # fmt: skip
-    names = [t.name for t in out.values()]
-    if len(set(names)) != len(names):
-        raise ConfigError("models.teachers", f"two teachers would be served under one name: {names}")
-    return out
-
-
-def build_teachers_app(teachers: Sequence[ServedTeacher], api_key: str | None = None) -> serve.Application:
-    """The teacher Serve application: the router in front of one autoscaled deployment per teacher."""
-    names = [t.name for t in teachers]
+def build_teachers_app(teachers: Sequence[Teacher], api_key: str | None = None) -> serve.Application:
+    """The teacher Serve application: the router in front of one autoscaled deployment per teacher, each with
+    its own `inference.serve` (replicas, autoscaling, batching), answering to its served name."""
+    names = [t.served_name for t in teachers]
     if not teachers or len(set(names)) != len(names):
         raise ValueError(f"teachers need distinct served names, got {names}")
     handles, aliases = {}, {}
     for t in teachers:
+        cfg = t.inference.serve
         deployment = TeacherDeployment.options(
-            name=TEACHER_DEPLOYMENT if len(teachers) == 1 else f"{TEACHER_DEPLOYMENT}-{t.name}",
-            **t.serve.deployment_options(),
+            name=TEACHER_DEPLOYMENT if len(teachers) == 1 else f"{TEACHER_DEPLOYMENT}-{t.served_name}",
+            **cfg.deployment_options(),
         )
-        handles[t.name] = deployment.bind(t.model_spec, t.serve, t.name)
-        aliases.setdefault(t.model_spec, t.name)
+        handles[t.served_name] = deployment.bind(t.spec, cfg, t.served_name)
+        aliases.setdefault(t.spec, t.served_name)
     # The router holds every request while a teacher works on it, so its cap is the sum of theirs.
-    capacity = sum(t.serve.max_replicas * t.serve.max_ongoing_requests for t in teachers)
+    capacity = sum(t.inference.serve.max_replicas * t.inference.serve.max_ongoing_requests for t in teachers)
     router = TeacherRouter.options(max_ongoing_requests=capacity, ray_actor_options={"num_cpus": 0},
-                                   logging_config={"enable_access_log": teachers[0].serve.access_log})  # fmt: skip
+                                   logging_config={"enable_access_log": teachers[0].inference.serve.access_log})  # fmt: skip
     return router.bind(handles, aliases, api_key)
-
-
-def build_teacher_app(
-    model_spec: str, serve_cfg: ServeConfig, served_name: str | None = None
-) -> serve.Application:
-    """The app for one teacher: autoscaling, per-replica caps and CPU share from `serve_cfg`."""
-    teacher = ServedTeacher(served_name or derive_served_name(model_spec), model_spec, serve_cfg)
-    return build_teachers_app([teacher], serve_cfg.api_key)
 
 
 @dataclass
@@ -318,23 +289,21 @@ class TeacherEndpoint:
         return self.served_names[0]
 
 
-def deploy_teachers(
-    teachers: Sequence[ServedTeacher], serve_cfg: ServeConfig, app_name: str = "teacher"
-) -> TeacherEndpoint:
+def deploy_teachers(teachers: Sequence[Teacher], serve_cfg: ServeConfig, app_name: str = "teacher") -> TeacherEndpoint:
     """Deploy (or redeploy) the app at `/{app_name}` and wait until it runs. `serve_cfg` gives the proxy's
-    host/port and the API key; each teacher's own `serve` gives its replicas."""
+    host/port and the API key; each teacher's own `inference.serve` gives its replicas."""
     host, port = start_proxy(serve_cfg)
     application = build_teachers_app(teachers, serve_cfg.api_key)
     handle = serve.run(application, name=app_name, route_prefix=f"/{app_name}")
     base_url = f"http://{host}:{port}/{app_name}/v1"
-    return TeacherEndpoint(app_name, [t.name for t in teachers], base_url, handle, serve_cfg.api_key)
+    return TeacherEndpoint(app_name, [t.served_name for t in teachers], base_url, handle, serve_cfg.api_key)
 
 
 def deploy_teacher(
     model_spec: str, serve_cfg: ServeConfig, app_name: str = "teacher", served_name: str | None = None
 ) -> TeacherEndpoint:
     """Deploy (or redeploy) a one-teacher app at `/{app_name}` and wait until it is running."""
-    teacher = ServedTeacher(served_name or derive_served_name(model_spec), model_spec, serve_cfg)
+    teacher = model_teacher(model_spec, InferenceConfig(serve=serve_cfg, model_name=served_name))
     return deploy_teachers([teacher], serve_cfg, app_name)
 
 

@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distill_ray.config.schema import InferenceConfig, JobConfig
+from distill_ray.config.schema import InferenceConfig
 from distill_ray.errors import ConfigError
-from distill_ray.models import resolve_model
+from distill_ray.models.loading import resolve_model
+from distill_ray.models.teachers import Teacher
 
 if TYPE_CHECKING:
     from ray.serve import Application
@@ -69,25 +70,19 @@ def vllm_llm_config(model_spec: str, inference: InferenceConfig, served_name: st
     return config
 
 
-def vllm_teachers(job: JobConfig) -> dict[str, tuple[str, InferenceConfig, str]]:
-    """The job's teachers on engine vllm, as `JobConfig.teacher_settings` gives them (name in the data ->
-    (model spec, inference settings, served name)); they share one app."""
-    return {key: t for key, t in job.teacher_settings().items() if t[1].engine == "vllm"}
-
-
-def build_vllm_teachers_app(teachers: Sequence[tuple[str, InferenceConfig, str]]) -> Application:
-    """Ray Serve LLM's OpenAI app serving each `(model_spec, inference, served_name)` as its own autoscaled
-    deployment behind one ingress that routes by `model` (not deployed yet)."""
-    for _, inference, _ in teachers:
-        check_vllm_inference(inference)
-    names = [name for _, _, name in teachers]
+def build_vllm_teachers_app(teachers: Sequence[Teacher]) -> Application:
+    """Ray Serve LLM's OpenAI app serving each teacher (its spec, under its served name, with its `inference`)
+    as its own autoscaled deployment behind one ingress that routes by `model` (not deployed yet)."""
+    for teacher in teachers:
+        check_vllm_inference(teacher.inference)
+    names = [t.served_name for t in teachers]
     if not teachers or len(set(names)) != len(names):
         raise ConfigError("models.teachers", f"vllm teachers need distinct served names, got {names}")
     try:
         from ray.serve.llm import build_openai_app
     except ImportError as exc:
         raise ConfigError("inference.engine", f"engine 'vllm' needs vLLM: {INSTALL_HINT} ({_one_line(exc)})") from None
-    llm_configs = [vllm_llm_config(spec, inference, name) for spec, inference, name in teachers]
+    llm_configs = [vllm_llm_config(t.spec, t.inference, t.served_name) for t in teachers]
     try:
         return build_openai_app({"llm_configs": llm_configs})
     except ValueError as exc:  # pydantic's ValidationError included: a setting vLLM or Ray Serve LLM rejects
@@ -96,10 +91,10 @@ def build_vllm_teachers_app(teachers: Sequence[tuple[str, InferenceConfig, str]]
 
 def build_vllm_teacher_app(model_spec: str, inference: InferenceConfig, served_name: str) -> Application:
     """Ray Serve LLM's OpenAI app serving `model_spec` as `served_name` (not deployed yet)."""
-    return build_vllm_teachers_app([(model_spec, inference, served_name)])
+    return build_vllm_teachers_app([Teacher(served_name, model_spec, inference, served_name)])
 
 
-def deploy_vllm_teachers(teachers: Sequence[tuple[str, InferenceConfig, str]], app_name: str) -> str:
+def deploy_vllm_teachers(teachers: Sequence[Teacher], app_name: str) -> str:
     """Deploy the vLLM teachers as Serve app `app_name` and return its OpenAI base URL (`.../{app_name}/v1`).
     The proxy's host/port are the first teacher's `inference.serve` ones (all apps share one proxy). Blocks
     until the app is running, i.e. until every initial replica has loaded its model."""
@@ -108,14 +103,14 @@ def deploy_vllm_teachers(teachers: Sequence[tuple[str, InferenceConfig, str]], a
     from serve.http import start_proxy
 
     app = build_vllm_teachers_app(teachers)
-    host, port = start_proxy(teachers[0][1].serve)
+    host, port = start_proxy(teachers[0].inference.serve)
     serve.run(app, name=app_name, route_prefix=f"/{app_name}")
     return f"http://{host}:{port}/{app_name}/v1"
 
 
 def deploy_vllm_teacher(model_spec: str, inference: InferenceConfig, app_name: str, served_name: str) -> str:
     """`deploy_vllm_teachers` for one teacher."""
-    return deploy_vllm_teachers([(model_spec, inference, served_name)], app_name)
+    return deploy_vllm_teachers([Teacher(served_name, model_spec, inference, served_name)], app_name)
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:

@@ -82,14 +82,14 @@ def serve_port(ray_cluster) -> int:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    from distill_ray.models import resolve_model
+    from distill_ray.models.loading import resolve_model
 
     return resolve_model("tiny:smollm2")
 
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
-    from distill_ray.models import resolve_model
+    from distill_ray.models.loading import resolve_model
 
     return resolve_model("builtin:smollm2-135m-instruct")
 
@@ -106,8 +106,8 @@ def make_tiny_reward_model(out: Path, target: str, seed: int) -> Path:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from distill_ray.models import load_tokenizer, resolve_model
-    from distill_ray.reward_data import reward_meta, write_reward_meta
+    from distill_ray.models.loading import load_tokenizer, resolve_model
+    from distill_ray.training.reward_data import reward_meta, write_reward_meta
 
     base = resolve_model("tiny:smollm2")
     torch.manual_seed(seed)

@@ -2,7 +2,7 @@
 
 The grpo job's own knobs (group_size, max_new_tokens, temperature, top_p, beta, clip_epsilon), the shared
 training ones (learning_rate, seed, save_steps, logging_steps) and the dataset fields are mapped onto
-OpenRLHF's flags by `jobs/openrlhf_launch.py`; this section holds only what OpenRLHF needs beyond them:
+OpenRLHF's flags by `jobs/train/openrlhf_launch.py`; this section holds only what OpenRLHF needs beyond them:
 where to submit, the job's runtime_env, the GPU layout, DeepSpeed and batch shapes. See docs/openrlhf.md.
 """
 
@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from distill_ray.config.section import Section
 
-# The newest OpenRLHF release whose train_ppo_ray flags jobs/openrlhf_launch.py was written against.
+# The newest OpenRLHF release whose train_ppo_ray flags jobs/train/openrlhf_launch.py was written against.
 OPENRLHF_PIP = "openrlhf[vllm]==0.11.2"
 
 

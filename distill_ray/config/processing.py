@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from distill_ray.config.section import Section
-from distill_ray.judging import CRITERIA
+from distill_ray.grading.judge import CRITERIA
 from distill_ray.prompts import DATA_PROMPTS
 
 Difficulty = Literal["easy", "medium", "hard"]

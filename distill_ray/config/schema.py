@@ -18,7 +18,6 @@ from distill_ray.config.section import Section
 from distill_ray.config.serving import ServeConfig
 from distill_ray.config.training import TrainingConfig
 from distill_ray.config.vllm import VLLMConfig
-from distill_ray.models import derive_served_name
 
 DEFAULT_TEACHER = "builtin:smollm2-135m-instruct"
 
@@ -173,7 +172,7 @@ class DistillationConfig(Section):
 
 class BenchmarkConfig(Section):
     """One benchmark of the eval job. `preset` fills the source and field mapping of a known set
-    (`gsm8k`, `math500`, `aime`, `arithmetic`; see distill_ray/benchmarks.py); any key set here wins."""
+    (`gsm8k`, `math500`, `aime`, `arithmetic`; see distill_ray/eval/eval_sets.py); any key set here wins."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Label in reports and result folders.")
     preset: Literal["gsm8k", "math500", "aime", "arithmetic"] | None = Field(None, description="Known benchmark.")
@@ -232,19 +231,6 @@ class JobConfig(Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
-
-    def teacher_settings(self) -> dict[str, tuple[str, InferenceConfig, str]]:
-        """Every teacher of the job as {name in the data: (model spec, inference settings, served model name)}:
-        the `models.teachers` entries (served as their `model_name`, else their key), or the single
-        `models.teacher` (served as `inference.model_name`, else a name derived from its spec)."""
-        if not self.models.teachers:
-            name = self.inference.model_name or derive_served_name(self.models.teacher)
-            return {name: (self.models.teacher, self.inference, name)}
-        out = {}
-        for key, spec in self.models.teachers.items():
-            inference = spec.inference_for(self.inference)
-            out[key] = (spec.model, inference, inference.model_name or key)
-        return out
 
 
 class Stage(BaseModel):

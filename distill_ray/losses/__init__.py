@@ -1,57 +1,26 @@
-"""The loss library: pure torch functions that trainers look up by the name a recipe gives.
+"""The loss library: pure torch functions, looked up by trainers under the name their config gives.
 
-Flow: a recipe's `distillation.loss` (or the job type) names a loss -> the trainer calls
-`get_loss(name)` -> the function takes plain tensors and returns a scalar loss (the preference,
-reward-model and AdvDistill losses also return a dict of float metrics). Nothing here knows
-about Ray, models or data loading.
+Flow: a trainer's objective calls `get_loss(name)` with its config's value -> the function takes plain
+tensors and returns a loss (the preference, reward-model, AdvDistill and GRPO losses also return a dict of
+float metrics). Nothing here knows about Ray, models or data loading.
 
-Registered names and what they map to:
-  - "forward_kl", "reverse_kl", "jsd": `topk_kd.topk_kd_loss` with `kind` fixed to the name
-    (KD against the teacher's stored top-k; for the memory-bounded path from hidden states a
-    trainer calls `topk_kd.chunked_topk_kd_loss(..., kind=name)` with the same name).
-  - "advdistill": `advdistill.advdistill_loss`.
-  - "dpo": `preference.dpo_loss`; "cogpo": `preference.cogpo_loss` (per-pair beta).
-  - "rm_pointwise": `reward_model.pointwise_regression_loss` (judge-score regression);
-    "rm_pairwise": `reward_model.bradley_terry_loss`.
+Registered names (the config key that selects each, and the trainer that dispatches through it):
+  - "sft": `sft.response_ce_sum` (sft job, and advdistill's `sft_best` baseline).
+  - "forward_kl", "reverse_kl", "jsd" (`training.kd.loss`): `topk_kd.chunked_topk_kd_loss` with `kind` fixed,
+    the memory-bounded KD from hidden states that the kd job trains with. The unchunked
+    `topk_kd.topk_kd_loss` is its reference implementation (tests compare the two), not a training path.
+  - "advdistill" (`training.advdistill.mode`): `advdistill.advdistill_loss`.
+  - "sigmoid", "cogpo" (`training.dpo.loss`): `preference.dpo_loss`, `preference.cogpo_loss` (per-pair beta).
+  - "rm_pointwise", "rm_pairwise" (`training.rm.objective`): `reward_model.pointwise_regression_loss`
+    (judge-score regression), `reward_model.bradley_terry_loss`.
   - "grpo": `grpo.grpo_loss` (clipped policy gradient + k3 KL to the reference).
-Adding a loss is one decorated function in one submodule, plus its import below.
+Adding a loss is one decorated function in one module (imported below); a duplicate name is a ValueError.
 """
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Callable
+from distill_ray.losses import advdistill, grpo, preference, reward_model, sft, topk_kd
+from distill_ray.losses.registry import LOSSES, get_loss, register_loss
 
-LOSSES: dict[str, Callable] = {}
-
-
-def register_loss(name: str) -> Callable[[Callable], Callable]:
-    """Decorator: make `fn` available as get_loss(name); a name can be registered once."""
-
-    def add(fn: Callable) -> Callable:
-        if name in LOSSES:
-            raise ValueError(f"loss {name!r} is already registered")
-        LOSSES[name] = fn
-        return fn
-
-    return add
-
-
-def get_loss(name: str) -> Callable:
-    """The loss registered under `name`; KeyError listing the known names otherwise."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise KeyError(f"unknown loss {name!r}; known losses: {', '.join(sorted(LOSSES))}") from None
-
-
-# The submodules register themselves with the decorator above, so they are imported only after
-# LOSSES and register_loss exist (a submodule's `from distill_ray.losses import register_loss`
-# then finds them on this partly initialised package).
-from distill_ray.losses import advdistill, grpo, preference, reward_model, topk_kd  # noqa: E402
-from distill_ray.losses.topk_kd import KINDS as _KD_KINDS  # noqa: E402
-
-for _kind in _KD_KINDS:
-    register_loss(_kind)(partial(topk_kd.topk_kd_loss, kind=_kind))
-
-__all__ = ["LOSSES", "register_loss", "get_loss", "advdistill", "grpo", "preference", "reward_model", "topk_kd"]
+__all__ = ["LOSSES", "register_loss", "get_loss", "advdistill", "grpo", "preference", "reward_model", "sft",
+           "topk_kd"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from distill_ray.losses import register_loss
+from distill_ray.losses.registry import register_loss
 
 
 def sequence_token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

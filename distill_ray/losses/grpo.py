@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from distill_ray.losses import register_loss
+from distill_ray.losses.registry import register_loss
 
 
 @register_loss("grpo")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from distill_ray.losses import register_loss
+from distill_ray.losses.registry import register_loss
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -31,7 +31,7 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, picked, 0.0).sum(-1)
 
 
-@register_loss("dpo")
+@register_loss("sigmoid")
 def dpo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,

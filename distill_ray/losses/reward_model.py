@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from distill_ray.losses import register_loss
+from distill_ray.losses.registry import register_loss
 
 
 def normalize_scores(scores: torch.Tensor, low: float = 0.0, high: float = 9.0) -> torch.Tensor:

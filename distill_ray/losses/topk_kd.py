@@ -55,6 +55,8 @@ from functools import partial
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from distill_ray.losses.registry import register_loss
+
 KINDS = ("forward_kl", "reverse_kl", "jsd")
 TAILS = ("bucket", "renormalize", "ignore")
 
@@ -298,3 +300,8 @@ def kd_mix(kd_loss: torch.Tensor, ce_loss: torch.Tensor | None, kd_ratio: float)
     if ce_loss is None:
         raise ValueError(f"kd_ratio={kd_ratio} < 1 mixes in cross-entropy, but ce_loss is None (pass labels)")
     return kd_ratio * kd_loss + (1.0 - kd_ratio) * ce_loss
+
+
+# The kd job's `training.kd.loss` names one of these: the chunked loss it trains with, `kind` fixed.
+for _kind in KINDS:
+    register_loss(_kind)(partial(chunked_topk_kd_loss, kind=_kind))

@@ -6,11 +6,10 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
 pytestmark = pytest.mark.ray
 
 
@@ -37,7 +36,7 @@ def test_serve_teacher_prints_url_answers_openai_and_stops_on_ctrl_c(tmp_path):
         f"inference: {{serve: {{port: {free_port()}, api_key: sekret}}}}\n"
         f"ray: {{state_dir: {state_dir}}}\n"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "distill_ray.cli", "serve", "teacher", str(cfg)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "teacher", str(cfg)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
     try:
         url = ""

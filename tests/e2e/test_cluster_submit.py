@@ -25,7 +25,7 @@ from conftest import free_port
 
 pytestmark = pytest.mark.ray
 
-REPO = Path(__file__).resolve().parents[2]
+from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
 VENV_BIN = str(Path(sys.executable).parent)
 RECIPE = "recipes/cluster_smoke.yaml"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
 pytestmark = pytest.mark.ray
 
 
@@ -22,7 +22,7 @@ def _command(recipe: str, out: Path, state_dir: str, *extra: str) -> list[str]:
 
     shrink = [f"output_dir={out}", f"ray.state_dir={state_dir}", f"inference.serve.port={free_port()}",
               "inference.max_new_tokens=16", "processing.judge.max_attempts=1", *extra]  # fmt: skip
-    args = [sys.executable, "-m", "distill_ray.cli", "run", str(REPO / "recipes" / recipe)]
+    args = [sys.executable, "-m", "jobs.cli", "run", str(REPO / "recipes" / recipe)]
     for item in shrink:
         args += ["--set", item]
     return args

@@ -4,11 +4,10 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
 pytestmark = pytest.mark.ray
 
 
@@ -28,7 +27,7 @@ def test_quickstart_recipe_end_to_end(tmp_path):
         "stages.eval.evaluation.benchmarks=[{name: arithmetic, preset: arithmetic, limit: 3}]",
         "stages.sft.training.max_steps=2",
     ]
-    args = [sys.executable, "-m", "distill_ray.cli", "run", str(REPO / "recipes" / "quickstart.yaml")]
+    args = [sys.executable, "-m", "jobs.cli", "run", str(REPO / "recipes" / "quickstart.yaml")]
     for item in shrink:
         args += ["--set", item]
     try:

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from distill_ray.config import build_config
-from jobs.common import StageEnv
+from jobs.stage import StageEnv
 
 pytestmark = pytest.mark.ray
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

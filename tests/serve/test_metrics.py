@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 import urllib.request
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +13,9 @@ from distill_ray.config import ServeConfig
 
 pytestmark = pytest.mark.ray
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+from conftest import REPO  # noqa: E402
+
+DOC = REPO / "docs" / "metrics.md"
 APP = "metrics-test"
 PER_PROXY = {"ray_serve_num_ongoing_http_requests"}  # labelled by proxy node, not by application
 

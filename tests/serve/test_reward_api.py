@@ -40,7 +40,7 @@ def post(service, path, body, headers=AUTH, **kw):
 
 
 def test_rewards_schema_and_composite(service, tiny_reward_models):
-    from distill_ray.grpo_reward import interval_penalty
+    from distill_ray.rewards.grpo import interval_penalty
 
     _, cfg = service
     response = post(service, "/v1/rewards", {"items": ITEMS})

@@ -150,7 +150,7 @@ def test_handle_chat_same_shape(teacher, client):
     assert out["choices"][0]["message"]["content"] == http.choices[0].message.content
     # the official client keeps the per-choice length (the generator reads it via model_dump)
     assert http.model_dump()["choices"][0]["completion_tokens"] == out["choices"][0]["completion_tokens"]
-    from distill_ray.openai_protocol import ProtocolError
+    from distill_ray.models.openai_protocol import ProtocolError
 
     with pytest.raises(ProtocolError, match="n"):
         teacher.handle.chat.remote({**body, "n": 0}).result()

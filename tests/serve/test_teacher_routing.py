@@ -17,12 +17,15 @@ APP = "teachers-test"
 
 @pytest.fixture(scope="module")
 def teachers(ray_cluster, serve_port):
-    from serve.teacher import ServedTeacher, deploy_teachers, undeploy
+    from distill_ray.config import InferenceConfig
+    from distill_ray.models.teachers import Teacher
+    from serve.teacher import deploy_teachers, undeploy
 
     alpha = ServeConfig(port=serve_port, num_cpus=0.25, max_replicas=2, target_ongoing_requests=3)
     beta = ServeConfig(port=serve_port, num_cpus=0.25, max_replicas=3, target_ongoing_requests=5, max_batch_size=2)
     endpoint = deploy_teachers(
-        [ServedTeacher("alpha", "tiny:smollm2", alpha), ServedTeacher("beta", "tiny:smollm2?layers=1", beta)],
+        [Teacher("alpha", "tiny:smollm2", InferenceConfig(serve=alpha), "alpha"),
+         Teacher("beta", "tiny:smollm2?layers=1", InferenceConfig(serve=beta), "beta")],
         ServeConfig(port=serve_port, api_key="k3y"),
         app_name=APP,
     )
@@ -86,29 +89,3 @@ def test_each_teacher_has_its_own_deployment_and_autoscaling(teachers):
     router = details["TeacherRouter"]["deployment_config"]
     assert router["ray_actor_options"]["num_cpus"] == 0
     assert router["max_ongoing_requests"] == 2 * 32 + 3 * 32  # room for every teacher replica's requests
-
-
-def test_served_teachers_of_a_job_config():
-    from distill_ray.config import JobConfig
-    from distill_ray.errors import ConfigError
-    from serve.teacher import served_teachers
-
-    job = JobConfig.model_validate({
-        "job_type": "generate",
-        "inference": {"serve": {"port": 9100, "max_replicas": 2}},
-        "models": {"teachers": {
-            "big": {"model": "tiny:smollm2", "serve": {"max_replicas": 4, "port": 1}},
-            "named": {"model": "tiny:smollm2?layers=1", "model_name": "small-one"},
-            "api": {"model": "gpt-x", "engine": "openai", "base_url": "http://127.0.0.1:1/v1"},
-        }},
-    })  # fmt: skip
-    served = served_teachers(job)
-    assert list(served) == ["big", "named"]  # the openai teacher is reached on its own
-    assert served["big"].name == "big" and served["named"].name == "small-one"
-    assert served["big"].serve.max_replicas == 4 and served["big"].serve.port == 9100  # one proxy for all
-    assert served["named"].serve.max_replicas == 2
-    job.models.teachers["named"].model_name = "big"
-    with pytest.raises(ConfigError, match="models.teachers"):
-        served_teachers(job)
-    single = served_teachers(JobConfig(job_type="generate", models={"teacher": "tiny:smollm2"}))
-    assert [(k, t.name) for k, t in single.items()] == [("tiny-smollm2", "tiny-smollm2")]

@@ -14,7 +14,7 @@ from distill_ray.config.schema import InferenceConfig
 from distill_ray.config.serving import ServeConfig
 from distill_ray.config.vllm import VLLMConfig
 from distill_ray.errors import ConfigError
-from distill_ray.models import resolve_model
+from distill_ray.models.loading import resolve_model
 from serve.vllm_teacher import build_vllm_teacher_app, deploy_vllm_teacher, vllm_llm_config, vllm_model_source
 
 HUB_NAME = "Qwen/Qwen2.5-7B-Instruct"
@@ -146,8 +146,8 @@ def test_the_teacher_builder_and_the_cli_choose_vllm_by_engine(monkeypatch, tmp_
 
     seen = {}
     def fake_build(teachers):
-        ((spec, inference, name),) = teachers
-        seen.update(spec=spec, inference=inference, name=name)
+        (teacher,) = teachers
+        seen.update(spec=teacher.spec, inference=teacher.inference, name=teacher.served_name)
         return "app"
 
     monkeypatch.setattr(serve.vllm_teacher, "build_vllm_teachers_app", fake_build)
@@ -178,7 +178,8 @@ def test_several_vllm_teachers_share_one_app(monkeypatch):
     import serve.teacher
     import serve.vllm_teacher
     from distill_ray.config import JobConfig
-    from jobs.teachers import teacher_pools
+    from distill_ray.models.teachers import teacher_roster
+    from jobs.teachers import reach_teachers
 
     given = {}
     fake_llm = types.ModuleType("ray.serve.llm")  # stand-in for Ray Serve LLM, which cannot import without vLLM
@@ -192,12 +193,12 @@ def test_several_vllm_teachers_share_one_app(monkeypatch):
             "qwq": {"model": "Qwen/QwQ-32B", "model_name": "qwq-32b"},
         }},
     })  # fmt: skip
-    teachers = [(t.model, t.inference_for(job.inference), name) for name, t in job.models.teachers.items()]
+    teachers = teacher_roster(job)
     assert serve.vllm_teacher.build_vllm_teachers_app(teachers) == "app"
     configs = {c["model_loading_config"]["model_id"]: c for c in given["llm_configs"]}
-    assert set(configs) == {"r1", "qwq"}
+    assert set(configs) == {"r1", "qwq-32b"}  # each answers to its served name
     assert configs["r1"]["deployment_config"]["autoscaling_config"]["max_replicas"] == 8
-    assert configs["qwq"]["deployment_config"]["autoscaling_config"]["max_replicas"] == 2
+    assert configs["qwq-32b"]["deployment_config"]["autoscaling_config"]["max_replicas"] == 2
     with pytest.raises(ConfigError, match="distinct served names"):
         serve.vllm_teacher.build_vllm_teachers_app([teachers[0], teachers[0]])
 
@@ -205,10 +206,10 @@ def test_several_vllm_teachers_share_one_app(monkeypatch):
     monkeypatch.setattr(serve.vllm_teacher, "deploy_vllm_teachers",
                         lambda ts, app: deployed.append((ts, app)) or f"http://127.0.0.1:1/{app}/v1")  # fmt: skip
     monkeypatch.setattr(serve.teacher, "undeploy", deleted.append)
-    with teacher_pools(job, "generate") as pools:
-        assert [(p.name, p.target.model, p.target.base_url) for p in pools] == [
-            ("r1", "r1", "http://127.0.0.1:1/teacher-generate-vllm/v1"),
-            ("qwq", "qwq-32b", "http://127.0.0.1:1/teacher-generate-vllm/v1"),
+    with reach_teachers(teachers, "teacher-generate", job.inference.serve) as reached:
+        assert [(t.name, t.served_name, t.endpoint.base_url) for t in reached] == [
+            ("r1", "r1", "http://127.0.0.1:1/teacher-generate/v1"),
+            ("qwq", "qwq-32b", "http://127.0.0.1:1/teacher-generate/v1"),
         ]
-    assert len(deployed) == 1 and [name for _, _, name in deployed[0][0]] == ["r1", "qwq-32b"]
-    assert deleted == ["teacher-generate-vllm"]
+    assert len(deployed) == 1 and [t.served_name for t in deployed[0][0]] == ["r1", "qwq-32b"]
+    assert deleted == ["teacher-generate"]

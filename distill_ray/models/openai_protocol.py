@@ -1,0 +1,408 @@
+"""OpenAI wire format for the teacher service: request models, response and error bodies.
+
+Where it sits: pydantic and the `openai` package's types, no Ray and no torch. `serve/teacher.py`
+parses incoming JSON with the request models here, runs the engine, and hands the engine's results
+(duck-typed like `distill_ray.models.engine.GenResult`) to the response builders; clients inside the
+project can reuse the same models to build requests.
+
+Response side: the bodies are built from the `openai` package's own pydantic types (`ChatCompletion`,
+`Completion`, `CompletionUsage`, `Model`, ...), the very types the official client parses them into,
+so the wire format has one source of truth and a builder that drifts from it fails here, when the
+object is built, instead of in a client. The builders still return JSON-ready dicts, dumped with
+`exclude_unset=True`: only fields we set reach the wire. Optional fields we never fill (`refusal`,
+`service_tier`, `system_fingerprint`, usage details, ...) stay absent; fields we set to None (a
+choice's `logprobs`, `logprobs.refusal`) are written as null. `GET /v1/models` has no list type in
+the package (the client's `SyncPage` is a pagination helper), so that list wraps `Model` dumps by hand.
+
+Request side: written by hand (the strict models below). The package's request params are
+TypedDicts for building calls, not validators, and this server's rules differ from the API's (see
+below), and every refusal must name the offending param as OpenAI does (`messages[0].role`).
+The error body (`error_body`) is still a plain dict; its inner object has the shape of
+`openai.types.ErrorObject`.
+
+Choices that differ from, or pin down, OpenAI's behaviour:
+- Unknown fields are ignored (clients send many we do not use); `null` means "use the default".
+- `stream=true` is refused with a 400: this server only answers whole responses.
+- Seeds: a request with `seed=s` and `n>1` samples choice i with seed `s + i` (wrapped into the
+  64-bit range), so every choice differs yet the whole response is reproducible.
+- `temperature` may go up to 5 (OpenAI stops at 2) because our generation jobs sweep that range.
+- Logprobs describe the raw model distribution (see the engine); a log-probability of -inf is
+  written as -9999.0, as OpenAI does, because JSON has no infinity.
+- Legacy completions default to `max_tokens=16` like OpenAI; chat completions default to 256.
+- Each chat choice also carries `completion_tokens`, its own sample's length (see `chat_response`);
+  the openai types keep unknown fields, so the official client exposes it too.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from openai import BaseModel as OpenAIModel
+from openai.types import Completion, CompletionChoice, CompletionUsage, Model
+from openai.types.chat import (
+    ChatCompletion,
+    ChatCompletionMessage,
+    ChatCompletionTokenLogprob,
+)
+from openai.types.chat.chat_completion import Choice as ChatChoice
+from openai.types.chat.chat_completion import ChoiceLogprobs
+from openai.types.chat.chat_completion_token_logprob import TopLogprob
+from openai.types.completion_choice import Logprobs as CompletionLogprobs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MAX_TOP_LOGPROBS = 20
+MAX_N = 64
+MAX_STOP = 16
+MAX_TEMPERATURE = 5.0
+CHAT_DEFAULT_MAX_TOKENS = 256
+COMPLETION_DEFAULT_MAX_TOKENS = 16
+MIN_LOGPROB = -9999.0
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+_SEED_SPAN = 2**64
+
+
+class ProtocolError(Exception):
+    """A request the server refuses, with the HTTP status and OpenAI error fields to answer with."""
+
+    def __init__(
+        self,
+        message: str,
+        status_code: int = 400,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def __reduce__(self):
+        # Crosses Ray process boundaries (DeploymentHandle calls): rebuild from all fields, not args.
+        return (type(self), (self.message, self.status_code, self.type, self.param, self.code))
+
+    def body(self) -> dict:
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+def error_body(
+    message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict:
+    """OpenAI's error shape: {"error": {"message", "type", "param", "code"}}."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    n: int | None = Field(None, ge=1, le=MAX_N)
+    temperature: float | None = Field(None, ge=0, le=MAX_TEMPERATURE)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
+    stop: str | list[str] | None = None
+    stream: bool | None = False
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_valid(cls, v):
+        stops = [v] if isinstance(v, str) else (v or [])
+        if len(stops) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop sequences are supported")
+        if any(not s for s in stops):
+            raise ValueError("stop sequences must be non-empty strings")
+        return v
+
+    @field_validator("stream")
+    @classmethod
+    def _no_stream(cls, v):
+        if v:
+            raise ValueError("stream=true is not supported by this server; send stream=false (the default)")
+        return v
+
+    @property
+    def num_choices(self) -> int:
+        return self.n or 1
+
+    @property
+    def temperature_value(self) -> float:
+        return 1.0 if self.temperature is None else self.temperature
+
+    @property
+    def top_p_value(self) -> float:
+        return 1.0 if self.top_p is None else self.top_p
+
+    @property
+    def stop_list(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def choice_seeds(self) -> list[int | None]:
+        return choice_seeds(self.seed, self.num_choices)
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+
+    def as_template_dict(self) -> dict:
+        """{role, content} for a chat template: text parts joined, `developer` read as `system`."""
+        if isinstance(self.content, list):
+            text = "".join(part.text for part in self.content)
+        else:
+            text = self.content or ""
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+
+
+class ChatCompletionRequest(_Request):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, v, info):
+        if v and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs=true")
+        return v
+
+    @property
+    def max_new_tokens(self) -> int:
+        # max_completion_tokens is the newer name; it wins when both are given.
+        return self.max_completion_tokens or self.max_tokens or CHAT_DEFAULT_MAX_TOKENS
+
+    @property
+    def want_logprobs(self) -> bool:
+        return bool(self.logprobs)
+
+    @property
+    def top_logprobs_value(self) -> int:
+        return self.top_logprobs or 0
+
+    def template_messages(self) -> list[dict]:
+        return [m.as_template_dict() for m in self.messages]
+
+
+class CompletionRequest(_Request):
+    prompt: str | list[str]
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    echo: bool | None = False
+    suffix: str | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_valid(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("prompt list is empty")
+        return v
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, v):
+        if v:
+            raise ValueError("echo=true is not supported by this server")
+        return v
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, v):
+        if v:
+            raise ValueError("suffix is not supported by this server")
+        return v
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.max_tokens or COMPLETION_DEFAULT_MAX_TOKENS
+
+    @property
+    def want_logprobs(self) -> bool:
+        # Legacy semantics: logprobs=k asks for the chosen token plus its k best alternatives; 0 is
+        # "chosen token only", None is "no logprobs".
+        return self.logprobs is not None
+
+    @property
+    def top_logprobs_value(self) -> int:
+        return self.logprobs or 0
+
+
+def choice_seeds(seed: int | None, n: int) -> list[int | None]:
+    """Per-choice seeds: `seed + i` for choice i, wrapped into the signed 64-bit range."""
+    if seed is None:
+        return [None] * n
+    return [((seed + i - SEED_MIN) % _SEED_SPAN) + SEED_MIN for i in range(n)]
+
+
+def parse_chat_request(body: Any) -> ChatCompletionRequest:
+    return _parse(ChatCompletionRequest, body)
+
+
+def parse_completion_request(body: Any) -> CompletionRequest:
+    return _parse(CompletionRequest, body)
+
+
+def _parse(model_cls: type[_Request], body: Any):
+    if not isinstance(body, dict):
+        raise ProtocolError("request body must be a JSON object")
+    try:
+        return model_cls.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = _param_path(first.get("loc", ()))
+        message = first.get("msg", "invalid value").removeprefix("Value error, ")
+        raise ProtocolError(f"{param}: {message}" if param else message, param=param) from None
+
+
+def _param_path(loc: Sequence) -> str | None:
+    """Pydantic's ('messages', 0, 'role') as OpenAI writes it: 'messages[0].role'."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("str", "list[str]", "list[TextPart]") or "[" in str(part):
+            continue  # union-branch labels pydantic adds; not part of the client's field path
+        else:
+            path += f".{part}" if path else str(part)
+    return path or None
+
+
+def _finite(logprob: float) -> float:
+    return logprob if logprob > MIN_LOGPROB else MIN_LOGPROB
+
+
+def _token_bytes(token: str) -> list[int]:
+    return list(token.encode("utf-8"))
+
+
+def _dump(obj: OpenAIModel) -> dict:
+    """JSON-ready dict of an openai response object: the fields we set (None ones as null), no others."""
+    return obj.model_dump(mode="json", exclude_unset=True)
+
+
+def _chat_logprobs(entries) -> ChoiceLogprobs | None:
+    if entries is None:
+        return None
+    content = [
+        ChatCompletionTokenLogprob(
+            token=entry.token,
+            logprob=_finite(entry.logprob),
+            bytes=_token_bytes(entry.token),
+            top_logprobs=[TopLogprob(token=t, logprob=_finite(lp), bytes=_token_bytes(t)) for t, lp in entry.top],
+        )
+        for entry in entries
+    ]
+    return ChoiceLogprobs(content=content, refusal=None)
+
+
+def chat_logprobs(entries) -> dict | None:
+    """Chat `choices[i].logprobs` from engine TokenLogprob-like entries (None -> None)."""
+    logprobs = _chat_logprobs(entries)
+    return None if logprobs is None else _dump(logprobs)
+
+
+def _completion_logprobs(entries) -> CompletionLogprobs | None:
+    if entries is None:
+        return None
+    tokens, token_logprobs, tops, offsets = [], [], [], []
+    offset = 0
+    for entry in entries:
+        tokens.append(entry.token)
+        token_logprobs.append(_finite(entry.logprob))
+        tops.append({t: _finite(lp) for t, lp in entry.top})
+        offsets.append(offset)
+        offset += len(entry.token)
+    return CompletionLogprobs(tokens=tokens, token_logprobs=token_logprobs, top_logprobs=tops, text_offset=offsets)
+
+
+def completion_logprobs(entries) -> dict | None:
+    """Legacy completions `choices[i].logprobs`: parallel token lists plus top-k dicts."""
+    logprobs = _completion_logprobs(entries)
+    return None if logprobs is None else _dump(logprobs)
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> CompletionUsage:
+    return CompletionUsage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+    )
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return _dump(_usage(prompt_tokens, completion_tokens))
+
+
+def chat_response(results: Sequence, model: str, prompt_tokens: int, created: int | None = None) -> dict:
+    """A `chat.completion` body; `prompt_tokens` counts the shared prompt once, as OpenAI does."""
+    choices = [
+        ChatChoice(
+            index=i,
+            message=ChatCompletionMessage(role="assistant", content=r.text),
+            finish_reason=r.finish_reason,
+            logprobs=_chat_logprobs(r.logprobs),
+            # Not in OpenAI's schema (its types keep unknown fields, and so do clients): each sample's
+            # own length, which the cosine length reward needs; `usage` only has the sum over the n choices.
+            completion_tokens=r.completion_tokens,
+        )
+        for i, r in enumerate(results)
+    ]
+    return _dump(
+        ChatCompletion(
+            id=f"chatcmpl-{uuid.uuid4().hex}",
+            object="chat.completion",
+            created=int(time.time()) if created is None else created,
+            model=model,
+            choices=choices,
+            usage=_usage(prompt_tokens, sum(r.completion_tokens for r in results)),
+        )
+    )
+
+
+def completion_response(
+    results_per_prompt: Sequence[Sequence], model: str, prompt_tokens: Sequence[int], created: int | None = None
+) -> dict:
+    """A `text_completion` body; choice index is prompt_index * n + j, as OpenAI orders them."""
+    choices = []
+    for results in results_per_prompt:
+        for r in results:
+            choices.append(
+                CompletionChoice(
+                    index=len(choices), text=r.text, finish_reason=r.finish_reason,
+                    logprobs=_completion_logprobs(r.logprobs),
+                )
+            )
+    completion_tokens = sum(r.completion_tokens for results in results_per_prompt for r in results)
+    return _dump(
+        Completion(
+            id=f"cmpl-{uuid.uuid4().hex}",
+            object="text_completion",
+            created=int(time.time()) if created is None else created,
+            model=model,
+            choices=choices,
+            usage=_usage(sum(prompt_tokens), completion_tokens),
+        )
+    )
+
+
+def models_response(names: Sequence[str], created: int, owned_by: str = "distill-ray") -> dict:
+    """`GET /v1/models` body: {"object": "list", "data": [Model, ...]}, the shape the client pages over."""
+    models = [Model(id=name, object="model", created=created, owned_by=owned_by) for name in names]
+    return {"object": "list", "data": [_dump(m) for m in models]}

@@ -1,0 +1,84 @@
+"""Checkpoints of the Ray Train jobs: atomic `step_N` folders and the final HF model folder.
+
+Where it sits: `jobs/train/loop.py` calls these on rank 0 (the only writer). A checkpoint folder is
+written under a temp name and renamed, so `step_N/` exists only when complete; a killed run leaves
+at most a `.tmp-step_*` folder, which the next run removes before looking for the newest step.
+Every checkpoint's `model/` is a servable HF folder (safetensors + tokenizer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+STATE_FILE = "trainer_state.json"  # written last inside a checkpoint; its presence marks it complete
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The complete `step_N` folder with the highest N (incomplete ones are still temp-named)."""
+    if not root.is_dir():
+        return None
+    done = [p for p in root.glob("step_*") if p.name[5:].isdigit() and (p / STATE_FILE).is_file()]
+    return max(done, key=latest_step, default=None)
+
+
+def latest_step(path: Path | None) -> int | None:
+    return int(path.name[5:]) if path is not None else None
+
+
+def clear_partial_checkpoints(root: Path) -> None:
+    """Remove temp folders a killed run left mid-write."""
+    for p in root.glob(".tmp-step_*") if root.is_dir() else []:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def unwrap(model):
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, tokenizer, annotate=None) -> Path:
+    """Weights (HF format), optimizer, scheduler and loop state to `root/step_N`, atomically.
+
+    `annotate(folder)` adds a job's own files to the model folder (e.g. the reward model's output
+    description), so a checkpoint is as usable as the final model.
+    """
+    import torch
+
+    final = root / f"step_{state['step']}"
+    if final.is_dir():  # resumed from it with nothing left to do
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step_{state['step']}-", dir=root))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; servers running as other users must read it
+    _save_model(tmp / "model", model, tokenizer, annotate)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    (tmp / STATE_FILE).write_text(json.dumps(state))
+    os.rename(tmp, final)  # atomic on one filesystem: a kill leaves a .tmp folder, never a half step_N
+    return final
+
+
+def save_final_model(dest: Path, model, tokenizer, annotate=None) -> None:
+    """The trained model as an HF folder (safetensors + tokenizer), replacing any older one."""
+    tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=dest.parent))
+    tmp.chmod(0o755)
+    _save_model(tmp, model, tokenizer, annotate)
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".model-old-{os.getpid()}")
+        dest.rename(old)
+    tmp.rename(dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _save_model(folder: Path, model, tokenizer, annotate) -> None:
+    unwrap(model).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)  # so every saved model is a servable HF folder
+    if annotate is not None:
+        annotate(folder)

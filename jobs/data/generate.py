@@ -1,0 +1,133 @@
+"""Job `generate`: problems -> samples x temperatures x teachers -> parse, verify, score -> Parquet.
+
+Streaming on Ray Data: the source is read lazily and every teacher (`models.teachers`, else
+`models.teacher`) gets its own Serve deployment and its own pool of `CoTGenerator` callers
+(`concurrency` each); the pools run side by side and commit scored samples as parts of
+`<stage>/generations/` (see jobs/data/resumable.py: a killed run resumes without repeating a problem a
+teacher already answered). Kept samples (per `distillation.keep`) are then streamed from the parts to
+`dataset.labeled_path` or `<stage>/kept/`, ready for SFT or the next stage.
+
+Counts are per (problem, teacher): rows_in = rows_out + rows_rejected; `records_written` is samples.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+from ray.data.expressions import col
+
+from actors.generate import SAMPLE_SCHEMA, CoTGenerator
+from distill_ray.config import DistillationConfig, InferenceConfig, JobConfig
+from distill_ray.data.sources import resolve_source
+from distill_ray.data.part_store import PartStore, StoreTotals, export_rejected
+from distill_ray.models.teachers import Teacher, teacher_roster
+from distill_ray.summary import StageResult
+from jobs.stage import LIGHT, StageEnv
+from jobs.data.resumable import drain, new_run_id, open_store, resumable_map, stage_result
+from jobs.data.sources import problems_dataset
+from jobs.teachers import reach_teachers
+
+STAT_COLUMNS = ["id", "teacher", "correct", "kept", "format_reward", "completion_tokens"]
+
+
+@dataclass
+class GenerationRun:
+    """What one generation pass produced (paths, counts over all committed parts, sample statistics)."""
+
+    samples_dir: Path
+    kept_dir: Path | None
+    records_in: int
+    stats: dict
+    totals: StoreTotals
+    store: PartStore
+
+
+def run(job: JobConfig, stage: StageEnv) -> StageResult:
+    kept_dir = Path(job.dataset.labeled_path) if job.dataset.labeled_path else stage.output_dir / "kept"
+    with reach_teachers(teacher_roster(job), f"teacher-{stage.name}", job.inference.serve) as teachers:
+        out = generate_samples(job, stage, teachers, job.distillation, "generations", kept_dir)
+    export_rejected([out.store], stage.rejected_file, stage.name)
+    result = stage_result(stage, "generate", out.totals, {"generations": out.samples_dir, "kept": out.kept_dir})
+    result.metrics.update(out.stats)
+    return result
+
+
+def generate_samples(
+    job: JobConfig,
+    stage: StageEnv,
+    teachers: list[Teacher],
+    distillation: DistillationConfig,
+    samples_name: str,
+    kept_dir: Path | None,
+) -> GenerationRun:
+    """Generate (or finish generating) every sample into `<stage>/<samples_name>/` from the reachable
+    `teachers` (each asked with its own `inference`), then rewrite `kept_dir` (if given) from it."""
+    settings = {
+        "teachers": {t.name: [t.served_name, t.endpoint.base_url, _sampling(t.inference)] for t in teachers},
+        "distillation": distillation.model_dump(),
+        "dataset": job.dataset.model_dump(exclude={"labeled_path"}),
+    }
+    store = open_store(stage, samples_name, settings)
+    run_id = new_run_id()
+    problems = problems_dataset(resolve_source(job.dataset.instruction_path), job.dataset)
+    manifests = []
+    for index, teacher in enumerate(teachers):
+        # Malformed source rows are rejected once, by the first teacher's callers.
+        rows = problems if index == 0 else problems.filter(expr=col("error").is_null(), **LIGHT)
+        manifests.append(resumable_map(
+            rows, store, run_id, CoTGenerator,
+            dict(teacher=teacher, distillation=distillation),
+            key_column="id", key_prefix=f"{teacher.name}|",
+            concurrency=teacher.inference.concurrency, batch_size=teacher.inference.batch_size,
+        ))  # fmt: skip
+    totals = drain(stage, store, run_id, manifests, SAMPLE_SCHEMA)
+    if kept_dir is not None:
+        shutil.rmtree(kept_dir, ignore_errors=True)
+        written = ray.data.read_parquet(str(store.root), ray_remote_args=LIGHT)
+        kept = written.filter(expr=col("kept") == True, **LIGHT)  # noqa: E712 - an expression
+        kept.write_parquet(str(kept_dir), ray_remote_args=LIGHT)
+        kept_dir.mkdir(parents=True, exist_ok=True)  # exists even when nothing was kept
+    # Only the small columns that the statistics need are read into this process.
+    stats = sample_stats(pq.read_table(store.root, columns=STAT_COLUMNS))
+    return GenerationRun(store.root, kept_dir, totals.counts.rows_in, stats, totals, store)
+
+
+def _sampling(inference: InferenceConfig) -> dict:
+    """The inference settings that change what a teacher writes (not how fast it is asked)."""
+    return inference.model_dump(include={"system_prompt", "user_template", "max_new_tokens", "temperature",
+                                         "top_p", "num_samples", "seed"})  # fmt: skip
+
+
+def _problem_count(table) -> int:
+    return len(pc.unique(table["id"])) if table.num_rows else 0
+
+
+def sample_stats(table) -> dict:
+    """Counts and rates over all generated samples, overall and per teacher when there are several."""
+    stats = _rates(table)
+    teachers = sorted(set(table["teacher"].to_pylist())) if table.num_rows else []
+    if len(teachers) > 1:
+        stats["per_teacher"] = {t: _rates(table.filter(pc.equal(table["teacher"], t))) for t in teachers}
+    return stats
+
+
+def _rates(table) -> dict:
+    n = table.num_rows
+    correct = table.filter(pc.equal(table["correct"], True)).num_rows if n else 0
+    kept = table.filter(pc.field("kept")).num_rows if n else 0
+    fmt = pc.sum(pc.greater(table["format_reward"], 0)).as_py() if n else 0
+    tokens = pc.mean(table["completion_tokens"]).as_py() if n else None
+    return {
+        "problems": _problem_count(table),
+        "samples": n,
+        "correct": correct,
+        "kept": kept,
+        "accuracy": round(correct / n, 4) if n else None,
+        "format_rate": round((fmt or 0) / n, 4) if n else None,
+        "mean_completion_tokens": round(tokens, 1) if tokens is not None else None,
+    }

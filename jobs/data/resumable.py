@@ -1,0 +1,130 @@
+"""Driver side of a resumable, teacher-calling data stage (generate, judge, rewrite, synthesize).
+
+    store = open_store(stage, "judged", settings)           # drops stale parts and orphans
+    manifests = resumable_map(ds, store, run_id, Processor, kwargs, key_column="sample_id", ...)
+    totals = drain(stage, store, run_id, [manifests], schema)   # runs the pipeline, returns the counts
+    export_rejected([store], stage.rejected_file, stage.name)  # rejected/<stage>.jsonl from all parts
+
+The data never passes through the driver: `PartWriter` actors commit each batch as a part and hand
+back one manifest row. Re-running the same command skips every committed input key, so a killed run
+finishes without repeating teacher calls; `stage_result` reports how many were reused. A teacher that
+stays down stops the stage with a message saying the finished parts are kept.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from actors.part_writer import PartWriter
+from distill_ray.config import JobConfig
+from distill_ray.data.part_store import PartStore, StoreTotals, export_rejected, fingerprint
+from distill_ray.summary import StageResult
+from jobs.stage import StageEnv
+from distill_ray.models.teachers import model_teacher
+from jobs.teachers import reach_teachers
+
+CALLER_CPUS = 0.25  # callers mostly wait on the teacher; leave the cores to replicas and workers
+PROGRESS_EVERY_S = 15.0
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def open_store(stage: StageEnv, name: str, settings: Any) -> PartStore:
+    """The stage's part folder `<stage>/<name>/`, prepared for (re)use under these settings."""
+    store = PartStore(stage.output_dir / name, fingerprint(settings))
+    kept = store.prepare()
+    if kept:
+        print(f"[distill-ray] {stage.name}: resuming, {kept} committed part(s) found in {store.root}", flush=True)
+    return store
+
+
+def resumable_map(ds: ray.data.Dataset, store: PartStore, run_id: str, processor_cls: type,
+                  processor_kwargs: dict[str, Any], *, key_column: str, key_prefix: str = "",
+                  concurrency: int = 2, batch_size: int = 4) -> ray.data.Dataset:  # fmt: skip
+    """`ds` through a pool of PartWriter actors; the result is a dataset of manifest rows."""
+    return ds.map_batches(
+        PartWriter,
+        fn_constructor_kwargs=dict(processor_cls=processor_cls, processor_kwargs=processor_kwargs,
+                                   store_root=str(store.root), fingerprint=store.fingerprint, run_id=run_id,
+                                   key_column=key_column, key_prefix=key_prefix),  # fmt: skip
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        concurrency=concurrency,
+        num_cpus=CALLER_CPUS,
+    )
+
+
+def drain(stage: StageEnv, store: PartStore, run_id: str, manifests: list[ray.data.Dataset],
+          schema: pa.Schema) -> StoreTotals:  # fmt: skip
+    """Run the pipeline(s) to the end with a progress line, then total every committed part."""
+    ds = manifests[0].union(*manifests[1:]) if len(manifests) > 1 else manifests[0]
+    done = rejected = parts = 0
+    last = time.time()
+    try:
+        for m in ds.iter_rows():
+            done, rejected, parts = done + m["rows_in"], rejected + m["rows_rejected"], parts + 1
+            if time.time() - last >= PROGRESS_EVERY_S:
+                print(f"[distill-ray] {stage.name}: {done} rows done in {parts} part(s), {rejected} rejected",
+                      flush=True)  # fmt: skip
+                last = time.time()
+    except Exception as exc:  # noqa: BLE001 - re-raised with what the user needs to know
+        reason = _teacher_down(exc)
+        if reason is None:
+            raise
+        saved = store.totals(run_id).parts
+        raise RuntimeError(f"{reason}; {saved} finished part(s) are saved in {store.root}: "
+                           "re-run the same command to resume once the teacher is back") from None  # fmt: skip
+    store.ensure_readable(schema)
+    return store.totals(run_id)
+
+
+def _teacher_down(exc: BaseException) -> str | None:
+    """The TeacherUnavailable message inside Ray Data's wrapped exceptions, if that is what this is."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen)
+        if "TeacherUnavailable" in type(seen).__name__ or "teacher unreachable" in text:
+            start = text.find("teacher unreachable")
+            return text[start:].splitlines()[0] if start >= 0 else text.splitlines()[0]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def stage_result(stage: StageEnv, job_type: str, totals: StoreTotals, outputs: dict[str, Path | str]) -> StageResult:
+    """summary.json's entry: counts over all committed parts, and what this run reused."""
+    c = totals.counts
+    result = StageResult(name=stage.name, job_type=job_type, rows_in=c.rows_in, rows_out=c.rows_out)
+    result.count_rejects(list(c.reasons.elements()))
+    result.metrics = {
+        "records_written": c.records_written,
+        "teacher_calls": c.teacher_calls - totals.reused_teacher_calls,
+        "teacher_calls_reused": totals.reused_teacher_calls,
+        "rows_reused": totals.reused_rows,
+        "parts": totals.parts,
+    }
+    result.outputs = {k: str(v) for k, v in outputs.items()}
+    return result
+
+
+def run_teacher_stage(job: JobConfig, stage: StageEnv, *, job_type: str, out_name: str, ds: ray.data.Dataset,
+                      key_column: str, processor_cls: type, processor_kwargs: dict[str, Any],
+                      output_schema: pa.Schema, settings: Any) -> tuple[StageResult, PartStore]:  # fmt: skip
+    """One teacher-calling stage end to end: deploy `models.teacher`, map resumably, total, export rejects."""
+    store = open_store(stage, out_name, {"teacher": job.models.teacher, "settings": settings})
+    run_id = new_run_id()
+    teachers = [model_teacher(job.models.teacher, job.inference)]
+    with reach_teachers(teachers, f"teacher-{stage.name}", job.inference.serve) as (teacher,):
+        manifests = resumable_map(ds, store, run_id, processor_cls, {"teacher": teacher, **processor_kwargs},
+                                  key_column=key_column, concurrency=job.inference.concurrency,
+                                  batch_size=job.inference.batch_size)  # fmt: skip
+        totals = drain(stage, store, run_id, [manifests], output_schema)
+    export_rejected([store], stage.rejected_file, stage.name)
+    return stage_result(stage, job_type, totals, {out_name: store.root}), store

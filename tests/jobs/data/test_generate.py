@@ -1,0 +1,118 @@
+"""The generation job on the embedded cluster: Ray Data -> Serve teacher -> scored Parquet + rejects."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from distill_ray.config import build_config
+from jobs.stage import StageEnv
+
+pytestmark = pytest.mark.ray
+
+
+def _write_prompts(path):
+    good = [{"question": f"What is {a} + {a}?", "answer": str(2 * a)} for a in range(2, 6)]
+    lines = [json.dumps(r) for r in good]
+    lines += ['{"question": "broken json', json.dumps({"question": "no answer"}),
+              json.dumps({"question": "  ", "answer": "1"})]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _job(tmp_path, serve_port, **inference):
+    return build_config({
+        "job_type": "generate",
+        "output_dir": str(tmp_path / "out"),
+        "dataset": {"instruction_path": str(tmp_path / "prompts.jsonl")},
+        "models": {"teacher": "tiny:smollm2"},
+        "inference": {"max_new_tokens": 8, "temperature": [0.7, 1.0], "num_samples": 2, "seed": 1,
+                      "serve": {"port": serve_port}, **inference},
+        "distillation": {"keep": "all"},
+    })  # fmt: skip
+
+
+def test_generate_writes_scored_samples_and_quarantines_bad_rows(tmp_path, ray_cluster, serve_port):
+    from jobs.data import generate
+
+    _write_prompts(tmp_path / "prompts.jsonl")
+    job = _job(tmp_path, serve_port)
+    env = StageEnv("generate", tmp_path / "out", tmp_path / "out" / "rejected", ray_cluster)
+    result = generate.run(job, env)
+
+    table = pq.read_table(tmp_path / "out" / "generations")
+    rows = table.to_pylist()
+    assert len(rows) == 4 * 2 * 2  # problems x temperatures x samples
+    assert len({r["sample_id"] for r in rows}) == len(rows)
+    assert {r["temperature"] for r in rows} == {0.7, 1.0}
+    assert all(r["completion_tokens"] >= 1 and r["finish_reason"] in ("stop", "length") for r in rows)
+    assert all(r["correct"] in (True, False) and r["advantage"] is not None for r in rows)
+    # Counted per problem: in = out + rejected; samples are records_written.
+    assert (result.rows_in, result.rows_out, result.rows_rejected) == (7, 4, 3)
+    assert result.metrics["records_written"] == 16 and result.metrics["kept"] == 16  # keep=all
+    assert result.metrics["teacher_calls"] == 4 * 2 and result.metrics["teacher_calls_reused"] == 0
+
+    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected" / "generate.jsonl").open()]
+    reasons = sorted(r["reason"] for r in rejected)
+    assert len(rejected) == 3
+    assert any("malformed JSON" in r for r in reasons)
+    assert any("answer" in r for r in reasons) and any("prompt" in r for r in reasons)
+    assert pq.read_table(tmp_path / "out" / "kept").num_rows == 16
+
+
+def test_unreachable_teacher_fails_the_stage_and_keeps_finished_parts(tmp_path, ray_cluster, serve_port):
+    from conftest import free_port
+    from jobs.data import generate
+
+    _write_prompts(tmp_path / "prompts.jsonl")
+    job = _job(tmp_path, serve_port, engine="openai", base_url=f"http://127.0.0.1:{free_port()}/v1",
+               max_retries=1, request_timeout_s=5)  # fmt: skip
+    env = StageEnv("generate", tmp_path / "out", tmp_path / "out" / "rejected", ray_cluster)
+    with pytest.raises(RuntimeError, match="teacher unreachable.*re-run the same command"):
+        generate.run(job, env)
+
+
+def test_rerun_reuses_committed_parts_without_new_teacher_calls(tmp_path, ray_cluster, serve_port):
+    from jobs.data import generate
+
+    _write_prompts(tmp_path / "prompts.jsonl")
+    job = _job(tmp_path, serve_port, batch_size=1)  # one problem per part
+    env = StageEnv("generate", tmp_path / "out", tmp_path / "out" / "rejected", ray_cluster)
+    first = generate.run(job, env)
+    manifests = sorted((tmp_path / "out" / "generations" / "_manifests").glob("part-*.json"))
+    with_calls = [m for m in manifests if json.loads(m.read_text())["teacher_calls"] > 0]
+    with_calls[0].unlink()  # as if the run had been killed just before committing this part
+    second = generate.run(job, env)
+    rows = pq.read_table(tmp_path / "out" / "generations").to_pylist()
+    assert len(rows) == 16 and len({r["sample_id"] for r in rows}) == 16  # nothing lost, nothing twice
+    assert second.metrics["teacher_calls_reused"] + second.metrics["teacher_calls"] == first.metrics["teacher_calls"]
+    assert 0 < second.metrics["teacher_calls"] < first.metrics["teacher_calls"]
+    assert (second.rows_in, second.rows_out, second.rows_rejected) == (7, 4, 3)
+    assert len((tmp_path / "out" / "rejected" / "generate.jsonl").read_text().splitlines()) == 3
+
+
+def test_several_teachers_share_one_app_with_a_deployment_each(tmp_path, ray_cluster, serve_port):
+    from jobs.data import generate
+
+    _write_prompts(tmp_path / "prompts.jsonl")
+    job = _job(tmp_path, serve_port, temperature=0.7, num_samples=1)
+    job.models.teachers = {"big": {"model": "tiny:smollm2", "num_samples": 2},
+                           "small": {"model": "tiny:smollm2", "concurrency": 1}}  # fmt: skip
+    env = StageEnv("generate", tmp_path / "out", tmp_path / "out" / "rejected", ray_cluster)
+    result = generate.run(job, env)
+    rows = pq.read_table(tmp_path / "out" / "generations").to_pylist()
+    by_teacher = {t: [r for r in rows if r["teacher"] == t] for t in ("big", "small")}
+    assert len(by_teacher["big"]) == 4 * 2 and len(by_teacher["small"]) == 4
+    assert (result.rows_in, result.rows_out, result.rows_rejected) == (4 * 2 + 3, 8, 3)  # malformed once
+    assert set(result.metrics["per_teacher"]) == {"big", "small"}
+
+
+def test_input_with_only_bad_rows_yields_empty_outputs_not_a_crash(tmp_path, ray_cluster, serve_port):
+    from jobs.data import generate
+
+    (tmp_path / "prompts.jsonl").write_text('{"question": \n{"answer": "3"}\n')
+    job = _job(tmp_path, serve_port)
+    env = StageEnv("generate", tmp_path / "out", tmp_path / "out" / "rejected", ray_cluster)
+    result = generate.run(job, env)
+    assert (result.rows_in, result.rows_out, result.rows_rejected) == (2, 0, 2)
+    assert pq.read_table(tmp_path / "out" / "generations").num_rows == 0
+    assert (tmp_path / "out" / "kept").is_dir()
