@@ -13,32 +13,20 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import pyarrow as pa
-
 from actors.part_writer import Outcome
-from actors.teacher_client import TeacherCaller, TeacherError
-from distill_ray.models.teachers import Teacher
+from actors.teacher_client import TeacherCaller
 from distill_ray.config import DistillationConfig, InferenceConfig
+from distill_ray.data import schemas
+from distill_ray.errors import RowRejected
+from distill_ray.models.teachers import Teacher
 from distill_ray.prompts import chat_messages
 from distill_ray.rewards.scoring import score_problem_samples
-
-# One explicit schema for every part: a batch whose column is all None must not become Arrow's
-# `null` type, or Parquet files of one stage would disagree and fail to read back together.
-SAMPLE_SCHEMA = pa.schema(
-    [("id", pa.string()), ("sample_id", pa.string()), ("problem", pa.string()), ("reference", pa.string()),
-     ("task", pa.string()), ("source", pa.string()),
-     ("teacher", pa.string()), ("temperature", pa.float64()), ("sample_index", pa.int64()),
-     ("response", pa.string()), ("think", pa.string()), ("final_answer", pa.string()),
-     ("finish_reason", pa.string()), ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()),
-     ("correct", pa.bool_()), ("format_reward", pa.float64()), ("cosine_reward", pa.float64()),
-     ("reward", pa.float64()), ("advantage", pa.float64()), ("kept", pa.bool_())]
-)  # fmt: skip
 
 
 class CoTGenerator(TeacherCaller):
     """Calls one teacher for each (problem, temperature); one outcome per problem."""
 
-    output_schema = SAMPLE_SCHEMA
+    output_schema = schemas.SAMPLE
 
     def __init__(self, teacher: Teacher, distillation: DistillationConfig):
         super().__init__(teacher)
@@ -46,29 +34,24 @@ class CoTGenerator(TeacherCaller):
 
     def process(self, problems: list[dict[str, Any]]) -> list[Outcome]:
         jobs = [(i, t) for i, p in enumerate(problems) if not p.get("error") for t in self.inference.temperatures]
-        answers = list(self.pool.map(lambda job: self._ask(problems[job[0]], job[1]), jobs))
+        answers = self.map_rows(lambda job: self._ask(problems[job[0]], job[1]), jobs)
         outcomes = []
         for i, p in enumerate(problems):
             if p.get("error"):  # a malformed source record, quarantined with its reason
                 outcomes.append(Outcome(reason=p["error"]))
                 continue
             group = [a for (j, _), a in zip(jobs, answers) if j == i]
-            failed = [a for a in group if isinstance(a, str)]
+            failed = [a for a in group if isinstance(a, RowRejected)]
             if failed:
-                outcomes.append(Outcome(reason=failed[0]))
+                outcomes.append(Outcome(reason=str(failed[0])))
                 continue
             samples = [row for rows in group for row in rows]
             outcomes.append(Outcome(rows=score_problem_samples(samples, self.distillation)))
         return outcomes
 
-    def _ask(self, problem: dict[str, Any], temperature: float) -> list[dict[str, Any]] | str:
-        """The samples of one request, or the teacher's rejection reason (TeacherUnavailable propagates)."""
-        try:
-            resp = self.chat(request_body(problem, temperature, self.inference))
-        except TeacherError as exc:
-            if type(exc) is not TeacherError:
-                raise
-            return str(exc)
+    def _ask(self, problem: dict[str, Any], temperature: float) -> list[dict[str, Any]]:
+        """The samples of one request. Raises TeacherRejected (the problem is rejected) or TeacherUnavailable."""
+        resp = self.chat(request_body(problem, temperature, self.inference))
         base = {
             "id": problem["id"],
             "problem": problem["problem"],

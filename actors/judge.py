@@ -15,19 +15,12 @@ import pyarrow as pa
 
 from actors.generate import request_seed
 from actors.part_writer import Outcome
-from actors.teacher_client import TeacherCaller, TeacherError
-from distill_ray.models.teachers import Teacher
+from actors.teacher_client import TeacherCaller
 from distill_ray.config import JudgeConfig
+from distill_ray.errors import RowRejected
 from distill_ray.grading.judge import parse_judgement
+from distill_ray.models.teachers import Teacher
 from distill_ray.prompts import data_prompt, fill_template
-
-JUDGEMENT_TYPES = {"difficulty": pa.string(), "rv": pa.int64(), "cd": pa.int64()}
-
-
-def judged_schema(input_schema: pa.Schema, criteria: list[str]) -> pa.Schema:
-    """The input's columns plus one per criterion (replacing an earlier judgement of the same name)."""
-    fields = [f for f in input_schema if f.name not in criteria]
-    return pa.schema(fields + [pa.field(c, JUDGEMENT_TYPES[c]) for c in criteria])
 
 
 class CoTJudge(TeacherCaller):
@@ -39,43 +32,34 @@ class CoTJudge(TeacherCaller):
 
     def process(self, rows: list[dict[str, Any]]) -> list[Outcome]:
         jobs = [(i, c) for i, row in enumerate(rows) if _usable(row) for c in self.cfg.criteria]
-        verdicts = list(self.pool.map(lambda job: self._judge(rows[job[0]], job[1]), jobs))
+        verdicts = self.map_rows(lambda job: self._judge(rows[job[0]], job[1]), jobs)
         outcomes = []
         for i, row in enumerate(rows):
             if not _usable(row):
                 outcomes.append(Outcome(reason="missing field: a CoT row needs non-empty 'problem' and 'response'"))
                 continue
             mine = {c: v for (j, c), v in zip(jobs, verdicts) if j == i}
-            failed = [v for v in mine.values() if isinstance(v, _Failure)]
+            failed = [v for v in mine.values() if isinstance(v, RowRejected)]
             if failed:
-                outcomes.append(Outcome(reason=failed[0].reason))
+                outcomes.append(Outcome(reason=str(failed[0])))
             else:
                 outcomes.append(Outcome(rows=[{**row, **mine}]))
         return outcomes
 
-    def _judge(self, row: dict[str, Any], criterion: str):
+    def _judge(self, row: dict[str, Any], criterion: str) -> str | int:
+        """The parsed verdict. Raises RowRejected (refused, or never parseable) or TeacherUnavailable."""
         prompt = fill_template(data_prompt(criterion, self.prompts), problem=row["problem"], response=row["response"])
         reply = ""
         for attempt in range(self.cfg.max_attempts):
             temperature = self.cfg.temperature if attempt == 0 else self.cfg.retry_temperature
             seed = request_seed(self.cfg.seed + attempt, f"{row['sample_id']}|{criterion}", temperature)
-            try:
-                reply = self.complete([{"role": "user", "content": prompt}], temperature=temperature,
-                                      max_tokens=self.cfg.max_new_tokens, seed=seed)  # fmt: skip
-            except TeacherError as exc:
-                if type(exc) is not TeacherError:
-                    raise  # TeacherUnavailable stops the stage
-                return _Failure(str(exc))
+            reply = self.complete([{"role": "user", "content": prompt}], temperature=temperature,
+                                  max_tokens=self.cfg.max_new_tokens, seed=seed)  # fmt: skip
             value = parse_judgement(criterion, reply)
             if value is not None:
                 return value
         snippet = " ".join(reply.split())[:120]
-        return _Failure(f"unparseable {criterion} judgement: {self.cfg.max_attempts} attempt(s), last reply '{snippet}'")
-
-
-class _Failure:
-    def __init__(self, reason: str):
-        self.reason = reason
+        raise RowRejected(f"unparseable {criterion} judgement: {self.cfg.max_attempts} attempt(s), last reply '{snippet}'")
 
 
 def _usable(row: dict[str, Any]) -> bool:

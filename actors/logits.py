@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from distill_ray.training.kd_data import logits_schema, response_positions, teacher_forced_ids, topk_of_positions
+from distill_ray.data import schemas
+from distill_ray.training.kd_data import response_positions, teacher_forced_ids, topk_of_positions
 
 
 class TeacherLogitsExtractor:
@@ -30,7 +31,7 @@ class TeacherLogitsExtractor:
         self.model = load_causal_lm(path, dtype="bfloat16" if use_gpu else "float32", device=self.device).eval()
         self.prompt = (system_prompt, user_template, max_length)
         self.top_k = min(top_k, self.model.config.vocab_size)
-        self.schema = logits_schema(logprob_dtype)
+        self.schema = schemas.logits(logprob_dtype)
         self.store_dtype = logprob_dtype  # numpy float16 becomes Arrow halffloat without a cast
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -1,13 +1,15 @@
 """A client of the reward service's `/v1/rewards` (serve/reward.py), used by GRPO workers over HTTP.
 
 Transient failures (connection errors, timeouts, 5xx) are retried with exponential backoff; a 4xx is a
-bug in what we sent and fails at once with the service's message.
+bug in what we sent and fails at once with the service's message (the one policy: `distill_ray.retry`).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
+
+from distill_ray.errors import one_line
+from distill_ray.retry import call_with_retries, is_transient
 
 
 class RewardServiceError(RuntimeError):
@@ -38,21 +40,22 @@ class RewardClient:
         import httpx
 
         url = self.base_url + path
-        for attempt in range(self.max_retries + 1):
-            try:
-                self.calls += 1
-                response = self._http.request(method, url, json=body)
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code < 400:
-                    return response.json()
-                error = _message(response)
-                if response.status_code < 500:
-                    raise RewardServiceError(f"reward service at {url} refused the request: {error}")
-            if attempt < self.max_retries:
-                time.sleep(min(8.0, 0.5 * 2**attempt))
-        raise RewardServiceError(f"reward service at {url} unreachable after {self.max_retries + 1} tries: {error}")
+
+        def once() -> dict:
+            self.calls += 1
+            response = self._http.request(method, url, json=body)
+            response.raise_for_status()
+            return response.json()
+
+        try:
+            return call_with_retries(once, attempts=self.max_retries + 1)
+        except httpx.HTTPError as exc:
+            response = getattr(exc, "response", None) if isinstance(exc, httpx.HTTPStatusError) else None
+            error = _message(response) if response is not None else one_line(exc)
+            if is_transient(exc):
+                raise RewardServiceError(f"reward service at {url} unreachable after {self.max_retries + 1} tries: "
+                                         f"{error}") from None  # fmt: skip
+            raise RewardServiceError(f"reward service at {url} refused the request: {error}") from None
 
     def close(self) -> None:
         self._http.close()

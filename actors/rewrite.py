@@ -17,21 +17,11 @@ import pyarrow as pa
 
 from actors.generate import request_seed
 from actors.part_writer import Outcome
-from actors.teacher_client import TeacherCaller, TeacherError
+from actors.teacher_client import TeacherCaller
+from distill_ray.errors import RowRejected
+from distill_ray.grading.verify import verify_response
 from distill_ray.models.teachers import Teacher
 from distill_ray.prompts import data_prompt, fill_template
-from distill_ray.grading.verify import verify_response
-
-REWRITE_COLUMNS = [("original_response", pa.string()), ("rewritten", pa.bool_())]
-VERIFIED_COLUMNS = [("response", pa.string()), ("think", pa.string()), ("final_answer", pa.string()),
-                    ("correct", pa.bool_())]  # fmt: skip
-
-
-def rewritten_schema(input_schema: pa.Schema) -> pa.Schema:
-    """Input columns, with the verified fields and the rewrite record guaranteed present."""
-    added = dict(VERIFIED_COLUMNS + REWRITE_COLUMNS)
-    fields = [f for f in input_schema if f.name not in added]
-    return pa.schema(fields + [pa.field(n, t) for n, t in VERIFIED_COLUMNS + REWRITE_COLUMNS])
 
 
 class _RewriterBase(TeacherCaller):
@@ -42,16 +32,12 @@ class _RewriterBase(TeacherCaller):
         self.temperature, self.max_new_tokens, self.seed = temperature, max_new_tokens, seed
         self.verify_timeout_s = verify_timeout_s
 
-    def _rewrite(self, row: dict[str, Any], prompt_name: str) -> str | Exception:
+    def _rewrite(self, row: dict[str, Any], prompt_name: str) -> str:
+        """The teacher's rewrite of the row's CoT. Raises TeacherRejected or TeacherUnavailable."""
         prompt = fill_template(data_prompt(prompt_name, self.prompts), problem=row["problem"], response=row["response"])
-        try:
-            return self.complete([{"role": "user", "content": prompt}], temperature=self.temperature,
-                                 max_tokens=self.max_new_tokens,
-                                 seed=request_seed(self.seed, row["sample_id"], self.temperature))  # fmt: skip
-        except TeacherError as exc:
-            if type(exc) is not TeacherError:
-                raise  # TeacherUnavailable stops the stage
-            return exc
+        return self.complete([{"role": "user", "content": prompt}], temperature=self.temperature,
+                             max_tokens=self.max_new_tokens,
+                             seed=request_seed(self.seed, row["sample_id"], self.temperature))  # fmt: skip
 
     def _verified(self, row: dict[str, Any], text: str, rewritten: bool, what: str) -> Outcome:
         """Verify `text` as the row's response; reject with both answers when it is wrong."""
@@ -78,7 +64,7 @@ class CoTRewriter(_RewriterBase):
 
     def process(self, rows: list[dict[str, Any]]) -> list[Outcome]:
         todo = [i for i, r in enumerate(rows) if _usable(r) and r.get("difficulty") in self.levels]
-        texts = dict(zip(todo, self.pool.map(lambda i: self._rewrite(rows[i], f"rewrite_{rows[i]['difficulty']}"),
+        texts = dict(zip(todo, self.map_rows(lambda i: self._rewrite(rows[i], f"rewrite_{rows[i]['difficulty']}"),
                                              todo)))  # fmt: skip
         outcomes = []
         for i, row in enumerate(rows):
@@ -88,7 +74,7 @@ class CoTRewriter(_RewriterBase):
                 outcomes.append(Outcome(reason="missing difficulty: run a judge stage with criterion 'difficulty' first"))
             elif i not in texts:
                 outcomes.append(self._verified(row, row["response"], rewritten=False, what="CoT"))
-            elif isinstance(texts[i], Exception):
+            elif isinstance(texts[i], RowRejected):
                 outcomes.append(Outcome(reason=str(texts[i])))
             else:
                 outcomes.append(self._verified(row, texts[i], rewritten=True, what="rewritten CoT"))
@@ -106,12 +92,12 @@ class CoTLengthRewriter(_RewriterBase):
 
     def process(self, rows: list[dict[str, Any]]) -> list[Outcome]:
         usable = [i for i, r in enumerate(rows) if _usable(r)]
-        texts = dict(zip(usable, self.pool.map(lambda i: self._rewrite(rows[i], self.operator), usable)))
+        texts = dict(zip(usable, self.map_rows(lambda i: self._rewrite(rows[i], self.operator), usable)))
         outcomes = []
         for i, row in enumerate(rows):
             if i not in texts:
                 outcomes.append(Outcome(reason="missing field: a CoT row needs non-empty 'problem' and 'response'"))
-            elif isinstance(texts[i], Exception):
+            elif isinstance(texts[i], RowRejected):
                 outcomes.append(Outcome(reason=str(texts[i])))
             else:
                 outcomes.append(self._verified(row, texts[i], rewritten=True, what=f"{self.operator} CoT"))

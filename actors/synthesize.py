@@ -12,23 +12,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import pyarrow as pa
-
 from actors.generate import request_seed
 from actors.part_writer import Outcome
-from actors.teacher_client import TeacherCaller, TeacherError
-from distill_ray.models.teachers import Teacher
+from actors.teacher_client import TeacherCaller
 from distill_ray.config import SynthesizeConfig
-from distill_ray.prompts import data_prompt, fill_template
+from distill_ray.data import schemas
 from distill_ray.data.synthesize import parse_instruction_list, parse_pairs, parse_single_instruction
-
-SYNTH_SCHEMA = pa.schema([("id", pa.string()), ("problem", pa.string()), ("response", pa.string()),
-                          ("parent_id", pa.string()), ("operator", pa.string()), ("task", pa.string()),
-                          ("source", pa.string())])  # fmt: skip
+from distill_ray.errors import RowRejected
+from distill_ray.models.teachers import Teacher
+from distill_ray.prompts import data_prompt, fill_template
 
 
 class InstructionSynthesizer(TeacherCaller):
-    output_schema = SYNTH_SCHEMA
+    output_schema = schemas.SYNTHESIZED
 
     def __init__(self, teacher: Teacher, synthesize: SynthesizeConfig, prompts: dict[str, str]):
         super().__init__(teacher)
@@ -36,7 +32,8 @@ class InstructionSynthesizer(TeacherCaller):
         self.prompts = prompts
 
     def process(self, rows: list[dict[str, Any]]) -> list[Outcome]:
-        return list(self.pool.map(self._one, rows))
+        results = self.map_rows(self._one, rows)
+        return [Outcome(reason=str(r)) if isinstance(r, RowRejected) else r for r in results]
 
     def _one(self, row: dict[str, Any]) -> Outcome:
         if row.get("error"):
@@ -47,13 +44,8 @@ class InstructionSynthesizer(TeacherCaller):
         reply = ""
         for attempt in range(self.cfg.max_attempts):
             seed = request_seed(self.cfg.seed + attempt, row["id"], self.cfg.temperature)
-            try:
-                reply = self.complete([{"role": "user", "content": prompt}], temperature=self.cfg.temperature,
-                                      max_tokens=self.cfg.max_new_tokens, seed=seed)  # fmt: skip
-            except TeacherError as exc:
-                if type(exc) is not TeacherError:
-                    raise  # TeacherUnavailable stops the stage
-                return Outcome(reason=str(exc))
+            reply = self.complete([{"role": "user", "content": prompt}], temperature=self.cfg.temperature,
+                                  max_tokens=self.cfg.max_new_tokens, seed=seed)  # fmt: skip
             items = self._parse(reply, row["problem"])
             if items:
                 return Outcome(rows=[self._row(row, k, problem, response) for k, (problem, response) in enumerate(items)])

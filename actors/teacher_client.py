@@ -2,26 +2,32 @@
 
 - `ServeTeacherClient`: in-cluster, through a Ray Serve DeploymentHandle (no HTTP hop).
 - `OpenAITeacherClient`: any OpenAI-compatible endpoint (ours over HTTP, or an external API).
-Both retry transient failures with exponential backoff; a 4xx-style rejection is not retried.
-`TeacherCaller` is the base of every row processor that talks to a teacher: a client, a thread pool
-to keep a batch's requests in flight together, and a count of the calls made.
+Both go through the one retry policy (`distill_ray.retry`): a refused request (4xx, an invalid value) is
+a `TeacherRejected` at once, and that row is rejected with the reason; a server or connection error is
+retried with backoff, and if it outlasts the retries it is a `TeacherUnavailable`, which stops the stage
+(its committed parts are kept for the resume). The two are different outcomes, so neither type derives
+from the other. `TeacherCaller` is the base of every row processor that talks to a teacher: a client, a
+thread pool to keep a batch's requests in flight together, and a count of the calls made.
 """
 
 from __future__ import annotations
 
-import random
 import threading
-import time
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
+from distill_ray.errors import RowRejected, one_line
 from distill_ray.models.teachers import Endpoint, Teacher
+from distill_ray.retry import call_with_retries, is_transient
+
+T = TypeVar("T")
 
 
-class TeacherError(RuntimeError):
-    """The teacher rejected a request (a non-retryable error such as a bad request): that row is rejected."""
+class TeacherRejected(RowRejected):
+    """The teacher refused a request (e.g. a prompt longer than its context): that row is rejected."""
 
 
-class TeacherUnavailable(TeacherError):
+class TeacherUnavailable(RuntimeError):
     """Transient failures outlasted every retry: the teacher is down, so the stage stops (and resumes later)."""
 
 
@@ -60,31 +66,14 @@ class OpenAITeacherClient:
         return self.client.chat.completions.create(**body).model_dump()
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """Bad requests (our bug or bad input) fail at once; everything else may be a passing outage."""
-    import openai
-
-    if isinstance(exc, (openai.BadRequestError, openai.AuthenticationError, openai.NotFoundError)):
-        return False
-    if isinstance(exc, (ValueError, TypeError)):
-        return False
-    cause = getattr(exc, "cause", None)  # Ray wraps the replica's exception in RayTaskError
-    return not isinstance(cause, (ValueError, TypeError))
-
-
 def chat_with_retries(client: TeacherClient, body: dict[str, Any], max_retries: int, base_delay: float = 0.5):
-    """Call `client.chat`, retrying transient errors with jittered exponential backoff."""
-    for attempt in range(max_retries + 1):
-        try:
-            return client.chat(body)
-        except Exception as exc:  # noqa: BLE001 - classified below, re-raised as TeacherError
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-            if not is_retryable(exc):
-                raise TeacherError(f"teacher rejected the request: {reason}") from exc
-            if attempt == max_retries:
-                raise TeacherUnavailable(f"teacher unreachable after {attempt + 1} attempt(s): {reason}") from exc
-            time.sleep(base_delay * (2**attempt) * (1 + random.random()))
-    raise AssertionError("unreachable")
+    """`client.chat(body)` under the retry policy. Raises TeacherRejected (not retried) or TeacherUnavailable."""
+    try:
+        return call_with_retries(lambda: client.chat(body), attempts=max_retries + 1, base_delay_s=base_delay)
+    except Exception as exc:  # noqa: BLE001 - classified below, re-raised as one of our two outcomes
+        if is_transient(exc):
+            raise TeacherUnavailable(f"teacher unreachable after {max_retries + 1} attempt(s): {one_line(exc)}") from exc
+        raise TeacherRejected(f"teacher rejected the request: {one_line(exc)}") from exc
 
 
 class TeacherCaller:
@@ -102,7 +91,7 @@ class TeacherCaller:
         self._calls_lock = threading.Lock()  # requests are sent from the pool's threads
 
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        """One request (with the teacher's served name and retries); raises TeacherError/TeacherUnavailable."""
+        """One request (with the teacher's served name and retries); raises TeacherRejected/TeacherUnavailable."""
         if "model" not in body:
             body = {**body, "model": self.teacher.served_name}
         with self._calls_lock:
@@ -116,3 +105,16 @@ class TeacherCaller:
         if seed is not None:
             body["seed"] = seed
         return self.chat(body)["choices"][0]["message"]["content"] or ""
+
+    def map_rows(self, fn: Callable[[Any], T], items: Iterable[Any]) -> list[T | RowRejected]:
+        """`fn` over `items` on the pool, all in flight together. An item whose call raises RowRejected (a
+        teacher's refusal, an unusable reply) gets that error as its result, so one bad row does not sink its
+        batch; TeacherUnavailable and bugs propagate and stop the stage."""
+
+        def one(item):
+            try:
+                return fn(item)
+            except RowRejected as exc:
+                return exc
+
+        return list(self.pool.map(one, items))

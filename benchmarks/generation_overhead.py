@@ -219,12 +219,12 @@ def warm_body(problem: dict, inference) -> dict:
 
 def measure(args: argparse.Namespace, out_dir: Path, state_dir: Path) -> dict:
     """Start Ray and the teacher, warm both engines, run direct then pipeline; Ray stops on the way out."""
+    from actors.teacher_client import client_for
     from cluster.embedded import ray_session
     from distill_ray.models.engine import GenerationEngine
     from distill_ray.models.loading import resolve_model
-    from jobs.stage import StageEnv
-    from actors.teacher_client import client_for
     from distill_ray.models.teachers import model_teacher
+    from jobs.stage import StageEnv
     from jobs.teachers import reach_teachers
 
     problems = write_problems(out_dir / "problems.jsonl", args.rows, args.seed)

@@ -83,6 +83,9 @@ def _quiet_ray_data() -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = True
     ctx.print_on_execution_start = False
+    # A failing UDF's own exception, not UserCodeException: the stage can tell a down teacher (stop, resume
+    # later) from other failures by type, and reports the worker's one-line message, not its traceback.
+    ctx.raise_original_map_exception = True
 
 
 def _shutdown(embedded: bool) -> None:

@@ -15,6 +15,7 @@ Used by `distill-ray submit` / `distill-ray jobs` (jobs/submit.py) and by the Op
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import urllib.error
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from distill_ray.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 _POLL_FAILURES = 5  # consecutive failed status polls before giving up on following a job
@@ -108,20 +111,19 @@ def follow(
                 time.sleep(interval_s)
                 continue
             if status != last:
-                print(f"[distill-ray] {label} '{submission_id}': {status}", flush=True)
+                log.info("%s '%s': %s", label, submission_id, status)
                 last = status
             if status in TERMINAL:
                 break
             time.sleep(interval_s)
     except KeyboardInterrupt:
-        print(f"[distill-ray] stopped waiting; the job goes on (`distill-ray jobs stop {submission_id}` ends it)",
-              flush=True)  # fmt: skip
+        log.info("stopped waiting; the job goes on (`distill-ray jobs stop %s` ends it)", submission_id)
         raise
     message = None
     if status != "SUCCEEDED":
         message = client.get_job_info(submission_id).message
         logs = client.get_job_logs(submission_id).splitlines()
-        print("\n".join(["[distill-ray] last lines of the job's log:", *logs[-log_tail:]]), flush=True)
+        log.error("\n".join(["last lines of the job's log:", *logs[-log_tail:]]))
     return status, message
 
 

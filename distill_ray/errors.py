@@ -34,3 +34,23 @@ class StageFailed(Exception):
     def __init__(self, stage: str, cause: str):
         self.stage = stage
         super().__init__(f"stage '{stage}' failed: {cause}")
+
+
+class RowRejected(ValueError):
+    """One input row cannot be used. `reason` (also the message) is the short, countable cause written next
+    to the row in `rejected/<stage>.jsonl`; the stage quarantines the row and goes on with the others."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """`Type: first line of the message`, for reasons in rejected/ and one-line failure reports. For an error
+    re-raised by Ray from a worker (it carries the original as `cause`), the original's type and message, not
+    the traceback text Ray wraps around it."""
+    original = getattr(exc, "cause", None)
+    original = original if isinstance(original, BaseException) else exc
+    text = str(original).strip()
+    first = text.splitlines()[0][:limit] if text else ""
+    return f"{type(original).__name__}: {first}" if first else type(original).__name__

@@ -19,6 +19,7 @@ import argparse
 import sys
 
 from distill_ray.errors import StageFailed, UserError
+from distill_ray.log import configure_logging
 from jobs import runner  # imports no Ray at module level
 
 
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    configure_logging()
     try:
         return _dispatch(args)
     except UserError as exc:

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from distill_ray.eval.eval_sets import Benchmark, group_lookup, resolve_benchmarks
 from distill_ray.config import JobConfig
-from distill_ray.errors import ConfigError
 from distill_ray.data.part_store import export_rejected
+from distill_ray.errors import ConfigError
+from distill_ray.eval.eval_sets import Benchmark, group_lookup, resolve_benchmarks
 from distill_ray.eval.report import write_report
-from distill_ray.summary import StageResult
-from jobs.stage import StageEnv
-from jobs.data.generate import generate_samples
 from distill_ray.models.teachers import model_teacher
+from distill_ray.summary import StageResult
+from jobs.data.generate import generate_samples
+from jobs.stage import StageEnv
 from jobs.teachers import reach_teachers
 
 ROW_COLUMNS = ["id", "sample_index", "correct", "completion_tokens", "format_reward", "finish_reason"]

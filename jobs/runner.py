@@ -7,18 +7,21 @@ before Ray starts, so a missing file costs no cluster start-up.
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from pathlib import Path
 
 from cluster.embedded import ray_session, state_paths
-from distill_ray.eval.eval_sets import resolve_benchmarks
 from distill_ray.config import JobConfig, PipelineConfig
 from distill_ray.data.sources import resolve_source
-from distill_ray.errors import ConfigError, StageFailed, UserError
+from distill_ray.errors import ConfigError, StageFailed, UserError, one_line
+from distill_ray.eval.eval_sets import resolve_benchmarks
 from distill_ray.models.teachers import Teacher, by_engine, teacher_roster
 from distill_ray.summary import RunSummary, StageResult
 from jobs.stage import StageEnv
+
+log = logging.getLogger(__name__)
 
 # The dataset key each job reads its input from.
 INPUT_KEY = {"generate": "instruction_path", "eval": "instruction_path", "synthesize": "instruction_path",
@@ -127,18 +130,19 @@ def run_config(cfg: JobConfig | PipelineConfig) -> RunSummary:
 def _run_stage(job: JobConfig, env: StageEnv) -> StageResult:
     from jobs.job_types import JOB_TYPES  # every job's imports (seconds); `validate` never gets here
 
-    print(f"[distill-ray] stage '{env.name}' ({job.job_type}) -> {env.output_dir}", flush=True)
+    log.info("stage '%s' (%s) -> %s", env.name, job.job_type, env.output_dir)
     started = time.time()
     try:
         result = JOB_TYPES[job.job_type](job, env)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - any runtime failure becomes "stage X failed" (exit 1)
+        log.debug("stage '%s' failed", env.name, exc_info=True)
         traceback.print_exc()
-        raise StageFailed(env.name, f"{type(exc).__name__}: {exc}") from exc
+        raise StageFailed(env.name, one_line(exc)) from exc
     result.seconds = round(time.time() - started, 2)
-    print(f"[distill-ray] stage '{env.name}' done in {result.seconds}s: "
-          f"{result.rows_in} in, {result.rows_out} out, {result.rows_rejected} rejected", flush=True)  # fmt: skip
+    log.info("stage '%s' done in %ss: %d in, %d out, %d rejected", env.name, result.seconds, result.rows_in,
+             result.rows_out, result.rows_rejected)  # fmt: skip
     return result
 
 
@@ -170,18 +174,18 @@ def serve_forever(cfg: JobConfig | PipelineConfig, service: str) -> None:
             if ours:
                 endpoint = deploy_teachers(ours, job.inference.serve, app_name="teacher")
                 urls.append(endpoint.base_url)
-                print(f"[distill-ray] serving {', '.join(endpoint.served_names)} (send it as `model`)", flush=True)
+                log.info("serving %s (send it as `model`)", ", ".join(endpoint.served_names))
             if on_vllm:
                 urls.append(deploy_vllm_teachers(on_vllm, "teacher-vllm" if ours else "teacher"))
             url = "\n".join(urls)
-        print(url, flush=True)
+        print(url, flush=True)  # the command's output: where the service answers
         from cluster.embedded import metrics_url
 
-        print(f"[distill-ray] Prometheus metrics (docs/metrics.md): {metrics_url()}", flush=True)
+        log.info("Prometheus metrics (docs/metrics.md): %s", metrics_url())
         if not ray_ctx.embedded:
             return  # the app lives on in the cluster
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
-            print(f"[distill-ray] stopping the {service} service", flush=True)
+            log.info("stopping the %s service", service)

@@ -1,16 +1,14 @@
 """What every job entrypoint receives, and the contract it follows.
 
 A job module exposes `run(job: JobConfig, stage: StageEnv) -> StageResult`. It writes its outputs
-under `stage.output_dir`, appends rejected rows (with reasons) to `stage.rejected_file`, and
-returns counts; the runner times it and writes summary.json.
+under `stage.output_dir`, writes rejected rows (with reasons) to `stage.rejected_file` through
+`distill_ray/rejects.py`, and returns counts; the runner times it and writes summary.json.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cluster.embedded import RayContext
 
@@ -30,13 +28,3 @@ class StageEnv:
     @property
     def rejected_file(self) -> Path:
         return self.rejected_dir / f"{self.name}.jsonl"
-
-
-def append_rejected(path: Path, stage: str, rows: list[dict[str, Any]]) -> None:
-    """Append rejected rows as JSON lines: {"stage", "reason", "row"} (row is whatever we had)."""
-    if not rows:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        for r in rows:
-            fh.write(json.dumps({"stage": stage, "reason": r["reason"], "row": r.get("row")}, default=str) + "\n")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -24,11 +25,14 @@ from typing import Any
 from cluster import jobs_api
 from distill_ray.config import load_config
 from distill_ray.errors import ConfigError, UserError
+from distill_ray.retry import call_with_retries
 
 ADDRESS_KEY = "--address"
 # Never uploaded: environments, outputs, caches, VCS data (Ray also skips what .gitignore lists).
 WORKING_DIR_EXCLUDES = [".venv*", ".git", "runs", ".distill_ray", "**/__pycache__", "*.egg-info",
                         ".pytest_cache", "build", "dist"]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,9 +96,8 @@ def prepare(sub: Submission) -> tuple[str, dict[str, Any]]:
 
         preflight(cfg)
     if not Path(cfg.output_dir).is_absolute():
-        print(f"[distill-ray] note: output_dir '{cfg.output_dir}' is relative, so the outputs stay in the job's "
-              "copy of the working_dir on the head node; point it at shared storage to keep them",
-              flush=True)  # fmt: skip
+        log.warning("note: output_dir '%s' is relative, so the outputs stay in the job's copy of the working_dir "
+                    "on the head node; point it at shared storage to keep them", cfg.output_dir)  # fmt: skip
     return entrypoint(str(config_path.relative_to(working_dir)), sub.overrides), runtime_env(sub, working_dir)
 
 
@@ -104,13 +107,13 @@ def submit(sub: Submission) -> int:
     address = jobs_api.normalize_address(sub.address, ADDRESS_KEY)
     client = jobs_api.connect(address, sub.timeout_s, ADDRESS_KEY)
     submission_id = _submit_job(client, address, command, env, sub.submission_id)
-    print(f"[distill-ray] submitted '{submission_id}' to {address}: {command}", flush=True)
+    log.info("submitted '%s' to %s: %s", submission_id, address, command)
     if not sub.wait:
-        print(f"[distill-ray] follow it with: distill-ray jobs logs {submission_id} --address {address} --follow")
+        log.info("follow it with: distill-ray jobs logs %s --address %s --follow", submission_id, address)
         return 0
     status, message = jobs_api.follow(client, submission_id, sub.poll_interval_s)
     if status != "SUCCEEDED":
-        print(f"[distill-ray] job '{submission_id}' ended {status}: {jobs_api.first_line(message or 'no message')}")
+        log.error("job '%s' ended %s: %s", submission_id, status, jobs_api.first_line(message or "no message"))
         return 1
     return 0
 
@@ -118,15 +121,12 @@ def submit(sub: Submission) -> int:
 def _submit_job(client, address: str, command: str, env: dict[str, Any], submission_id: str | None,
                 retry_s: float = 60.0) -> str:  # fmt: skip
     """Submit; a head that is still starting its job agent ("try again later") is retried for `retry_s`."""
-    deadline = time.monotonic() + retry_s
-    while True:
-        try:
-            return client.submit_job(entrypoint=command, runtime_env=env, submission_id=submission_id)
-        except (RuntimeError, ValueError) as exc:
-            if "try again later" in str(exc) and time.monotonic() < deadline:
-                time.sleep(2)
-                continue
-            raise UserError(f"the Jobs API at {address} refused the submission: {jobs_api.first_line(exc)}") from None
+    try:
+        return call_with_retries(lambda: client.submit_job(entrypoint=command, runtime_env=env,
+                                                           submission_id=submission_id),
+                                 within_s=retry_s, base_delay_s=1.0, max_delay_s=4.0)  # fmt: skip
+    except (RuntimeError, ValueError) as exc:
+        raise UserError(f"the Jobs API at {address} refused the submission: {jobs_api.first_line(exc)}") from None
 
 
 def jobs_command(action: str, address: str | None, submission_id: str | None, follow: bool = False,

@@ -29,16 +29,15 @@ from ray.serve.handle import DeploymentHandle
 
 from distill_ray.config.reward import RewardConfig
 from distill_ray.config.serving import ServeConfig
-from distill_ray.rewards.grpo import FORMAT_SCORERS, RewardWeights, score_item
+from distill_ray.grading.verify import check_answer
 from distill_ray.models.openai_protocol import ProtocolError
+from distill_ray.rewards.grpo import FORMAT_SCORERS, RewardWeights, score_item
 from distill_ray.rewards.protocol import (
-    RewardItem,
     openrlhf_response,
     parse_openrlhf_request,
     parse_rewards_request,
     rewards_response,
 )
-from distill_ray.grading.verify import check_answer
 from serve.http import add_error_handlers, check_api_key, json_body, start_proxy
 
 INGRESS_CPUS = 0.1  # the ingress only parses, fans out and adds up

@@ -118,3 +118,11 @@ def make_tiny_reward_model(out: Path, target: str, seed: int) -> Path:
     tokenizer.save_pretrained(out)
     write_reward_meta(out, reward_meta("pointwise", target, 0.0, 9.0, None, "{problem}", 256, "tiny:smollm2"))
     return out
+
+
+def assert_declared_schema(folder: Path, declared) -> None:
+    """A stage's Parquet output has exactly the columns and types `distill_ray/data/schemas.py` declares."""
+    import pyarrow.dataset as pads
+
+    actual = pads.dataset(str(folder), format="parquet", exclude_invalid_files=True).schema.remove_metadata()
+    assert actual.equals(declared), f"{folder}:\n{actual}\n!= declared\n{declared}"

@@ -30,6 +30,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distill_ray.rejects import replace_rejects
+
 MANIFESTS = "_manifests"
 REJECTED = "_rejected"
 
@@ -170,16 +172,15 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def export_rejected(stores: list[PartStore], path: Path, stage: str) -> int:
-    """Rewrite `rejected/<stage>.jsonl` from the stores' committed rejects; return the row count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    n = 0
-    with tmp.open("w") as out:
+    """Rewrite `rejected/<stage>.jsonl` from the stores' committed rejects; return the row count.
+
+    Replaced whole (`distill_ray/rejects.py`), so a resumed run lists every committed part's rejects once.
+    """
+
+    def committed_rejects():
         for store in stores:
             for part in sorted(store.rejected_dir.glob("part-*.jsonl")):
                 with part.open() as fh:
-                    for line in fh:
-                        out.write(json.dumps({"stage": stage, **json.loads(line)}, default=str) + "\n")
-                        n += 1
-    os.replace(tmp, path)
-    return n
+                    yield from (json.loads(line) for line in fh)
+
+    return replace_rejects(path, stage, committed_rejects())

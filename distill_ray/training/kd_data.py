@@ -27,7 +27,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from distill_ray.training.sft_data import IGNORE_INDEX, RowRejected, build_chat_messages, tokenize_sft_example
+from distill_ray.errors import RowRejected
+from distill_ray.training.sft_data import IGNORE_INDEX, build_chat_messages, tokenize_sft_example
 
 MANIFEST = "_manifest.json"  # '_' prefix: Parquet readers skip it when reading the folder
 LOGITS_COLUMNS = ("sample_id", "prompt_ids", "response_ids", "topk_ids", "topk_logprobs")
@@ -42,20 +43,11 @@ def sample_key(row: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def logits_schema(logprob_dtype: str = "float16"):
-    import pyarrow as pa
-
-    value = pa.float16() if logprob_dtype == "float16" else pa.float32()
-    return pa.schema([("sample_id", pa.string()), ("prompt_ids", pa.list_(pa.int32())),
-                      ("response_ids", pa.list_(pa.int32())), ("topk_ids", pa.list_(pa.int32())),
-                      ("topk_logprobs", pa.list_(value))])  # fmt: skip
-
-
 def teacher_forced_ids(tokenizer, problem: str, response: str, system_prompt: str | None, user_template: str,
                        max_length: int) -> tuple[list[int], list[int]]:  # fmt: skip
     """(prompt ids, response ids) exactly as sft tokenizes the row (response tail cut at max_length).
 
-    Raises sft_data.RowRejected when the prompt leaves no room for a response token.
+    Raises RowRejected (distill_ray.errors) when the prompt leaves no room for a response token.
     """
     messages = build_chat_messages(problem, system_prompt, user_template)
     ex = tokenize_sft_example(tokenizer, messages, response, max_length)

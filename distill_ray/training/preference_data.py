@@ -11,8 +11,8 @@ Pure Python/torch, no Ray.
 
 from __future__ import annotations
 
-from distill_ray.training.sft_data import PromptedDataset, collate, tokenize_sft_example
 from distill_ray.training.rows import missing, text_problem
+from distill_ray.training.sft_data import PromptedDataset, collate, tokenize_sft_example
 
 
 def group_problem(row: dict) -> str | None:

@@ -1,25 +1,22 @@
 """Reading and checking the rows every trainer job starts from, before anything is tokenized.
 
 Where it sits: the data stages write Parquet folders or JSONL (labelled rows, AdvDistill groups,
-preference pairs, judged CoTs); each trainer job's driver (`jobs/train/sft.py`, `kd.py`, `advdistill.py`,
-`dpo.py`, `rm.py`) reads them here, checks them row by row (a bad row comes back with a short reason,
-never an exception) and hands the clean ones to its Ray Train workers. Pure Python, no Ray.
+preference pairs, judged CoTs); the trainer jobs' shared driver (`jobs/train/driver.py`: sft, kd,
+advdistill, dpo, rm, grpo, logits) reads them here, checks them row by row (a bad row comes back with a
+short reason, never an exception) and hands the clean ones to its Ray Train workers. The job-specific
+checks (`group_problem`, `pair_problem`) sit next to their datasets in `preference_data.py` and build on
+`missing` / `text_problem`. Pure Python, no Ray.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
-from distill_ray.errors import InputFileError
-from distill_ray.training.sft_data import (  # noqa: F401 - missing and text_problem are imported from here by jobs
-    RowRejected,
-    build_chat_messages,
-    missing,
-    prompt_token_ids,
-    read_json_rows,
-    text_problem,
-)
+from distill_ray.errors import InputFileError, RowRejected
+from distill_ray.training.sft_data import build_chat_messages, prompt_token_ids
 
 
 def read_rows(path: str, required: list[str], optional: list[str] = ()) -> tuple[list[dict], list[dict]]:
@@ -35,8 +32,33 @@ def read_rows(path: str, required: list[str], optional: list[str] = ()) -> tuple
     if p.is_dir() or p.suffix == ".parquet":
         return _read_parquet(path, required, list(optional)), []
     if p.suffix in (".jsonl", ".json"):
-        return read_json_rows(p)
+        return _read_json(p)
     raise InputFileError(path, "expected a .parquet file or folder, or a .jsonl/.json file")
+
+
+def _read_json(p: Path) -> tuple[list[dict], list[dict]]:
+    """Records of a .json array or JSON-lines file, plus rejects {reason, row} for lines that do not parse.
+
+    A line that parses to something other than an object becomes {"value": ...}, which the row checks reject.
+    """
+    text = p.read_text()
+    if text.lstrip().startswith("["):  # a .json array rather than JSON lines
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputFileError(str(p), f"invalid JSON ({exc.msg})", line=exc.lineno) from None
+        return [r if isinstance(r, dict) else {"value": r} for r in data], []
+    rows, rejects = [], []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            rejects.append({"reason": "invalid JSON line", "row": {"line": lineno, "text": line[:500]}})
+            continue
+        rows.append(row if isinstance(row, dict) else {"value": row})
+    return rows, rejects
 
 
 def _read_parquet(path: str, required: list[str], optional: list[str]) -> list[dict]:
@@ -44,15 +66,33 @@ def _read_parquet(path: str, required: list[str], optional: list[str]) -> list[d
 
     try:
         schema = pq.read_schema(path) if Path(path).is_file() else pq.ParquetDataset(path).schema
-        missing = [c for c in required if c not in schema.names]
-        if missing:
-            raise InputFileError(path, f"missing column(s) {missing}; expected {required}")
+        absent = [c for c in required if c not in schema.names]
+        if absent:
+            raise InputFileError(path, f"missing column(s) {absent}; expected {required}")
         columns = list(required) + [c for c in optional if c in schema.names and c not in required]
         return pq.read_table(path, columns=columns).to_pylist()
     except InputFileError:
         raise
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise InputFileError(path, f"not a readable parquet file ({exc})") from None
+
+
+def missing(value: Any) -> bool:
+    """None or NaN (how Parquet nulls and pandas gaps arrive)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def text_problem(row: dict, fields: tuple[str, ...]) -> str | None:
+    """Why one of `fields` is not a non-empty string, else None."""
+    for field in fields:
+        value = row.get(field)
+        if missing(value):
+            return f"missing {field}"
+        if not isinstance(value, str):
+            return f"{field} is not a string"
+        if not value.strip():
+            return f"empty {field}"
+    return None
 
 
 def prompt_problem(row: dict, tokenizer, system_prompt: str | None, user_template: str, max_length: int) -> str | None:

@@ -1,7 +1,7 @@
 """How long a training run is and how its learning rate moves: phases, step counts, LR schedules.
 
 Where it sits: trainer job drivers (`jobs/train/sft.py`, `kd.py`, ...) size their runs with these before
-calling `jobs/train_loop.fit`, whose workers follow `lr_factor`. A run is one or more `Phase`s trained
+calling `jobs/train/loop.py: fit`, whose workers follow `lr_factor`. A run is one or more `Phase`s trained
 in order (curriculum SFT: one per curriculum stage). Pure Python, no Ray.
 """
 

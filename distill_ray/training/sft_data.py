@@ -1,11 +1,12 @@
 """SFT examples: labelled rows -> chat prompt + response token ids with loss masks, and batching.
 
 Where it sits: the generation job writes labelled rows (`problem`, `response`) to parquet/JSONL;
-the sft job (`jobs/train/sft.py`) reads and validates them on the driver (`read_labeled_rows`,
-`select_training_rows`: bad rows come back with a reason, never an exception), then each Ray Train
-worker wraps them in `SFTDataset` (tokenized lazily by `tokenize_sft_example`) and iterates
-`epoch_batches` (seeded DistributedSampler, resumable mid-epoch, padded by `collate`). Pure
-Python/torch, no Ray, so masking and resume positions are unit-testable.
+the sft job (`jobs/train/sft.py`) reads and checks them on the driver (`distill_ray/training/rows.py`:
+bad rows come back with a reason, never an exception; `prompt_token_ids` rejects a prompt too long to
+train on), then each Ray Train worker wraps them in `SFTDataset` (tokenized lazily by
+`tokenize_sft_example`) and iterates `epoch_batches` (seeded DistributedSampler, resumable mid-epoch,
+padded by `collate`); the other trainers build their examples on the same pieces. Pure Python/torch,
+no Ray, so masking and resume positions are unit-testable.
 
 The prompt is the student's chat template with the generation prompt appended (exactly what the
 model sees at inference), so training teaches it to continue that prompt with the response and
@@ -14,24 +15,13 @@ then close its turn. Loss is on response tokens only (labels = -100 on the promp
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
 from typing import Any
 
 from distill_ray import prompts
-from distill_ray.errors import InputFileError
+from distill_ray.errors import RowRejected
 
 IGNORE_INDEX = -100  # torch's CrossEntropyLoss default ignore_index
 _SENTINEL = "\u2063SFT-RESPONSE\u2063"  # text that no real response contains
-
-
-class RowRejected(ValueError):
-    """A row that cannot become a training example; `reason` is the short, countable cause."""
-
-    def __init__(self, reason: str):
-        self.reason = reason
-        super().__init__(reason)
 
 
 def build_chat_messages(problem: str, system_prompt: str | None, user_template: str = "{problem}") -> list[dict[str, str]]:
@@ -104,97 +94,6 @@ def collate(batch: list[dict[str, Any]], pad_id: int) -> dict:
         out["labels"].append(list(ex["labels"]) + [IGNORE_INDEX] * pad)
         out["attention_mask"].append(list(ex["attention_mask"]) + [0] * pad)
     return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
-
-
-def missing(value: Any) -> bool:
-    """None or NaN (how Parquet nulls and pandas gaps arrive)."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def text_problem(row: dict, fields: tuple[str, ...]) -> str | None:
-    """Why one of `fields` is not a non-empty string, else None."""
-    for field in fields:
-        value = row.get(field)
-        if missing(value):
-            return f"missing {field}"
-        if not isinstance(value, str):
-            return f"{field} is not a string"
-        if not value.strip():
-            return f"empty {field}"
-    return None
-
-
-def check_row(row: dict[str, Any]) -> str | None:
-    """Why a labelled row cannot be used (missing/empty/non-string problem or response), else None."""
-    return text_problem(row, ("problem", "response"))
-
-
-def read_labeled_rows(path: str) -> tuple[list[dict], list[dict]]:
-    """Rows of a .parquet file or folder (as the generation job writes) or a .jsonl/.json file, plus
-    rejects for JSON lines that do not parse."""
-    p = Path(path)
-    if not p.exists():
-        raise InputFileError(path, "labelled rows file or folder not found")
-    if p.is_dir() or p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(p)
-        except Exception as exc:  # pyarrow raises several types for corrupt files
-            raise InputFileError(path, f"not a readable parquet file ({exc})") from None
-        missing = [c for c in ("problem", "response") if c not in table.column_names]
-        if missing:
-            raise InputFileError(path, f"missing column(s) {missing}; expected 'problem' and 'response'")
-        return table.select(["problem", "response"]).to_pylist(), []
-    if p.suffix in (".jsonl", ".json"):
-        return read_json_rows(p)
-    raise InputFileError(path, "expected a .parquet, .jsonl or .json file")
-
-
-def read_json_rows(p: Path) -> tuple[list[dict], list[dict]]:
-    """Records of a .json array or JSON-lines file, plus rejects {reason, row} for lines that do not parse."""
-    text = p.read_text()
-    if text.lstrip().startswith("["):  # a .json array rather than JSON lines
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputFileError(str(p), f"invalid JSON ({exc.msg})", line=exc.lineno) from None
-        return [r if isinstance(r, dict) else {"value": r} for r in data], []
-    rows, rejects = [], []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            rejects.append({"reason": "invalid JSON line", "row": {"line": lineno, "text": line[:500]}})
-            continue
-        rows.append(row if isinstance(row, dict) else {"value": row})
-    return rows, rejects
-
-
-def select_training_rows(
-    rows: list[dict], tokenizer, system_prompt: str | None, user_template: str, max_length: int
-) -> tuple[list[dict], list[dict]]:
-    """Split rows into clean {problem, response} dicts and rejects {reason, row}.
-
-    Only the prompt is tokenized here (it must leave room for a response token); workers tokenize
-    whole examples lazily, so the driver never holds a tokenized copy of the data set.
-    """
-    clean, rejects = [], []
-    for row in rows:
-        reason = check_row(row)
-        if reason is None:
-            try:
-                messages = build_chat_messages(row["problem"], system_prompt, user_template)
-                prompt_token_ids(tokenizer, messages, max_length)
-            except RowRejected as exc:
-                reason = exc.reason
-        if reason is None:
-            clean.append({"problem": row["problem"], "response": row["response"]})
-        else:
-            rejects.append({"reason": reason, "row": row})
-    return clean, rejects
 
 
 class PromptedDataset:

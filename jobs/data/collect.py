@@ -19,16 +19,17 @@ import pyarrow as pa
 import ray
 
 from distill_ray.config import DatasetConfig, JobConfig, SourceConfig
+from distill_ray.data import schemas
+from distill_ray.data.mixing import dedup_key, keep_rank, task_quotas
 from distill_ray.data.sources import RowError, normalize_row, parse_json_line, resolve_source, stable_id
 from distill_ray.errors import ConfigError
-from distill_ray.data.mixing import dedup_key, keep_rank, task_quotas
 from distill_ray.summary import StageResult
-from jobs.stage import LIGHT, StageEnv
 from jobs.data.grouped import PAYLOAD, REJECT, export_rejects, group_apply, kept, tagged_schema, write_output
 from jobs.data.sources import read_problem_records
+from jobs.stage import LIGHT, StageEnv
 
-PROBLEM_SCHEMA = pa.schema([(n, pa.string()) for n in ("id", "task", "problem", "answer", "source", "extra")])
-KEYED_SCHEMA = PROBLEM_SCHEMA.append(pa.field("dedup_key", pa.string())).append(pa.field("order", pa.int64()))
+# Collected rows while they are deduplicated and re-sampled: the output columns plus the grouping keys.
+KEYED_SCHEMA = schemas.COLLECTED_PROBLEM.append(pa.field("dedup_key", pa.string())).append(pa.field("order", pa.int64()))
 
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
@@ -49,7 +50,7 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     quotas = task_quotas(before, cfg.task_caps, cfg.task_weights)
     sampled = group_apply(unique, "task", _apply_quota, {"quotas": quotas, "seed": cfg.seed}, KEYED_SCHEMA)
     stages.append(sampled)
-    out_dir = write_output(stage, "problems", kept(sampled).drop_columns(["dedup_key", "order"], **LIGHT), PROBLEM_SCHEMA)
+    out_dir = write_output(stage, "problems", kept(sampled).drop_columns(["dedup_key", "order"], **LIGHT), schemas.COLLECTED_PROBLEM)
     reasons = export_rejects(stages, stage)
     result = StageResult(name=stage.name, job_type="collect", rows_in=rows_in)
     result.count_rejects(list(reasons.elements()))

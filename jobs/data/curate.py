@@ -9,22 +9,15 @@ of the AdvDistill trainer. Every response of a dropped group is rejected with th
 
 from __future__ import annotations
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill_ray.config import CurateConfig, JobConfig
+from distill_ray.data import schemas
 from distill_ray.data.curation import curate_group
 from distill_ray.summary import StageResult
-from jobs.stage import StageEnv
 from jobs.data.grouped import require_columns, run_group_stage
 from jobs.data.sources import cot_rows_dataset
-
-GROUP_SCHEMA = pa.schema(
-    [("id", pa.string()), ("problem", pa.string()), ("reference", pa.string()),
-     ("sample_ids", pa.list_(pa.string())), ("responses", pa.list_(pa.string())),
-     ("advantages", pa.list_(pa.float64())), ("rewards", pa.list_(pa.float64())),
-     ("correct", pa.list_(pa.bool_())), ("completion_tokens", pa.list_(pa.int64())), ("num_correct", pa.int64())]
-)  # fmt: skip
+from jobs.stage import StageEnv
 
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
@@ -33,7 +26,7 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     require_columns(schema, {c: "written by generate" for c in ("id", "problem", "response", "correct", "reward",
                                                                  "advantage")}, "dataset.labeled_path")  # fmt: skip
     result = run_group_stage(stage, ds, job_type="curate", out_name="groups", group_fn=_curate,
-                             fn_kwargs={"cfg": cfg}, out_schema=GROUP_SCHEMA)  # fmt: skip
+                             fn_kwargs={"cfg": cfg}, out_schema=schemas.GROUP)  # fmt: skip
     sizes = pq.read_table(stage.output_dir / "groups", columns=["num_correct", "responses"])
     groups = sizes.num_rows
     result.metrics["groups"] = groups

@@ -21,15 +21,16 @@ import pyarrow.parquet as pq
 import ray
 from ray.data.expressions import col
 
-from actors.generate import SAMPLE_SCHEMA, CoTGenerator
+from actors.generate import CoTGenerator
 from distill_ray.config import DistillationConfig, InferenceConfig, JobConfig
-from distill_ray.data.sources import resolve_source
+from distill_ray.data import schemas
 from distill_ray.data.part_store import PartStore, StoreTotals, export_rejected
+from distill_ray.data.sources import resolve_source
 from distill_ray.models.teachers import Teacher, teacher_roster
 from distill_ray.summary import StageResult
-from jobs.stage import LIGHT, StageEnv
 from jobs.data.resumable import drain, new_run_id, open_store, resumable_map, stage_result
 from jobs.data.sources import problems_dataset
+from jobs.stage import LIGHT, StageEnv
 from jobs.teachers import reach_teachers
 
 STAT_COLUMNS = ["id", "teacher", "correct", "kept", "format_reward", "completion_tokens"]
@@ -85,7 +86,7 @@ def generate_samples(
             key_column="id", key_prefix=f"{teacher.name}|",
             concurrency=teacher.inference.concurrency, batch_size=teacher.inference.batch_size,
         ))  # fmt: skip
-    totals = drain(stage, store, run_id, manifests, SAMPLE_SCHEMA)
+    totals = drain(stage, store, run_id, manifests, schemas.SAMPLE)
     if kept_dir is not None:
         shutil.rmtree(kept_dir, ignore_errors=True)
         written = ray.data.read_parquet(str(store.root), ray_remote_args=LIGHT)

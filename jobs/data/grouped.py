@@ -11,7 +11,6 @@ never a mix. Counts are in input rows: rows_in = rows_out + rows_rejected.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections import Counter
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 import ray
 from ray.data.expressions import col
 
+from distill_ray.rejects import replace_rejects
 from distill_ray.summary import StageResult
 from jobs.stage import LIGHT, StageEnv
 
@@ -88,17 +88,15 @@ def run_group_stage(stage: StageEnv, ds: ray.data.Dataset, *, job_type: str, out
 
 def export_rejects(tagged: list[ray.data.Dataset], stage: StageEnv) -> Counter:
     """Stream the tagged datasets' rejected rows into rejected/<stage>.jsonl (replacing it); count kinds."""
-    path = stage.rejected_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
     kinds: Counter = Counter()
-    with tmp.open("w") as fh:
+
+    def rejects():
         for ds in tagged:
             for row in ds.filter(expr=col(REJECT).is_not_null(), **LIGHT).select_columns([REJECT, PAYLOAD], **LIGHT).iter_rows():
                 kinds[row[REJECT].split(":")[0]] += 1
-                record = {"stage": stage.name, "reason": row[REJECT], "row": json.loads(row[PAYLOAD])}
-                fh.write(json.dumps(record) + "\n")
-    os.replace(tmp, path)
+                yield {"reason": row[REJECT], "row": json.loads(row[PAYLOAD])}
+
+    replace_rejects(stage.rejected_file, stage.name, rejects())
     return kinds
 
 

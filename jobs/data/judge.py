@@ -12,19 +12,20 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 
-from actors.judge import CoTJudge, judged_schema
+from actors.judge import CoTJudge
 from distill_ray.config import JobConfig
+from distill_ray.data import schemas
 from distill_ray.prompts import DATA_PROMPTS, data_prompt
 from distill_ray.summary import StageResult
-from jobs.stage import StageEnv
 from jobs.data.resumable import run_teacher_stage
 from jobs.data.sources import cot_rows_dataset
+from jobs.stage import StageEnv
 
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
     cfg = job.processing.judge
     ds, schema = cot_rows_dataset(job.dataset.labeled_path)
-    out_schema = judged_schema(schema, cfg.criteria)
+    out_schema = schemas.judged(schema, cfg.criteria)
     prompts = {name: data_prompt(name, job.processing.prompts) for name in DATA_PROMPTS}
     result, store = run_teacher_stage(
         job, stage, job_type="judge", out_name="judged", ds=ds, key_column="sample_id",

@@ -15,16 +15,15 @@ from __future__ import annotations
 import pyarrow as pa
 
 from distill_ray.config import JobConfig
+from distill_ray.data import schemas
 from distill_ray.data.curation import build_pairs
 from distill_ray.errors import ConfigError
 from distill_ray.summary import StageResult
-from jobs.stage import LIGHT, StageEnv
 from jobs.data.grouped import require_columns, run_group_stage
 from jobs.data.sources import cot_rows_dataset
+from jobs.stage import LIGHT, StageEnv
 
-PAIR_SCHEMA = pa.schema([("id", pa.string()), ("pair_id", pa.string()), ("problem", pa.string()),
-                         ("chosen", pa.string()), ("rejected", pa.string()), ("pair_type", pa.string()),
-                         ("beta", pa.float64())])  # fmt: skip
+# The rows grouped per problem: correct/incorrect teacher samples, and in teacher_student mode the student's.
 INPUT_SCHEMA = pa.schema([("id", pa.string()), ("sample_id", pa.string()), ("problem", pa.string()),
                           ("response", pa.string()), ("correct", pa.bool_()), ("role", pa.string())])  # fmt: skip
 
@@ -42,7 +41,7 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
         require_columns(s_schema, {"id": "problem id", "response": "answer text"}, "processing.pairs.student_path")
         rows = rows.union(student.map_batches(_with_role, fn_kwargs={"role": "student"}, batch_format="pyarrow", **LIGHT))
     result = run_group_stage(stage, rows, job_type="pairs", out_name="pairs", group_fn=build_pairs,
-                             fn_kwargs={"cfg": cfg}, out_schema=PAIR_SCHEMA)  # fmt: skip
+                             fn_kwargs={"cfg": cfg}, out_schema=schemas.PAIR)  # fmt: skip
     result.metrics["pairs"] = result.metrics["records_written"]
     return result
 

@@ -13,6 +13,7 @@ stays down stops the stage with a message saying the finished parts are kept.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -22,12 +23,15 @@ import pyarrow as pa
 import ray
 
 from actors.part_writer import PartWriter
+from actors.teacher_client import TeacherUnavailable
 from distill_ray.config import JobConfig
 from distill_ray.data.part_store import PartStore, StoreTotals, export_rejected, fingerprint
+from distill_ray.models.teachers import model_teacher
 from distill_ray.summary import StageResult
 from jobs.stage import StageEnv
-from distill_ray.models.teachers import model_teacher
 from jobs.teachers import reach_teachers
+
+log = logging.getLogger(__name__)
 
 CALLER_CPUS = 0.25  # callers mostly wait on the teacher; leave the cores to replicas and workers
 PROGRESS_EVERY_S = 15.0
@@ -42,7 +46,7 @@ def open_store(stage: StageEnv, name: str, settings: Any) -> PartStore:
     store = PartStore(stage.output_dir / name, fingerprint(settings))
     kept = store.prepare()
     if kept:
-        print(f"[distill-ray] {stage.name}: resuming, {kept} committed part(s) found in {store.root}", flush=True)
+        log.info("%s: resuming, %d committed part(s) found in %s", stage.name, kept, store.root)
     return store
 
 
@@ -72,8 +76,7 @@ def drain(stage: StageEnv, store: PartStore, run_id: str, manifests: list[ray.da
         for m in ds.iter_rows():
             done, rejected, parts = done + m["rows_in"], rejected + m["rows_rejected"], parts + 1
             if time.time() - last >= PROGRESS_EVERY_S:
-                print(f"[distill-ray] {stage.name}: {done} rows done in {parts} part(s), {rejected} rejected",
-                      flush=True)  # fmt: skip
+                log.info("%s: %d rows done in %d part(s), %d rejected", stage.name, done, parts, rejected)
                 last = time.time()
     except Exception as exc:  # noqa: BLE001 - re-raised with what the user needs to know
         reason = _teacher_down(exc)
@@ -87,14 +90,23 @@ def drain(stage: StageEnv, store: PartStore, run_id: str, manifests: list[ray.da
 
 
 def _teacher_down(exc: BaseException) -> str | None:
-    """The TeacherUnavailable message inside Ray Data's wrapped exceptions, if that is what this is."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        text = str(seen)
-        if "TeacherUnavailable" in type(seen).__name__ or "teacher unreachable" in text:
-            start = text.find("teacher unreachable")
-            return text[start:].splitlines()[0] if start >= 0 else text.splitlines()[0]
-        seen = seen.__cause__ or seen.__context__
+    """The message of a TeacherUnavailable inside Ray Data's wrapped exceptions, if that is what stopped it.
+
+    Ray re-raises a worker's exception as a RayTaskError that is also an instance of the original type and
+    carries the original as `cause`; Ray Data may wrap that again (`__cause__`). The message is the
+    original's own, never the traceback text around it."""
+    todo: list[BaseException] = [exc]
+    visited: set[int] = set()
+    while todo:
+        seen = todo.pop(0)
+        if id(seen) in visited:
+            continue
+        visited.add(id(seen))
+        if isinstance(seen, TeacherUnavailable):
+            original = getattr(seen, "cause", None)
+            return str(original if isinstance(original, TeacherUnavailable) else seen).splitlines()[0]
+        todo += [e for e in (getattr(seen, "cause", None), seen.__cause__, seen.__context__)
+                 if isinstance(e, BaseException)]  # fmt: skip
     return None
 
 

@@ -9,14 +9,15 @@ Output: `<stage>/rewritten/` (resumable parts keyed by `sample_id`) with `rewrit
 
 from __future__ import annotations
 
-from actors.rewrite import CoTRewriter, rewritten_schema
+from actors.rewrite import CoTRewriter
 from distill_ray.config import JobConfig
+from distill_ray.data import schemas
 from distill_ray.prompts import data_prompt
 from distill_ray.summary import StageResult
-from jobs.stage import StageEnv
 from jobs.data.grouped import require_columns
 from jobs.data.resumable import run_teacher_stage
 from jobs.data.sources import cot_rows_dataset
+from jobs.stage import StageEnv
 
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
@@ -24,7 +25,7 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     ds, schema = cot_rows_dataset(job.dataset.labeled_path)
     require_columns(schema, {"difficulty": "run a judge stage with criterion difficulty first",
                              "reference": "the verifier needs reference answers"}, "dataset.labeled_path")  # fmt: skip
-    out_schema = rewritten_schema(schema)
+    out_schema = schemas.rewritten(schema)
     prompts = {name: data_prompt(name, job.processing.prompts) for name in ("rewrite_easy", "rewrite_hard")}
     kwargs = dict(levels=cfg.levels, prompts=prompts, output_schema=out_schema, temperature=cfg.temperature,
                   max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,

@@ -17,12 +17,13 @@ import ray
 from ray.data.expressions import col
 
 from distill_ray.config import JobConfig
-from distill_ray.grading.judge import DIFFICULTY_LEVELS
+from distill_ray.data import schemas
 from distill_ray.data.select import select_group
+from distill_ray.grading.judge import DIFFICULTY_LEVELS
 from distill_ray.summary import StageResult
-from jobs.stage import LIGHT, StageEnv
 from jobs.data.grouped import require_columns, run_group_stage
 from jobs.data.sources import cot_rows_dataset
+from jobs.stage import LIGHT, StageEnv
 
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
@@ -37,7 +38,7 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     if cfg.difficulty is not None or cfg.split_by:
         needed["difficulty"] = "run a judge stage with criterion difficulty first"
     require_columns(schema, needed, "dataset.labeled_path")
-    out_schema = pa.schema([f for f in schema if f.name != "fallback"] + [pa.field("fallback", pa.bool_())])
+    out_schema = schemas.selected(schema)
     result = run_group_stage(stage, ds, job_type="select", out_name="selected", group_fn=select_group,
                              fn_kwargs={"cfg": cfg}, out_schema=out_schema)  # fmt: skip
     selected = stage.output_dir / "selected"

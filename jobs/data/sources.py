@@ -15,7 +15,7 @@ import pyarrow as pa
 import ray
 
 from distill_ray.config import DatasetConfig
-from jobs.stage import LIGHT
+from distill_ray.data import schemas
 from distill_ray.data.sources import (
     RowError,
     Source,
@@ -24,10 +24,7 @@ from distill_ray.data.sources import (
     parse_json_line,
     procedural_arithmetic,
 )
-
-PROBLEM_SCHEMA = pa.schema(
-    [(name, pa.string()) for name in ("id", "problem", "reference", "task", "source", "error", "raw")]
-)
+from jobs.stage import LIGHT
 
 
 def read_problem_records(source: Source, cfg: DatasetConfig) -> tuple[ray.data.Dataset, DatasetConfig]:
@@ -72,7 +69,7 @@ def normalize_problems(batch: pd.DataFrame, cfg: DatasetConfig) -> pa.Table:
         except RowError as exc:
             # A stable id for the bad record, so a resumed run does not quarantine it twice.
             out.append({"id": f"malformed-{hashlib.sha1(raw.encode()).hexdigest()[:16]}", "error": str(exc), "raw": raw})
-    return pa.Table.from_pylist([{c: r.get(c) for c in PROBLEM_SCHEMA.names} for r in out], schema=PROBLEM_SCHEMA)
+    return pa.Table.from_pylist([{c: r.get(c) for c in schemas.PROBLEM.names} for r in out], schema=schemas.PROBLEM)
 
 
 def problems_dataset(source: Source, cfg: DatasetConfig) -> ray.data.Dataset:

@@ -11,15 +11,16 @@ Output: `<stage>/synthesized/` (resumable parts). Unparseable replies are retrie
 
 from __future__ import annotations
 
-from actors.rewrite import CoTLengthRewriter, rewritten_schema
-from actors.synthesize import SYNTH_SCHEMA, InstructionSynthesizer
+from actors.rewrite import CoTLengthRewriter
+from actors.synthesize import InstructionSynthesizer
 from distill_ray.config import JobConfig
+from distill_ray.data import schemas
 from distill_ray.data.sources import resolve_source
 from distill_ray.prompts import data_prompt
 from distill_ray.summary import StageResult
-from jobs.stage import StageEnv
 from jobs.data.resumable import run_teacher_stage
 from jobs.data.sources import cot_rows_dataset, problems_dataset
+from jobs.stage import StageEnv
 
 COT_OPERATORS = ("cot_long_to_short", "cot_short_to_long")
 
@@ -31,7 +32,7 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     common = dict(job_type="synthesize", out_name="synthesized", settings=settings)
     if cfg.operator in COT_OPERATORS:
         ds, schema = cot_rows_dataset(job.dataset.labeled_path)
-        out_schema = rewritten_schema(schema)
+        out_schema = schemas.rewritten(schema)
         kwargs = dict(operator=cfg.operator, prompts={cfg.operator: prompt}, output_schema=out_schema,
                       temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                       verify_timeout_s=job.distillation.verify_timeout_s)  # fmt: skip
@@ -42,5 +43,5 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     ds = problems_dataset(resolve_source(dataset.instruction_path), dataset)
     kwargs = dict(synthesize=cfg, prompts={cfg.operator: prompt})
     result, _ = run_teacher_stage(job, stage, ds=ds, key_column="id", processor_cls=InstructionSynthesizer,
-                                  processor_kwargs=kwargs, output_schema=SYNTH_SCHEMA, **common)  # fmt: skip
+                                  processor_kwargs=kwargs, output_schema=schemas.SYNTHESIZED, **common)  # fmt: skip
     return result

@@ -15,17 +15,17 @@ objective) on each group's highest-advantage response.
 from __future__ import annotations
 
 from distill_ray.config import JobConfig
-from distill_ray.errors import ConfigError, InputFileError
-from distill_ray.training.preference_data import GroupDataset, collate_group, group_problem
+from distill_ray.data import schemas
 from distill_ray.summary import StageResult
-from distill_ray.training.rows import prompt_problem, read_rows, split_rows
+from distill_ray.training.preference_data import GroupDataset, collate_group, group_problem
 from jobs.stage import StageEnv
+from jobs.train.driver import RowsInput, checked_rows, labeled_path, prompt_check, student_tokenizer, train_on_rows
+from jobs.train.objective import Objective
 from jobs.train.sft import SFTObjective
-from jobs.train.loop import Objective, Phase, fit, total_steps
-from jobs.train.driver import record_rejects, student_tokenizer, write_rows
 
+# What the trainer reads of the curate stage's group rows (distill_ray/data/schemas.py: GROUP), with their types.
 GROUP_COLUMNS = ["problem", "responses", "advantages", "correct"]
-TRAIN_ROWS = "train_rows.parquet"
+GROUP_TRAIN_SCHEMA = schemas.columns_of(schemas.GROUP, GROUP_COLUMNS)
 
 
 class AdvDistillObjective(Objective):
@@ -77,35 +77,18 @@ def best_response_rows(groups: list[dict]) -> list[dict]:
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
     """Check groups, then train AdvDistill (or the sft_best baseline) with Ray Train."""
-    t, inf = job.training, job.inference
-    if not job.dataset.labeled_path:
-        raise ConfigError("dataset.labeled_path", "the advdistill job reads its response groups from this file")
+    t, inf, mode = job.training, job.inference, job.training.advdistill.mode
+    path = labeled_path(job, "the advdistill job reads its response groups from this file")
     tokenizer = student_tokenizer(job, "advdistill")
     result = StageResult(name=stage.name, job_type="advdistill")
-    rows, unreadable = read_rows(job.dataset.labeled_path, GROUP_COLUMNS, ["id"])
-    result.rows_in = len(rows) + len(unreadable)
-
-    def check(row):
-        return group_problem(row) or prompt_problem(row, tokenizer, inf.system_prompt, inf.user_template,
-                                                    t.max_length)  # fmt: skip
-
-    clean, bad = split_rows(rows, check)
-    record_rejects(result, stage, unreadable + bad)
-    if not clean:
-        raise InputFileError(job.dataset.labeled_path, f"no usable groups ({result.rows_rejected} rejected: "
-                                                       f"{result.rejected_reasons})")  # fmt: skip
-    dest = stage.output_dir / TRAIN_ROWS
-    if t.advdistill.mode == "sft_best":
+    fits = prompt_check(job, tokenizer)
+    source = RowsInput(path, GROUP_COLUMNS, lambda row: group_problem(row) or fits(row), ["id"], noun="groups")
+    groups = checked_rows(stage, result, source)
+    metrics = {"mode": mode, "responses": sum(len(g["responses"]) for g in groups)}
+    if mode == "sft_best":
         objective = SFTObjective(job.models.student, inf.system_prompt, inf.user_template, t)
-        write_rows(best_response_rows(clean), dest, ["problem", "response"])
-        micro = t.per_device_train_batch_size
-    else:
-        objective = AdvDistillObjective(job.models.student, inf.system_prompt, inf.user_template, t)
-        write_rows(clean, dest, GROUP_COLUMNS)
-        micro = 1
-    result.rows_out = len(clean)
-    phases = [Phase(t.advdistill.mode, str(dest), len(clean), total_steps(t, len(clean), t.num_workers, micro))]
-    responses = sum(len(g["responses"]) for g in clean)
-    result.metrics = {**fit(job, stage, objective, phases), "mode": t.advdistill.mode, "responses": responses}
-    result.outputs = {"model": str(stage.output_dir / "model"), "checkpoints": str(stage.output_dir / "checkpoints")}
-    return result
+        return train_on_rows(job, stage, result, objective, best_response_rows(groups), ["problem", "response"],
+                             phase=mode, metrics=metrics)  # fmt: skip
+    objective = AdvDistillObjective(job.models.student, inf.system_prompt, inf.user_template, t)
+    return train_on_rows(job, stage, result, objective, groups, GROUP_COLUMNS, schema=GROUP_TRAIN_SCHEMA,
+                         phase=mode, micro_batch=1, metrics=metrics)  # fmt: skip

@@ -16,16 +16,17 @@ training.dpo.beta for every pair.
 from __future__ import annotations
 
 from distill_ray.config import JobConfig
-from distill_ray.errors import ConfigError, InputFileError
-from distill_ray.training.preference_data import PairDataset, collate_pairs, pair_problem
+from distill_ray.data import schemas
 from distill_ray.summary import StageResult
-from distill_ray.training.rows import prompt_problem, read_rows, split_rows
+from distill_ray.training.preference_data import PairDataset, collate_pairs, pair_problem
 from jobs.stage import StageEnv
-from jobs.train.loop import Objective, Phase, fit, total_steps
-from jobs.train.driver import record_rejects, student_tokenizer, write_rows
+from jobs.train.driver import RowsInput, checked_rows, labeled_path, prompt_check, student_tokenizer, train_on_rows
+from jobs.train.objective import Objective
 
+# What the trainer reads of the pairs stage's rows (distill_ray/data/schemas.py: PAIR), with their types, so a
+# beta column that is all null is still written as doubles.
 PAIR_COLUMNS = ["problem", "chosen", "rejected", "beta"]
-TRAIN_ROWS = "train_rows.parquet"
+PAIR_TRAIN_SCHEMA = schemas.columns_of(schemas.PAIR, PAIR_COLUMNS)
 
 
 class DPOObjective(Objective):
@@ -81,42 +82,21 @@ class DPOObjective(Objective):
         return loss * n / denom, metrics  # the loss is a mean over this micro-batch's pairs
 
 
-def check_pairs(job: JobConfig, stage: StageEnv, result: StageResult, tokenizer) -> list[dict]:
-    """Clean pairs of dataset.labeled_path; rejects recorded with their reasons (shared with the rm job)."""
-    inf, path = job.inference, job.dataset.labeled_path
-    rows, unreadable = read_rows(path, ["problem", "chosen", "rejected"], ["beta", "pair_type", "id"])
-    result.rows_in = len(rows) + len(unreadable)
-
-    def check(row):
-        return pair_problem(row) or prompt_problem(row, tokenizer, inf.system_prompt, inf.user_template,
-                                                   job.training.max_length)  # fmt: skip
-
-    clean, bad = split_rows(rows, check)
-    record_rejects(result, stage, unreadable + bad)
-    if not clean:
-        raise InputFileError(path, f"no usable pairs ({result.rows_rejected} rejected: {result.rejected_reasons})")
-    return clean
-
-
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
     """Check pairs, then train DPO / CogPO with Ray Train."""
-    t = job.training
-    if not job.dataset.labeled_path:
-        raise ConfigError("dataset.labeled_path", "the dpo job reads its preference pairs from this file")
+    t, inf = job.training, job.inference
+    path = labeled_path(job, "the dpo job reads its preference pairs from this file")
+    tokenizer = student_tokenizer(job, "dpo")
     result = StageResult(name=stage.name, job_type="dpo")
-    clean = check_pairs(job, stage, result, student_tokenizer(job, "dpo"))
-    dest = write_rows(clean, stage.output_dir / TRAIN_ROWS, PAIR_COLUMNS, schema=pair_schema())
-    result.rows_out = len(clean)
-    objective = DPOObjective(job.models.student, job.inference.system_prompt, job.inference.user_template, t)
-    phases = [Phase("dpo", str(dest), len(clean), total_steps(t, len(clean), t.num_workers))]
-    result.metrics = {**fit(job, stage, objective, phases), "loss_type": t.dpo.loss}
-    result.outputs = {"model": str(stage.output_dir / "model"), "checkpoints": str(stage.output_dir / "checkpoints")}
-    return result
+    pairs = checked_rows(stage, result, pairs_input(job, path, tokenizer))
+    objective = DPOObjective(job.models.student, inf.system_prompt, inf.user_template, t)
+    return train_on_rows(job, stage, result, objective, pairs, PAIR_COLUMNS, schema=PAIR_TRAIN_SCHEMA,
+                         metrics={"loss_type": t.dpo.loss})  # fmt: skip
 
 
-def pair_schema():
-    """Explicit types: a beta column that is all null must still be a double column."""
-    import pyarrow as pa
+def pairs_input(job: JobConfig, path: str, tokenizer) -> RowsInput:
+    """The preference pairs in `path` and their check (shared with the rm job's pairwise RMs)."""
+    fits = prompt_check(job, tokenizer)
+    return RowsInput(path, ["problem", "chosen", "rejected"],
+                     lambda row: pair_problem(row) or fits(row), ["beta", "pair_type", "id"], noun="pairs")  # fmt: skip
 
-    return pa.schema([("problem", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()),
-                      ("beta", pa.float64())])  # fmt: skip

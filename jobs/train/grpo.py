@@ -20,18 +20,29 @@ openrlhf` the job instead submits OpenRLHF's trainer to a GPU cluster (`jobs/tra
 
 from __future__ import annotations
 
+import logging
+
 from distill_ray.config import JobConfig
 from distill_ray.errors import ConfigError
 from distill_ray.rewards.advdistill import group_advantages
-from distill_ray.training.sft_data import build_chat_messages, prompt_token_ids
 from distill_ray.summary import StageResult
-from distill_ray.training.rows import prompt_problem, split_rows, text_problem
+from distill_ray.training.rows import split_rows, text_problem
+from distill_ray.training.sft_data import build_chat_messages, prompt_token_ids
 from jobs.stage import StageEnv
-from jobs.train.loop import Objective, Phase, fit, total_steps
-from jobs.train.driver import record_rejects, student_tokenizer, write_rows
+from jobs.train.driver import (
+    TRAIN_ROWS,
+    prompt_check,
+    single_phase,
+    student_tokenizer,
+    train,
+    usable_rows,
+    write_rows,
+)
+from jobs.train.objective import Objective
 
-TRAIN_ROWS = "train_rows.parquet"
 PART_METRICS = ("reward", "accuracy", "format", "rv", "cd")
+
+log = logging.getLogger(__name__)
 
 
 class GRPOObjective(Objective):
@@ -166,7 +177,7 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     tokenizer = student_tokenizer(job, "grpo")
     result = StageResult(name=stage.name, job_type="grpo")
     rows = _read_prompts(job, stage, result, tokenizer)
-    write_rows(rows, stage.output_dir / TRAIN_ROWS, ["problem", "reference"])
+    rows_path = write_rows(rows, stage.output_dir / TRAIN_ROWS, ["problem", "reference"])
     eval_rows = _eval_rows(job, rows)
     endpoint, deployed = _reward_endpoint(job, stage)
     try:
@@ -178,22 +189,18 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
         objective = GRPOObjective(job.models.student, inf.system_prompt, inf.user_template, t, endpoint,
                                   job.reward.serve.api_key, job.reward.setting, job.reward.request_timeout_s,
                                   health.get("models", []), eval_rows)  # fmt: skip
-        phases = [Phase("grpo", str(stage.output_dir / TRAIN_ROWS), len(rows), total_steps(t, len(rows), t.num_workers))]
-        result.metrics = {**fit(job, stage, objective, phases), "setting": job.reward.setting,
-                          "group_size": g.group_size, "reward_url": endpoint}  # fmt: skip
+        return train(job, stage, result, objective, single_phase(job, "grpo", rows_path, len(rows)),
+                     {"setting": job.reward.setting, "group_size": g.group_size, "reward_url": endpoint})  # fmt: skip
     finally:
         if deployed:
             from serve.reward import undeploy_reward
 
             undeploy_reward(deployed)
-    result.rows_out = len(rows)
-    result.outputs = {"model": str(stage.output_dir / "model"), "checkpoints": str(stage.output_dir / "checkpoints")}
-    return result
 
 
 def _read_prompts(job: JobConfig, stage: StageEnv, result: StageResult, tokenizer) -> list[dict]:
+    """The usable prompts of dataset.instruction_path (read as the data stages read problems); rejects recorded."""
     from distill_ray.data.sources import resolve_source
-    from distill_ray.errors import InputFileError
     from jobs.data.sources import problems_dataset
 
     spec = job.dataset.instruction_path
@@ -205,17 +212,13 @@ def _read_prompts(job: JobConfig, stage: StageEnv, result: StageResult, tokenize
     limit = job.training.max_length - job.training.grpo.max_new_tokens
     if limit < 1:
         raise ConfigError("training.max_length", "must exceed training.grpo.max_new_tokens (prompt + rollout)")
-    inf = job.inference
+    fits = prompt_check(job, tokenizer, max_length=limit)  # the rollout needs its max_new_tokens too
 
     def check(row):
-        return text_problem(row, ("problem",)) or prompt_problem(row, tokenizer, inf.system_prompt, inf.user_template,
-                                                                 limit)  # fmt: skip
+        return text_problem(row, ("problem",)) or fits(row)
 
     clean, bad = split_rows([r for r in records if not r.get("error")], check)
-    record_rejects(result, stage, unreadable + bad)
-    if not clean:
-        raise InputFileError(spec, f"no usable prompts ({result.rows_rejected} rejected: {result.rejected_reasons})")
-    return clean
+    return usable_rows(stage, result, spec, "prompts", clean, unreadable + bad)
 
 
 def _eval_rows(job: JobConfig, train_rows: list[dict]) -> list[dict]:
@@ -239,6 +242,6 @@ def _reward_endpoint(job: JobConfig, stage: StageEnv) -> tuple[str, str | None]:
     from serve.reward import deploy_reward
 
     app_name = f"reward-{stage.name}"
-    print(f"[distill-ray] deploying the reward service ({job.reward.setting}) as '{app_name}'", flush=True)
+    log.info("deploying the reward service (%s) as '%s'", job.reward.setting, app_name)
     endpoint = deploy_reward(job.reward, app_name=app_name)
     return endpoint.base_url, app_name

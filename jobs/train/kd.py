@@ -23,6 +23,8 @@ from pathlib import Path
 
 from distill_ray.config import JobConfig
 from distill_ray.errors import ConfigError, InputFileError
+from distill_ray.summary import StageResult
+from distill_ray.training.checkpoints import unwrap
 from distill_ray.training.kd_data import (
     KDDataset,
     collate_kd,
@@ -33,12 +35,18 @@ from distill_ray.training.kd_data import (
     token_mismatch,
     tokenizer_fingerprint,
 )
-from distill_ray.summary import StageResult
-from distill_ray.training.rows import read_rows, split_rows, text_problem
+from distill_ray.training.rows import text_problem
 from jobs.stage import StageEnv
-from distill_ray.training.checkpoints import unwrap
-from jobs.train.loop import Objective, Phase, fit, total_steps
-from jobs.train.driver import record_rejects, student_tokenizer
+from jobs.train.driver import (
+    RowsInput,
+    checked_rows,
+    labeled_path,
+    record_rejects,
+    single_phase,
+    student_tokenizer,
+    train,
+)
+from jobs.train.objective import Objective
 
 TRAIN_ROWS = "train_rows.arrow"
 
@@ -89,37 +97,43 @@ class KDObjective(Objective):
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
     """Check rows and tokenizers, join rows to the stored logits by sample key, train with Ray Train."""
-    t = job.training
-    if not job.dataset.labeled_path:
-        raise ConfigError("dataset.labeled_path", "the kd job reads the labelled rows the logits were made from")
-    if not t.kd.logits_path:
-        raise ConfigError("training.kd.logits_path", "the kd job reads the logits job's `<stage>/logits` folder")
-    folder = Path(t.kd.logits_path)
-    manifest = read_manifest(folder)
-    if manifest is None or not manifest.get("complete"):
-        raise InputFileError(str(folder), "not a finished logits job output (no complete _manifest.json)")
+    t, inf = job.training, job.inference
+    path = labeled_path(job, "the kd job reads the labelled rows the logits were made from")
+    folder, manifest = finished_logits(job)
     tokenizer = student_tokenizer(job, "kd")
     check_compatible(job, manifest, tokenizer)
     result = StageResult(name=stage.name, job_type="kd")
-    rows, unreadable = read_rows(job.dataset.labeled_path, ["problem", "response"], ["sample_id"])
-    result.rows_in = len(rows) + len(unreadable)
-    clean, bad = split_rows(rows, lambda row: text_problem(row, ("problem", "response")))
+    source = RowsInput(path, ["problem", "response"], lambda row: text_problem(row, ("problem", "response")),
+                       ["sample_id"])  # fmt: skip
+    rows = checked_rows(stage, result, source)
     dest = stage.output_dir / TRAIN_ROWS
+    joined = join_rows(stage, result, rows, folder, dest, path)
+    check_student_tokens(job, manifest, tokenizer, rows, dest)
+    objective = KDObjective(job.models.student, inf.system_prompt, inf.user_template, t)
+    return train(job, stage, result, objective, single_phase(job, "kd", dest, joined["rows"]),
+                 {"joined_response_tokens": joined["response_tokens"], "top_k": manifest["top_k"]})  # fmt: skip
+
+
+def finished_logits(job: JobConfig) -> tuple[Path, dict]:
+    """The logits job's output folder (training.kd.logits_path) and its manifest, which must say complete."""
+    if not job.training.kd.logits_path:
+        raise ConfigError("training.kd.logits_path", "the kd job reads the logits job's `<stage>/logits` folder")
+    folder = Path(job.training.kd.logits_path)
+    manifest = read_manifest(folder)
+    if manifest is None or not manifest.get("complete"):
+        raise InputFileError(str(folder), "not a finished logits job output (no complete _manifest.json)")
+    return folder, manifest
+
+
+def join_rows(stage: StageEnv, result: StageResult, rows: list[dict], folder: Path, dest: Path, path: str) -> dict:
+    """Join `rows` to their stored logits into `dest` by sample key; a row without logits is a reject."""
     dest.unlink(missing_ok=True)
-    missing, joined = join_logits([sample_key(r) for r in clean], folder, dest)
-    bad += [{"reason": "no teacher logits for this sample_id", "row": clean[i]} for i in missing]
-    record_rejects(result, stage, unreadable + bad)
+    missing, joined = join_logits([sample_key(r) for r in rows], folder, dest)
+    record_rejects(result, stage, [{"reason": "no teacher logits for this sample_id", "row": rows[i]} for i in missing])
     if not joined["rows"]:
-        raise InputFileError(job.dataset.labeled_path, f"no row has teacher logits in {folder} "
-                                                       f"({result.rows_rejected} rejected: {result.rejected_reasons})")  # fmt: skip
-    check_student_tokens(job, manifest, tokenizer, clean, dest)
-    result.rows_out = joined["rows"]
-    objective = KDObjective(job.models.student, job.inference.system_prompt, job.inference.user_template, t)
-    phases = [Phase("kd", str(dest), joined["rows"], total_steps(t, joined["rows"], t.num_workers))]
-    result.metrics = {**fit(job, stage, objective, phases), "joined_response_tokens": joined["response_tokens"],
-                      "top_k": manifest["top_k"]}  # fmt: skip
-    result.outputs = {"model": str(stage.output_dir / "model"), "checkpoints": str(stage.output_dir / "checkpoints")}
-    return result
+        raise InputFileError(path, f"no row has teacher logits in {folder} "
+                                   f"({result.rows_rejected} rejected: {result.rejected_reasons})")  # fmt: skip
+    return joined
 
 
 def check_compatible(job: JobConfig, manifest: dict, tokenizer) -> None:

@@ -25,22 +25,20 @@ from pathlib import Path
 
 from actors.logits import TeacherLogitsExtractor
 from distill_ray.config import JobConfig
-from distill_ray.errors import ConfigError, InputFileError
-from distill_ray.training.kd_data import read_manifest, sample_key, shard_files, tokenizer_fingerprint, write_manifest
 from distill_ray.summary import StageResult
-from distill_ray.training.rows import prompt_problem, read_rows, split_rows, text_problem
+from distill_ray.training.kd_data import read_manifest, sample_key, shard_files, tokenizer_fingerprint, write_manifest
+from distill_ray.training.rows import text_problem
 from jobs.stage import StageEnv
-from jobs.train.driver import record_rejects
+from jobs.train.driver import RowsInput, checked_rows, labeled_path, prompt_check, record_rejects
 
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
     from distill_ray.models.loading import load_tokenizer, resolve_model
 
-    if not job.dataset.labeled_path:
-        raise ConfigError("dataset.labeled_path", "the logits job reads the labelled rows the teacher scores here")
+    path = labeled_path(job, "the logits job reads the labelled rows the teacher scores here")
     tokenizer = load_tokenizer(resolve_model(job.models.teacher, "models.teacher"))
     result = StageResult(name=stage.name, job_type="logits")
-    clean = _checked_rows(job, stage, result, tokenizer)
+    clean = _checked_rows(stage, result, path, prompt_check(job, tokenizer))
     out = stage.output_dir / "logits"
     kd, inf = job.training.kd, job.inference
     settings = {"teacher": job.models.teacher, "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
@@ -69,28 +67,21 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     return result
 
 
-def _checked_rows(job: JobConfig, stage: StageEnv, result: StageResult, tokenizer) -> list[dict]:
+def _checked_rows(stage: StageEnv, result: StageResult, path: str, fits) -> list[dict]:
     """Clean rows {sample_id, problem, response}, each key once; rejects recorded with their reasons."""
-    inf, path = job.inference, job.dataset.labeled_path
-    rows, unreadable = read_rows(path, ["problem", "response"], ["sample_id"])
-    result.rows_in = len(rows) + len(unreadable)
 
     def check(row):
-        return text_problem(row, ("problem", "response")) or prompt_problem(
-            row, tokenizer, inf.system_prompt, inf.user_template, job.training.max_length)  # fmt: skip
+        return text_problem(row, ("problem", "response")) or fits(row)
 
-    clean, bad = split_rows(rows, check)
-    seen, unique = set(), []
-    for row in clean:
+    seen, unique, duplicates = set(), [], []
+    for row in checked_rows(stage, result, RowsInput(path, ["problem", "response"], check, ["sample_id"])):
         key = sample_key(row)
         if key in seen:
-            bad.append({"reason": "duplicate sample_id (its logits are stored once)", "row": row})
+            duplicates.append({"reason": "duplicate sample_id (its logits are stored once)", "row": row})
             continue
         seen.add(key)
         unique.append({"sample_id": key, "problem": row["problem"], "response": row["response"]})
-    record_rejects(result, stage, unreadable + bad)
-    if not unique:
-        raise InputFileError(path, f"no usable rows ({result.rows_rejected} rejected: {result.rejected_reasons})")
+    record_rejects(result, stage, duplicates)
     return unique
 
 

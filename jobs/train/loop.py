@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -44,9 +45,7 @@ from typing import Any
 
 from distill_ray.config import JobConfig, TrainingConfig
 from distill_ray.errors import ConfigError
-from distill_ray.training.sft_data import epoch_batches
-from distill_ray.training.schedule import Phase, cap_phases, epoch_steps, lr_factor, total_steps  # noqa: F401
-from jobs.stage import StageEnv
+from distill_ray.log import configure_logging
 from distill_ray.training.checkpoints import (
     STATE_FILE,
     clear_partial_checkpoints,
@@ -55,68 +54,14 @@ from distill_ray.training.checkpoints import (
     save_checkpoint,
     save_final_model,
 )
+from distill_ray.training.schedule import Phase, lr_factor
+from distill_ray.training.sft_data import epoch_batches
+from jobs.stage import StageEnv
+from jobs.train.objective import Objective
 
+log = logging.getLogger(__name__)
 METRICS_FILE = "train_metrics.json"
 RESUMED_KEYS = ("step", "phase", "epoch", "samples_in_epoch", "losses", "metrics", "units", "evals")
-
-
-class Objective:
-    """How one trainer job turns rows into losses. Built on the driver from plain data and pickled to
-    the workers, so it holds no model or tokenizer until `setup_worker` runs there."""
-
-    job_type = "sft"
-    unit = "tokens"  # what the loss is averaged over (metrics report <unit>_per_second)
-    metric_names: tuple[str, ...] = ()  # extra per-step metrics, averaged over units like the loss
-
-    def __init__(self, model_spec: str, system_prompt: str | None, user_template: str, training: TrainingConfig):
-        self.model_spec, self.system_prompt, self.user_template = model_spec, system_prompt, user_template
-        self.max_length = training.max_length
-        self.batch_size = training.per_device_train_batch_size
-
-    def start_path(self) -> Path:
-        from distill_ray.models.loading import resolve_model
-
-        return resolve_model(self.model_spec, "models.student")
-
-    def load_tokenizer(self):
-        from distill_ray.models.loading import load_tokenizer
-
-        return load_tokenizer(self.start_path())
-
-    def load_model(self, path: Path):
-        from distill_ray.models.loading import load_causal_lm
-
-        return load_causal_lm(path)
-
-    def read_rows(self, rows_path: str):
-        import pyarrow.parquet as pq
-
-        return pq.read_table(rows_path).to_pylist()
-
-    def dataset(self, rows, tokenizer):
-        raise NotImplementedError
-
-    def collate(self, examples: list, tokenizer) -> dict:
-        raise NotImplementedError
-
-    def setup_worker(self, device) -> None:
-        """Per-worker state beyond the trained model (e.g. a frozen reference model)."""
-
-    def units(self, batch: dict) -> int:
-        raise NotImplementedError
-
-    def loss(self, model, batch: dict, denom: float):
-        """(sum of the micro-batch's per-unit losses / denom, {metric: mean over its units})."""
-        raise NotImplementedError
-
-    def annotate(self, model_dir: Path) -> None:
-        """Extra files written into every saved model folder (checkpoints and the final model)."""
-
-    eval_steps = 0  # > 0: rank 0 calls `evaluate` before the first step, every eval_steps steps and at the end
-
-    def evaluate(self, model) -> dict[str, float]:
-        """Metrics of the model being trained (e.g. GRPO's greedy reward on held-out prompts)."""
-        return {}
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -165,8 +110,7 @@ def _check_deepspeed(t: TrainingConfig) -> None:
     if t.use_gpu:
         raise ConfigError("training.deepspeed", "DeepSpeed is not wired into the trainers yet; remove it to train "
                           "with DDP (NCCL)")  # fmt: skip
-    print("[distill-ray] training.deepspeed is ignored on CPU (use_gpu: false); training with DDP over gloo",
-          flush=True)  # fmt: skip
+    log.warning("training.deepspeed is ignored on CPU (use_gpu: false); training with DDP over gloo")
 
 
 def _check_free_cpus(t: TrainingConfig, stage: StageEnv) -> None:
@@ -181,7 +125,7 @@ def _check_free_cpus(t: TrainingConfig, stage: StageEnv) -> None:
                "free (Serve replicas hold the rest)")  # fmt: skip
     if stage.ray.embedded:
         raise ConfigError("training.cpus_per_worker", message + "; lower it or training.num_workers")
-    print(f"[distill-ray] warning: {message}; waiting for the autoscaler", flush=True)
+    log.warning("%s; waiting for the autoscaler", message)
 
 
 def _run_name(job_type: str, output_dir: Path) -> str:
@@ -198,6 +142,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     import ray.train.torch
     import torch
 
+    configure_logging()  # a worker process starts without our handlers
     # Fractional CPU shares: one intra-op thread per worker, or 2 workers fight over 2 cores.
     torch.set_num_threads(1)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -354,9 +299,8 @@ class TrainRun:
         unwrapped = getattr(self.model, "module", self.model)
         result = {"step": self.state["step"], **self.objective.evaluate(unwrapped)}
         self.state["evals"].append(result)
-        print(f"[distill-ray] eval at step {result['step']}: " + ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items() if k != "step"),
-            flush=True)  # fmt: skip
+        log.info("eval at step %d: %s", result["step"], ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items() if k != "step"))
 
     def _all_reduce(self, values: list[float]) -> list[float]:
         import torch

@@ -18,6 +18,7 @@ cluster (docs/openrlhf.md).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shlex
 from pathlib import Path
@@ -29,6 +30,8 @@ from distill_ray.config import JobConfig
 from distill_ray.errors import ConfigError
 from distill_ray.summary import StageResult
 from jobs.stage import StageEnv
+
+log = logging.getLogger(__name__)
 
 MODULE = "openrlhf.cli.train_ppo_ray"
 ADDRESS_KEY = "training.grpo.openrlhf.address"
@@ -219,15 +222,15 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     env = runtime_env(job)
     address = jobs_address(job)
     if _is_loopback(reward_url):
-        print(f"[distill-ray] warning: reward URL {reward_url} is loopback; every vLLM engine's node must reach it "
-              "(single-node clusters with the reward service on that node only)", flush=True)  # fmt: skip
+        log.warning("reward URL %s is loopback; every vLLM engine's node must reach it (single-node clusters with "
+                    "the reward service on that node only)", reward_url)  # fmt: skip
 
     client = _connect(address, o.connect_timeout_s)
     try:
         submission_id = client.submit_job(entrypoint=entrypoint(cmd), runtime_env=env, submission_id=o.submission_id)
     except (RuntimeError, ValueError) as exc:
         raise RuntimeError(f"the Jobs API at {address} refused the submission: {first_line(exc)}") from None
-    print(f"[distill-ray] submitted OpenRLHF job '{submission_id}' to {address}", flush=True)
+    log.info("submitted OpenRLHF job '%s' to %s", submission_id, address)
 
     record: dict[str, Any] = {
         "submission_id": submission_id,

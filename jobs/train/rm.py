@@ -17,7 +17,7 @@ Both are averaged over the optimizer step's sequences (pointwise) or pairs (pair
 from __future__ import annotations
 
 from distill_ray.config import JobConfig
-from distill_ray.errors import ConfigError, InputFileError
+from distill_ray.summary import StageResult
 from distill_ray.training.preference_data import PairDataset, collate_pairs
 from distill_ray.training.reward_data import (
     RewardRowsDataset,
@@ -25,14 +25,11 @@ from distill_ray.training.reward_data import (
     reward_meta,
     write_reward_meta,
 )
-from distill_ray.summary import StageResult
-from distill_ray.training.rows import prompt_problem, read_rows, score_problem, split_rows, text_problem
+from distill_ray.training.rows import score_problem, text_problem
 from jobs.stage import StageEnv
-from jobs.train.dpo import PAIR_COLUMNS, check_pairs, pair_schema
-from jobs.train.loop import Objective, Phase, fit, total_steps
-from jobs.train.driver import record_rejects, student_tokenizer, write_rows
-
-TRAIN_ROWS = "train_rows.parquet"
+from jobs.train.dpo import PAIR_COLUMNS, PAIR_TRAIN_SCHEMA, pairs_input
+from jobs.train.driver import RowsInput, checked_rows, labeled_path, prompt_check, student_tokenizer, train_on_rows
+from jobs.train.objective import Objective
 
 
 class PointwiseRMObjective(Objective):
@@ -117,40 +114,26 @@ class PairwiseRMObjective(PointwiseRMObjective):
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
     """Check rows (judged CoTs or pairs), then train the reward model with Ray Train."""
     t, inf, rm = job.training, job.inference, job.training.reward_model
-    if not job.dataset.labeled_path:
-        raise ConfigError("dataset.labeled_path", "the rm job reads judged CoTs or preference pairs from this file")
+    path = labeled_path(job, "the rm job reads judged CoTs or preference pairs from this file")
     tokenizer = student_tokenizer(job, "rm")
     result = StageResult(name=stage.name, job_type="rm")
-    dest = stage.output_dir / TRAIN_ROWS
+    args = (job.models.student, inf.system_prompt, inf.user_template, t, tokenizer.pad_token_id)
+    metrics = {"objective": rm.objective, "target": rm.target if rm.objective == "pointwise" else None}
+    phase = f"rm-{rm.objective}"
     if rm.objective == "pairwise":
-        clean = check_pairs(job, stage, result, tokenizer)
-        write_rows(clean, dest, PAIR_COLUMNS, schema=pair_schema())
-        objective = PairwiseRMObjective(job.models.student, inf.system_prompt, inf.user_template, t,
-                                        tokenizer.pad_token_id)  # fmt: skip
-    else:
-        clean = _check_judged(job, stage, result, tokenizer)
-        write_rows(clean, dest, ["problem", "response", rm.target])
-        objective = PointwiseRMObjective(job.models.student, inf.system_prompt, inf.user_template, t,
-                                         tokenizer.pad_token_id)  # fmt: skip
-    result.rows_out = len(clean)
-    phases = [Phase(f"rm-{rm.objective}", str(dest), len(clean), total_steps(t, len(clean), t.num_workers))]
-    result.metrics = {**fit(job, stage, objective, phases), "objective": rm.objective,
-                      "target": rm.target if rm.objective == "pointwise" else None}  # fmt: skip
-    result.outputs = {"model": str(stage.output_dir / "model"), "checkpoints": str(stage.output_dir / "checkpoints")}
-    return result
+        pairs = checked_rows(stage, result, pairs_input(job, path, tokenizer))
+        return train_on_rows(job, stage, result, PairwiseRMObjective(*args), pairs, PAIR_COLUMNS,
+                             schema=PAIR_TRAIN_SCHEMA, phase=phase, metrics=metrics)  # fmt: skip
+    rows = checked_rows(stage, result, judged_input(job, path, tokenizer))
+    return train_on_rows(job, stage, result, PointwiseRMObjective(*args), rows, ["problem", "response", rm.target],
+                         phase=phase, metrics=metrics)  # fmt: skip
 
 
-def _check_judged(job: JobConfig, stage: StageEnv, result: StageResult, tokenizer) -> list[dict]:
-    inf, target, path = job.inference, job.training.reward_model.target, job.dataset.labeled_path
-    rows, unreadable = read_rows(path, ["problem", "response", target], ["sample_id", "difficulty"])
-    result.rows_in = len(rows) + len(unreadable)
+def judged_input(job: JobConfig, path: str, tokenizer) -> RowsInput:
+    """Judged CoTs in `path`, each with a numeric score in its `reward_model.target` column."""
+    target, fits = job.training.reward_model.target, prompt_check(job, tokenizer)
 
     def check(row):
-        return (text_problem(row, ("problem", "response")) or score_problem(row.get(target), target)
-                or prompt_problem(row, tokenizer, inf.system_prompt, inf.user_template, job.training.max_length))  # fmt: skip
+        return text_problem(row, ("problem", "response")) or score_problem(row.get(target), target) or fits(row)
 
-    clean, bad = split_rows(rows, check)
-    record_rejects(result, stage, unreadable + bad)
-    if not clean:
-        raise InputFileError(path, f"no usable judged rows ({result.rows_rejected} rejected: {result.rejected_reasons})")
-    return clean
+    return RowsInput(path, ["problem", "response", target], check, ["sample_id", "difficulty"], noun="judged rows")

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
+
 pytestmark = pytest.mark.ray  # starts (and stops) its own embedded Ray in the subprocess
 
 

@@ -16,15 +16,15 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 import ray
+import tomllib
 import yaml
+from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
 from ray.runtime_env import RuntimeEnv
 
-from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
 CLUSTER = REPO / "cluster"
 KUBERAY = CLUSTER / "kuberay"
 RAY_MINOR = ".".join(ray.__version__.split(".")[:2])
@@ -371,8 +371,8 @@ def test_manifest_args_build_exactly_the_listed_deployments(file, builder, prefi
 
 def test_rayjob_runs_a_recipe_with_distill_ray_run(monkeypatch):
     from cluster.embedded import state_paths
-    from jobs.cli import _parser
     from distill_ray.config import load_config
+    from jobs.cli import _parser
 
     job = manifest("rayjob-recipe.yaml", "RayJob")["spec"]
     argv = shlex.split(job["entrypoint"])
@@ -511,11 +511,11 @@ def test_teacher_builder_applies_overrides_and_api_key_env(monkeypatch):
     monkeypatch.setenv("DR_KEY", "s3cret")
     assert serve.apps.teacher(args) == "app"
     (teacher,) = seen["teachers"]
-    assert teacher.model_spec == "builtin:smollm2-135m-instruct" and teacher.name == "t"
-    assert teacher.serve.max_replicas == 3 and seen["api_key"] == "s3cret"
+    assert teacher.spec == "builtin:smollm2-135m-instruct" and teacher.served_name == "t"
+    assert teacher.inference.serve.max_replicas == 3 and seen["api_key"] == "s3cret"
 
     serve.apps.teacher({"config": config})
-    assert seen["api_key"] is None and seen["teachers"][0].serve.max_replicas == 1
+    assert seen["api_key"] is None and seen["teachers"][0].inference.serve.max_replicas == 1
 
     # `serve run serve.apps:teacher config=... set=a=1,b=2` splits each arg at its first `=` only.
     try:
@@ -524,13 +524,13 @@ def test_teacher_builder_applies_overrides_and_api_key_env(monkeypatch):
         return
     cli_args = convert_args_to_dict((f"config={config}", "set=inference.serve.max_replicas=2,inference.model_name=u"))
     serve.apps.teacher(cli_args)
-    assert seen["teachers"][0].serve.max_replicas == 2 and seen["teachers"][0].name == "u"
+    assert seen["teachers"][0].inference.serve.max_replicas == 2 and seen["teachers"][0].served_name == "u"
 
 
 def test_reward_builder_checks_model_folders_and_picks_stages(monkeypatch, tmp_path):
-    from distill_ray.errors import ConfigError
     import serve.apps
     import serve.reward
+    from distill_ray.errors import ConfigError
 
     seen = {}
     monkeypatch.setattr(serve.reward, "build_reward_app", lambda cfg: seen.update(cfg=cfg) or "app")

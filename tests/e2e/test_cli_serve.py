@@ -8,8 +8,8 @@ import threading
 import time
 
 import pytest
-
 from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
+
 pytestmark = pytest.mark.ray
 
 
@@ -24,7 +24,6 @@ def _ray_processes(state_dir: str) -> list[str]:
 @pytest.mark.xfail(reason="Ctrl-C shutdown times out inside the full suite only; under investigation", strict=False)
 def test_serve_teacher_prints_url_answers_openai_and_stops_on_ctrl_c(tmp_path):
     import openai
-
     from conftest import free_port
 
     state_dir = f"/tmp/dr-serve-{free_port()}"

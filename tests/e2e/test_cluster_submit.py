@@ -20,12 +20,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port
 
 pytestmark = pytest.mark.ray
 
 from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
+
 VENV_BIN = str(Path(sys.executable).parent)
 RECIPE = "recipes/cluster_smoke.yaml"
 
@@ -99,7 +99,7 @@ def test_submit_waits_for_a_small_recipe_to_succeed_and_jobs_commands_see_it(ray
     proc = cli("submit", RECIPE, "--address", url, "--wait", "--submission-id", job_id,
                "--set", f"output_dir={out}", "--set", f"inference.serve.port={free_port()}", token=token)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"job '{job_id}': SUCCEEDED" in proc.stdout
+    assert f"job '{job_id}': SUCCEEDED" in proc.stderr  # a status message, logged
     summary = json.loads((out / "summary.json").read_text())  # written by the job, on the cluster
     assert summary["status"] == "ok"
     stage = summary["stages"][0]
@@ -122,7 +122,7 @@ def test_jobs_stop_ends_a_running_submission(ray_head, tmp_path):
                "--set", f"output_dir={tmp_path / 'stopped'}", "--set", f"inference.serve.port={free_port()}",
                token=token)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "distill-ray jobs logs" in proc.stdout  # without --wait it says how to follow the job
+    assert "distill-ray jobs logs" in proc.stderr  # without --wait it says how to follow the job
     stop = cli("jobs", "stop", job_id, "--address", url, token=token)
     assert stop.returncode == 0, stop.stderr
     deadline, status = time.monotonic() + 120, None
@@ -136,7 +136,8 @@ def test_jobs_stop_ends_a_running_submission(ray_head, tmp_path):
 
 def _one_line_error(proc: subprocess.CompletedProcess) -> str:
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    # `[distill-ray] ...` lines are logged messages (e.g. a note about a relative output_dir); the error is one line.
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("[distill-ray] ")]
     assert len(lines) == 1, proc.stderr
     return lines[0]
 

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import REPO, assert_declared_schema  # noqa: E402 - REPO: the repository root, wherever this file sits
 
-from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
+from distill_ray.data import schemas  # noqa: E402
+
 pytestmark = pytest.mark.ray
 
 
@@ -127,6 +129,8 @@ def test_advdistill_recipe_curates_groups_and_pairs(tmp_path, smollm2_dir):
     _run_recipe("advdistill.yaml", out, "stages.generate.dataset.limit=4")
     stages = _stages(out)
     assert stages["curate"]["rows_in"] == 4 * 4
+    assert_declared_schema(out / "curate" / "groups", schemas.GROUP)
+    assert_declared_schema(out / "pairs" / "pairs", schemas.PAIR)
     groups = pq.read_table(out / "curate" / "groups").to_pylist()
     assert len(groups) == stages["curate"]["metrics"]["groups"]
     for g in groups:

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
 
 

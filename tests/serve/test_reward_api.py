@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-
 from reward_fixtures import direct_scores
 
 pytestmark = pytest.mark.ray

@@ -2,11 +2,10 @@
 
 
 import pytest
+from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
 
 from distill_ray.config import JobConfig, PipelineConfig, apply_overrides, build_config, load_config
 from distill_ray.errors import ConfigError, InputFileError
-
-from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
 
 
 def test_single_job_defaults_and_easydistill_keys():

@@ -27,7 +27,11 @@ def test_committed_parts_are_done_and_counted_with_reuse(tmp_path):
     assert (totals.counts.rows_in, totals.counts.rows_out, totals.counts.rows_rejected) == (4, 3, 1)
     assert totals.reused_parts == 1 and totals.reused_teacher_calls == 2 and totals.reused_rows == 3
     assert pq.read_table(tmp_path / "out").num_rows == 3  # manifests and rejects are not read as data
-    assert export_rejected([store], tmp_path / "rejected" / "s.jsonl", "s") == 1
+    rejected = tmp_path / "rejected" / "s.jsonl"
+    assert export_rejected([store], rejected, "s") == 1
+    line = '{"stage": "s", "reason": "malformed JSON: x", "key": "bad", "row": {"x": 1}}\n'
+    assert rejected.read_text() == line
+    assert export_rejected([store], rejected, "s") == 1 and rejected.read_text() == line  # replaced, not appended
 
 
 def test_orphans_and_stale_parts_are_removed_before_resuming(tmp_path):

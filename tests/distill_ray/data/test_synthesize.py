@@ -1,7 +1,7 @@
 """Parsing synthesis replies and filling prompt templates."""
 
-from distill_ray.prompts import DATA_PROMPTS, data_prompt, fill_template
 from distill_ray.data.synthesize import parse_instruction_list, parse_pairs, parse_single_instruction
+from distill_ray.prompts import DATA_PROMPTS, data_prompt, fill_template
 
 
 def test_instruction_list_skips_preamble_duplicates_and_the_original():

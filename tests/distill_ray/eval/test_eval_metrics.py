@@ -12,7 +12,6 @@ import pytest
 
 from distill_ray.eval.metrics import pass_at_k, summarize
 
-
 # ---------------------------------------------------------------- pass@k
 
 @pytest.mark.parametrize(

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from distill_ray.eval.eval_sets import group_lookup, resolve_benchmarks
 from distill_ray.config import BenchmarkConfig, DatasetConfig
 from distill_ray.data.sources import normalize_row
 from distill_ray.errors import ConfigError
+from distill_ray.eval.eval_sets import group_lookup, resolve_benchmarks
 
 
 def test_presets_fill_source_fields_and_templates_and_config_wins():

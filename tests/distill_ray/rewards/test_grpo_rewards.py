@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from distill_ray.rewards.grpo import RewardWeights, boxed_format_reward, interval_penalty, score_item
 from distill_ray.models.openai_protocol import ProtocolError
+from distill_ray.rewards.grpo import RewardWeights, boxed_format_reward, interval_penalty, score_item
 from distill_ray.rewards.protocol import openrlhf_response, parse_openrlhf_request, parse_rewards_request
 
 

@@ -30,12 +30,6 @@ def test_group_with_no_correct_sample_is_dropped_whole():
     assert [s["advantage"] for s in out] == [0.0, 0.0]
 
 
-def test_teacher_errors_pass_through_and_are_never_kept():
-    samples = _group(GOOD) + [{"error": "teacher down", "reference": "8"}]
-    out = score_problem_samples(samples, DistillationConfig(keep="all"))
-    assert out[0]["kept"] is True and out[1]["kept"] is False and "correct" not in out[1]
-
-
 def test_no_reference_means_no_correctness_and_no_rewards():
     out = score_problem_samples(_group(GOOD, reference=None), DistillationConfig(keep="correct"))
     assert out[0]["correct"] is None and "reward" not in out[0] and out[0]["kept"] is False

@@ -7,11 +7,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from distill_ray.data import schemas
+from distill_ray.errors import RowRejected
 from distill_ray.training.kd_data import (
     KDDataset,
     collate_kd,
     join_logits,
-    logits_schema,
     read_joined,
     response_positions,
     sample_key,
@@ -20,7 +21,7 @@ from distill_ray.training.kd_data import (
     tokenizer_fingerprint,
     topk_of_positions,
 )
-from distill_ray.training.sft_data import IGNORE_INDEX, RowRejected
+from distill_ray.training.sft_data import IGNORE_INDEX
 
 RESPONSE = "<think>2 plus 3 is 5.</think><answer>\\boxed{5}</answer>"
 
@@ -81,7 +82,7 @@ def _shard_rows():
 def test_collate_aligns_topk_with_the_predicting_positions():
     import pyarrow as pa
 
-    data = KDDataset(pa.Table.from_pylist(_shard_rows(), schema=logits_schema("float32")), max_length=64)
+    data = KDDataset(pa.Table.from_pylist(_shard_rows(), schema=schemas.logits("float32")), max_length=64)
     batch = collate_kd([data[0], data[1]], pad_id=0)
     assert batch["input_ids"].tolist() == [[10, 11, 12, 20, 21], [30, 31, 40, 41, 42]]
     assert batch["attention_mask"].tolist() == [[1] * 5, [1] * 5]
@@ -92,7 +93,7 @@ def test_collate_aligns_topk_with_the_predicting_positions():
     assert batch["topk_ids"][0, 2].tolist() == [20, 5] and batch["topk_ids"][1, 3].tolist() == [42, 3]
     assert batch["topk_logprobs"][1, 1].tolist() == pytest.approx([-0.3, -2.0])
     # A tighter max_length cuts the response tail together with its top-k rows.
-    cut = KDDataset(pa.Table.from_pylist(_shard_rows(), schema=logits_schema("float32")), max_length=4)[1]
+    cut = KDDataset(pa.Table.from_pylist(_shard_rows(), schema=schemas.logits("float32")), max_length=4)[1]
     assert list(cut["response"]) == [40, 41] and cut["topk_ids"].shape == (2, 2)
 
 
@@ -102,8 +103,8 @@ def test_join_by_key_survives_shuffling_duplicates_and_missing(tmp_path):
     folder = tmp_path / "logits"
     folder.mkdir()
     rows = _shard_rows()
-    pq.write_table(pa.Table.from_pylist(rows[:1], schema=logits_schema()), folder / "part-0.parquet")
-    pq.write_table(pa.Table.from_pylist(rows[1:], schema=logits_schema()), folder / "part-1.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[:1], schema=schemas.logits()), folder / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[1:], schema=schemas.logits()), folder / "part-1.parquet")
     missing, stats = join_logits(["b", "zzz", "a", "b"], folder, tmp_path / "joined.arrow")
     assert missing == [1]
     table = read_joined(tmp_path / "joined.arrow")

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from distill_ray.errors import InputFileError
 from distill_ray.prompts import DEFAULT_SYSTEM_PROMPT
 from distill_ray.training.sft_data import (
     IGNORE_INDEX,
     RowRejected,
     build_chat_messages,
-    check_row,
     collate,
     end_of_turn,
     prompt_token_ids,
-    read_labeled_rows,
-    select_training_rows,
     tokenize_sft_example,
 )
 
@@ -85,67 +81,6 @@ def test_collate_right_pads(tokenizer):
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 2, 2]]
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
-
-
-@pytest.mark.parametrize(
-    "row, reason",
-    [
-        ({"problem": "p", "response": "r"}, None),
-        ({"problem": None, "response": "r"}, "missing problem"),
-        ({"problem": "p", "response": float("nan")}, "missing response"),
-        ({"problem": "p"}, "missing response"),
-        ({"problem": "  ", "response": "r"}, "empty problem"),
-        ({"problem": "p", "response": 3}, "response is not a string"),
-    ],
-)
-def test_check_row(row, reason):
-    assert check_row(row) == reason
-
-
-def test_read_jsonl_rejects_bad_lines(tmp_path):
-    path = tmp_path / "rows.jsonl"
-    path.write_text('{"problem": "p", "response": "r", "extra": 1}\n\nnot json\n[1, 2]\n')
-    rows, rejects = read_labeled_rows(str(path))
-    assert rows[0]["problem"] == "p" and len(rows) == 2
-    assert [r["reason"] for r in rejects] == ["invalid JSON line"] and rejects[0]["row"]["line"] == 3
-    assert check_row(rows[1]) == "missing problem"  # a non-object line becomes a rejectable row
-
-
-def test_read_labeled_rows_file_errors(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    with pytest.raises(InputFileError, match="not found"):
-        read_labeled_rows(str(tmp_path / "missing.parquet"))
-    pq.write_table(pa.Table.from_pylist([{"question": "q", "response": "r"}]), tmp_path / "bad.parquet")
-    with pytest.raises(InputFileError, match="missing column"):
-        read_labeled_rows(str(tmp_path / "bad.parquet"))
-
-
-def test_read_labeled_rows_from_a_parquet_folder(tmp_path):
-    """The generation job writes its kept samples as a folder of Parquet parts."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder = tmp_path / "kept"
-    folder.mkdir()
-    for i in range(2):
-        pq.write_table(pa.Table.from_pylist([{"problem": f"p{i}", "response": "r", "kept": True}]),
-                       folder / f"part-{i}.parquet")  # fmt: skip
-    rows, rejects = read_labeled_rows(str(folder))
-    assert sorted(r["problem"] for r in rows) == ["p0", "p1"] and rejects == []
-
-
-def test_select_training_rows_rejects_with_reasons(tokenizer):
-    rows = [
-        {"problem": "What is 2+3?", "response": RESPONSE},
-        {"problem": "", "response": RESPONSE},
-        {"problem": "word " * 200, "response": RESPONSE},
-    ]
-    clean, rejects = select_training_rows(rows, tokenizer, None, "{problem}", max_length=128)
-    assert clean == [{"problem": "What is 2+3?", "response": RESPONSE}]
-    assert rejects[0] == {"reason": "empty problem", "row": rows[1]}
-    assert rejects[1]["reason"].startswith("prompt longer than max_length")
 
 
 def test_epoch_batches_resume_skips_consumed_samples(tokenizer):

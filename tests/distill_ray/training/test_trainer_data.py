@@ -1,4 +1,4 @@
-"""Row checks and batching of the advdistill, dpo and rm jobs, and the shared row reader (no Ray)."""
+"""Row checks and batching of the advdistill, dpo and rm jobs (no Ray); the shared row reader: test_rows.py."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from distill_ray.training.preference_data import (
     pair_problem,
 )
 from distill_ray.training.reward_data import RewardRowsDataset, collate_scored, reward_input_ids, reward_meta
+from distill_ray.training.rows import score_problem
 from distill_ray.training.sft_data import IGNORE_INDEX
-from distill_ray.training.rows import read_rows, score_problem
 
 GROUP = {"problem": "What is 2+3?", "responses": ["<answer>5</answer>", "<answer>6</answer>"],
          "advantages": [1.0, -1.0], "correct": [True, False]}  # fmt: skip
@@ -88,19 +88,3 @@ def test_reward_inputs_and_meta(tokenizer):
     assert meta["target"] == "rv" and meta["to_unit_range"] == "sigmoid" and json.dumps(meta)
     assert score_problem(None, "rv") == "missing rv score" and score_problem("7", "rv") == "rv score is not a number"
     assert score_problem(7, "rv") is None
-
-
-def test_read_rows_keeps_wanted_columns_and_bad_json_lines(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from distill_ray.errors import InputFileError
-
-    pq.write_table(pa.Table.from_pylist([{"problem": "p", "response": "r", "rv": 3, "junk": 1}]), tmp_path / "a.parquet")
-    rows, rejects = read_rows(str(tmp_path / "a.parquet"), ["problem", "response"], ["rv", "cd"])
-    assert rows == [{"problem": "p", "response": "r", "rv": 3}] and rejects == []
-    with pytest.raises(InputFileError, match="missing column"):
-        read_rows(str(tmp_path / "a.parquet"), ["problem", "chosen"])
-    (tmp_path / "b.jsonl").write_text('{"problem": "p", "response": "r"}\n{not json\n')
-    rows, rejects = read_rows(str(tmp_path / "b.jsonl"), ["problem", "response"])
-    assert len(rows) == 1 and rejects[0]["reason"] == "invalid JSON line"

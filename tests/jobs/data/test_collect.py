@@ -5,8 +5,10 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import assert_declared_schema
 
 from distill_ray.config import build_config
+from distill_ray.data import schemas
 from jobs.stage import StageEnv
 
 pytestmark = pytest.mark.ray
@@ -47,6 +49,7 @@ def test_collect_maps_dedups_and_resamples(tmp_path, ray_cluster):
     result = collect.run(job, env)
 
     rows = pq.read_table(tmp_path / "out" / "problems").to_pylist()
+    assert_declared_schema(tmp_path / "out" / "problems", schemas.COLLECTED_PROBLEM)
     assert set(rows[0]) == {"id", "task", "problem", "answer", "source", "extra"}
     mix = {t: sum(1 for r in rows if r["task"] == t) for t in ("math", "science", "code")}
     assert mix == {"math": 8, "science": 1, "code": 4}  # math capped at 8, then 2:1 with code (4 of 6 kept)

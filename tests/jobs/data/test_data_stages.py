@@ -7,8 +7,10 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import assert_declared_schema
 
 from distill_ray.config import build_config
+from distill_ray.data import schemas
 from distill_ray.errors import ConfigError
 from jobs.stage import StageEnv
 
@@ -45,6 +47,7 @@ def test_judge_retries_then_rejects_unparseable_verdicts_and_counts_everything(t
     assert result.rejected_reasons.get("missing field") == 1
     judged = pq.read_table(tmp_path / "out" / "judged").to_pylist()
     assert all(0 <= r["rv"] <= 9 for r in judged)
+    assert_declared_schema(tmp_path / "out" / "judged", schemas.judged(pq.read_schema(tmp_path / "cots.parquet"), ["rv"]))
     lines = [json.loads(x) for x in (tmp_path / "out" / "rejected" / "judge.jsonl").read_text().splitlines()]
     unparsed = [r for r in lines if r["reason"].startswith("unparseable rv judgement")]
     assert len(unparsed) == result.rejected_reasons.get("unparseable rv judgement", 0)
@@ -91,4 +94,4 @@ def test_group_stage_on_an_empty_input_writes_empty_readable_outputs(tmp_path, r
     assert (result.rows_in, result.rows_out, result.rows_rejected) == (0, 0, 0)
     assert result.metrics["split"] == {"easy": 0, "medium": 0, "hard": 0}
     for folder in ("selected", "medium", "hard"):
-        assert "fallback" in pq.read_table(tmp_path / "out" / folder).schema.names
+        assert_declared_schema(tmp_path / "out" / folder, schemas.selected(schema))

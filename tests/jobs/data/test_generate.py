@@ -4,8 +4,10 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import assert_declared_schema
 
 from distill_ray.config import build_config
+from distill_ray.data import schemas
 from jobs.stage import StageEnv
 
 pytestmark = pytest.mark.ray
@@ -57,18 +59,39 @@ def test_generate_writes_scored_samples_and_quarantines_bad_rows(tmp_path, ray_c
     assert any("malformed JSON" in r for r in reasons)
     assert any("answer" in r for r in reasons) and any("prompt" in r for r in reasons)
     assert pq.read_table(tmp_path / "out" / "kept").num_rows == 16
+    for folder in ("generations", "kept"):
+        assert_declared_schema(tmp_path / "out" / folder, schemas.SAMPLE)
 
 
 def test_unreachable_teacher_fails_the_stage_and_keeps_finished_parts(tmp_path, ray_cluster, serve_port):
     from conftest import free_port
+
     from jobs.data import generate
 
     _write_prompts(tmp_path / "prompts.jsonl")
     job = _job(tmp_path, serve_port, engine="openai", base_url=f"http://127.0.0.1:{free_port()}/v1",
                max_retries=1, request_timeout_s=5)  # fmt: skip
     env = StageEnv("generate", tmp_path / "out", tmp_path / "out" / "rejected", ray_cluster)
-    with pytest.raises(RuntimeError, match="teacher unreachable.*re-run the same command"):
+    with pytest.raises(RuntimeError, match="teacher unreachable.*re-run the same command") as stopped:
         generate.run(job, env)
+    # The message the worker raised, not the line of source code that raised it.
+    assert "after 2 attempt(s): APIConnectionError" in str(stopped.value) and "{" not in str(stopped.value)
+
+
+def test_a_prompt_the_teacher_refuses_rejects_that_row_and_the_stage_goes_on(tmp_path, ray_cluster, serve_port):
+    """A request error (here: a prompt longer than the teacher's context) is a bad row, not a down teacher."""
+    from jobs.data import generate
+
+    _write_prompts(tmp_path / "prompts.jsonl")
+    with (tmp_path / "prompts.jsonl").open("a") as fh:
+        fh.write(json.dumps({"question": "What is 1 + 1? " * 3000, "answer": "2"}) + "\n")
+    env = StageEnv("generate", tmp_path / "out", tmp_path / "out" / "rejected", ray_cluster)
+    result = generate.run(_job(tmp_path, serve_port, max_retries=3), env)
+    assert (result.rows_in, result.rows_out, result.rows_rejected) == (8, 4, 4)
+    assert result.metrics["teacher_calls"] == 5 * 2  # the refused request was not retried
+    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected" / "generate.jsonl").open()]
+    refused = [r for r in rejected if r["reason"].startswith("teacher rejected the request")]
+    assert len(refused) == 1 and "context" in refused[0]["reason"]
 
 
 def test_rerun_reuses_committed_parts_without_new_teacher_calls(tmp_path, ray_cluster, serve_port):

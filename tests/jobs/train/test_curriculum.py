@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import kill_session
+from conftest import (
+    REPO,  # noqa: E402 - the repository root, wherever this file sits
+    kill_session,
+)
 from trainer_fixtures import STUDENT, TRAINING, arithmetic, write_parquet
 
-from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
 CURRICULUM = [{"name": "medium", "difficulty": ["medium"], "num_train_epochs": 3},  # 6 rows -> 9 steps
               {"name": "medium_hard", "difficulty": ["medium", "hard"], "num_train_epochs": 2}]  # 12 rows -> 12 steps
 

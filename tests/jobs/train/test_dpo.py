@@ -10,7 +10,6 @@ import math
 import random
 
 import pytest
-
 from trainer_fixtures import job, stage, write_parquet
 
 

@@ -17,7 +17,6 @@ import json
 import random
 
 import pytest
-
 from trainer_fixtures import stage
 
 GRPO = {"group_size": 8, "max_new_tokens": 12, "beta": 0.0, "eval_steps": 12, "eval_limit": 4}

@@ -11,7 +11,6 @@ import random
 import shutil
 
 import pytest
-
 from trainer_fixtures import STUDENT, TEACHER, arithmetic, extracted_logits, job, stage, write_parquet
 
 
@@ -54,8 +53,8 @@ def test_kd_trains_and_saves_hf_model(kd_run):
 @pytest.mark.ray
 @pytest.mark.timeout(300)
 def test_shuffled_rows_join_their_own_logits(logits_run, tmp_path):
-    from distill_ray.training.kd_data import join_logits, read_joined, teacher_forced_ids
     from distill_ray.models.loading import load_tokenizer, resolve_model
+    from distill_ray.training.kd_data import join_logits, read_joined, teacher_forced_ids
 
     rows = list(logits_run["rows"])
     random.Random(7).shuffle(rows)
@@ -79,8 +78,8 @@ def test_student_with_another_tokenizer_exits_2(logits_run, ray_cluster, tmp_pat
     import yaml
     from transformers import AutoTokenizer
 
-    from jobs import cli
     from distill_ray.models.loading import resolve_model
+    from jobs import cli
 
     student = tmp_path / "student"
     shutil.copytree(resolve_model(STUDENT), student)
@@ -92,6 +91,7 @@ def test_student_with_another_tokenizer_exits_2(logits_run, ray_cluster, tmp_pat
     raw["ray"]["state_dir"] = f"/tmp/dr-test-{os.getpid()}"  # the session's cluster, already running
     (tmp_path / "kd.yaml").write_text(yaml.safe_dump(raw))
     assert cli.main(["run", str(tmp_path / "kd.yaml")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    # The error is one line; the "[distill-ray] ..." lines around it are progress messages (distill_ray/log.py).
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("[distill-ray] ")]
     assert len(err) == 1 and "models.student" in err[0] and "tokenizer differs from the teacher's" in err[0], err
     assert not (tmp_path / "run" / "checkpoints").exists()

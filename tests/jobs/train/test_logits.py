@@ -10,7 +10,6 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from trainer_fixtures import LOGITS_ROWS, TEACHER, extracted_logits, stage
 
 
@@ -36,8 +35,8 @@ def test_logits_rejects_and_reports_storage(logits_run):
 def test_stored_topk_are_the_teachers_logprobs(logits_run):
     import pyarrow as pa
 
-    from distill_ray.training.kd_data import read_manifest, teacher_forced_ids
     from distill_ray.models.loading import load_causal_lm, load_tokenizer, resolve_model
+    from distill_ray.training.kd_data import read_manifest, teacher_forced_ids
 
     table = pq.read_table(logits_run["folder"])
     assert table.schema.field("topk_logprobs").type == pa.list_(pa.float16())

@@ -14,8 +14,8 @@ import pytest
 
 from distill_ray.config import build_config
 from distill_ray.errors import ConfigError, UserError
-from jobs.train import openrlhf_launch as launch
 from jobs.stage import StageEnv
+from jobs.train import openrlhf_launch as launch
 
 REWARD_BASE = "http://10.1.2.3:8000/reward"
 
@@ -220,6 +220,9 @@ class FakeJobsClient:
 
 
 def test_run_submits_waits_and_records(tmp_path, monkeypatch, capsys):
+    from distill_ray.log import configure_logging
+
+    configure_logging()  # as the CLI does: status changes are logged messages
     fake = FakeJobsClient(["PENDING", "RUNNING", "RUNNING", "SUCCEEDED"])
     monkeypatch.setattr(launch, "_connect", lambda address, timeout: fake)
     job = _grpo(submission_id="grpo-1", poll_interval_s=0.01)
@@ -235,8 +238,8 @@ def test_run_submits_waits_and_records(tmp_path, monkeypatch, capsys):
     assert record["save_path"] == str((tmp_path / "model").resolve())
     assert result.outputs["submission_id"] == "grpo-1" and result.metrics["status"] == "SUCCEEDED"
     assert result.outputs["openrlhf_job"] == str(tmp_path / "openrlhf_job.json")
-    out = capsys.readouterr().out
-    assert out.count("RUNNING") == 1 and "SUCCEEDED" in out  # each status change printed once
+    err = capsys.readouterr().err
+    assert err.count("RUNNING") == 1 and "SUCCEEDED" in err  # each status change logged once
 
 
 def test_run_failed_job_raises_and_records(tmp_path, monkeypatch):

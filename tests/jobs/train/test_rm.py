@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from trainer_fixtures import job, stage, write_parquet
 
 TERSE = "<answer>\\boxed{{{s}}}</answer>"

@@ -110,7 +110,7 @@ def test_sft_missing_file_is_an_input_error(tmp_path):
 
 def test_schedule_and_step_count():
     from distill_ray.config import TrainingConfig
-    from jobs.train.sft import lr_factor, total_steps
+    from distill_ray.training.schedule import lr_factor, total_steps
 
     assert [lr_factor("cosine", s, 2, 10) for s in (0, 1, 2)] == [0.0, 0.5, 1.0]  # warmup, then peak
     assert lr_factor("cosine", 6, 2, 10) == pytest.approx(0.5) and lr_factor("cosine", 10, 2, 10) == 0.0

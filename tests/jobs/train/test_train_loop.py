@@ -35,11 +35,12 @@ def _grads(model, objective, tokenizer, rows, splits: list[list[list[int]]], wor
     return torch.stack(per_worker).mean(0)  # what DDP's all-reduce averages to
 
 
-def _kd_rows(tokenizer) -> "pa.Table":
+def _kd_rows(tokenizer):
     """Joined logits rows with a made-up teacher: top-8 log-probs of random logits."""
     import pyarrow as pa
 
-    from distill_ray.training.kd_data import logits_schema, teacher_forced_ids
+    from distill_ray.data import schemas
+    from distill_ray.training.kd_data import teacher_forced_ids
 
     gen, rows = torch.Generator().manual_seed(0), []
     for i, row in enumerate(ROWS):
@@ -47,7 +48,7 @@ def _kd_rows(tokenizer) -> "pa.Table":
         logprobs, ids = torch.log_softmax(torch.randn(len(response), 300, generator=gen), -1).topk(8)
         rows.append({"sample_id": str(i), "prompt_ids": prompt, "response_ids": response,
                      "topk_ids": ids.flatten().tolist(), "topk_logprobs": logprobs.flatten().tolist()})  # fmt: skip
-    return pa.Table.from_pylist(rows, schema=logits_schema("float32"))
+    return pa.Table.from_pylist(rows, schema=schemas.logits("float32"))
 
 
 def _objective(kind: str, tokenizer):

@@ -1,0 +1,78 @@
+"""The teacher and reward clients against a real loopback HTTP server that answers from a script: a refused
+request fails at once with the server's message, a server error is retried, an outage ends in one line."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from actors.reward_client import RewardClient, RewardServiceError
+from actors.teacher_client import OpenAITeacherClient, TeacherRejected, TeacherUnavailable, chat_with_retries
+
+CHAT = {"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "4"}}]}  # fmt: skip
+
+
+@pytest.fixture
+def scripted():
+    """A loopback server answering each POST with the next (status, body) of `answers`; counts requests."""
+    state = {"answers": [], "requests": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            state["requests"] += 1
+            status, body = state["answers"].pop(0) if state["answers"] else (503, {"error": {"message": "busy"}})
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}"
+    yield state
+    server.shutdown()
+
+
+def _error(message: str) -> dict:
+    return {"error": {"message": message, "type": "invalid_request_error"}}
+
+
+def test_teacher_client_retries_server_errors_and_rejects_refusals(scripted):
+    client = OpenAITeacherClient(scripted["url"] + "/v1", None, timeout_s=5)
+    body = {"model": "m", "messages": [{"role": "user", "content": "2+2?"}]}
+    scripted["answers"] = [(500, _error("engine hiccup")), (503, _error("busy")), (200, CHAT)]
+    assert chat_with_retries(client, body, max_retries=3, base_delay=0.01)["choices"][0]["message"]["content"] == "4"
+    assert scripted["requests"] == 3
+
+    scripted["answers"], scripted["requests"] = [(400, _error("the prompt has 9000 tokens"))], 0
+    with pytest.raises(TeacherRejected, match="teacher rejected the request: BadRequestError: .*9000 tokens"):
+        chat_with_retries(client, body, max_retries=3, base_delay=0.01)
+    assert scripted["requests"] == 1
+
+    scripted["answers"], scripted["requests"] = [], 0  # busy for good
+    with pytest.raises(TeacherUnavailable, match=r"teacher unreachable after 3 attempt\(s\): InternalServerError"):
+        chat_with_retries(client, body, max_retries=2, base_delay=0.01)
+    assert scripted["requests"] == 3
+
+
+def test_reward_client_retries_server_errors_and_reports_refusals(scripted):
+    client = RewardClient(scripted["url"], timeout_s=5, max_retries=2)
+    scripted["answers"] = [(502, _error("proxy")), (200, {"results": [{"reward": 1.0}]})]
+    assert client.rewards([{"prompt": "p", "response": "r", "reference": "1"}]) == [{"reward": 1.0}]
+    scripted["answers"] = [(400, _error("items[0].prompt: required"))]
+    with pytest.raises(RewardServiceError, match="refused the request: 400 items\\[0\\].prompt: required"):
+        client.rewards([{}])
+    scripted["answers"] = []
+    with pytest.raises(RewardServiceError, match="unreachable after 3 tries: 503 busy"):
+        client.rewards([{}])
+    client.close()
