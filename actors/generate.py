@@ -14,7 +14,7 @@ import hashlib
 from typing import Any
 
 from actors.part_writer import Outcome
-from actors.teacher_client import TeacherCaller
+from actors.teacher_client import TeacherCaller, reply_text
 from distill_ray.config import DistillationConfig, InferenceConfig
 from distill_ray.data import schemas
 from distill_ray.errors import RowRejected
@@ -70,7 +70,7 @@ class CoTGenerator(TeacherCaller):
                     **base,
                     "sample_id": f"{self.teacher.name}:{problem['id']}:t{temperature}:s{k}",
                     "sample_index": k,
-                    "response": choice["message"]["content"] or "",
+                    "response": reply_text(choice["message"]),
                     "finish_reason": choice.get("finish_reason"),
                     "prompt_tokens": usage.get("prompt_tokens"),
                     "completion_tokens": _choice_tokens(choice, usage, len(resp["choices"])),

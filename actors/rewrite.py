@@ -19,7 +19,8 @@ from actors.generate import request_seed
 from actors.part_writer import Outcome
 from actors.teacher_client import TeacherCaller
 from distill_ray.errors import RowRejected
-from distill_ray.grading.verify import verify_response
+from distill_ray.grading.grader import grade
+from distill_ray.grading.parsing import parse_response
 from distill_ray.models.teachers import Teacher
 from distill_ray.prompts import data_prompt, fill_template
 
@@ -47,10 +48,12 @@ class _RewriterBase(TeacherCaller):
                 return Outcome(reason="no reference: a CoT without a reference answer cannot be verified")
             return Outcome(rows=[{**row, "response": text, "original_response": row["response"] if rewritten else None,
                                   "rewritten": rewritten}])  # fmt: skip
-        correct, parsed = verify_response(text, reference, timeout_s=self.verify_timeout_s)
-        if not correct:
-            return Outcome(reason=f"{what} does not verify: answer '{parsed.final_answer}' vs reference '{reference}'")
-        return Outcome(rows=[{**row, "response": text, "think": parsed.think, "final_answer": parsed.final_answer,
+        verdict = grade(text, reference, timeout_s=self.verify_timeout_s)
+        if not verdict.correct:
+            answer = verdict.final_answer if verdict.final_answer is not None else f"none: {verdict.reason}"
+            return Outcome(reason=f"{what} does not verify: answer '{answer}' vs reference '{reference}'")
+        return Outcome(rows=[{**row, "response": text, "think": parse_response(text).think,
+                              "final_answer": verdict.final_answer,
                               "correct": True, "rewritten": rewritten,
                               "original_response": row["response"] if rewritten else None}])  # fmt: skip
 

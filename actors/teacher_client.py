@@ -76,6 +76,17 @@ def chat_with_retries(client: TeacherClient, body: dict[str, Any], max_retries: 
         raise TeacherRejected(f"teacher rejected the request: {one_line(exc)}") from exc
 
 
+def reply_text(message: dict[str, Any]) -> str:
+    """The text of a chat reply, reasoning included. Servers that return a reasoning model's CoT in a field of its
+    own (DeepSeek's API and vLLM's reasoning parsers: `reasoning_content`; some others: `reasoning`) get it
+    back as `<think>...</think>` before the content, as the parser, SFT and the rewards expect it."""
+    content = message.get("content") or ""
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning.strip() and "</think>" not in content:
+        return f"<think>{reasoning}</think>{content}"
+    return content
+
+
 class TeacherCaller:
     """Base of the teacher-calling row processors (see actors/part_writer.py for the processor contract)."""
 
@@ -104,7 +115,7 @@ class TeacherCaller:
         body = {"messages": messages, "temperature": temperature, "max_tokens": max_tokens, "top_p": top_p}
         if seed is not None:
             body["seed"] = seed
-        return self.chat(body)["choices"][0]["message"]["content"] or ""
+        return reply_text(self.chat(body)["choices"][0]["message"])
 
     def map_rows(self, fn: Callable[[Any], T], items: Iterable[Any]) -> list[T | RowRejected]:
         """`fn` over `items` on the pool, all in flight together. An item whose call raises RowRejected (a

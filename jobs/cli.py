@@ -8,6 +8,7 @@
     distill-ray submit CONFIG --address URL [--wait]    submit a run to a Ray cluster's Jobs API
     distill-ray jobs list|status|logs|stop [ID]         the cluster's jobs (--address URL or $RAY_ADDRESS)
     distill-ray models prepare SPEC [SPEC ...]          materialise builtin/tiny models into the cache
+    distill-ray grade FILE --out OUT.jsonl              re-grade replies against references (the pipeline's grader)
 
 The console script enters here, at the top layer. Parsing and validation live here; execution is handed to
 `jobs.runner`, which imports Ray and the jobs only once a command needs them, so `validate` stays fast.
@@ -57,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("--address", help="Jobs API address, e.g. http://head:8265 (default: $RAY_ADDRESS)")
     jobs.add_argument("--follow", action="store_true", help="logs: keep printing until the job ends")
     jobs.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the cluster to answer")
+    grade = sub.add_parser("grade", help="grade a JSONL / Parquet file of replies with the pipeline's grader")
+    grade.add_argument("file", help="replies: .jsonl, .json or Parquet (a file or a stage's folder)")
+    grade.add_argument("--out", required=True, help="where to write one JSON line per input row")
+    grade.add_argument("--response-field", default="response", help="field holding the reply (default: response)")
+    grade.add_argument("--reference-field", default="reference", help="field holding the reference answer")
+    grade.add_argument("--finish-field", default="finish_reason", help="field holding the server's finish_reason")
+    grade.add_argument("--format", dest="fmt", default="auto", choices=["auto", "think_answer", "boxed"],
+                       help="where the final answer must stand (default: auto, see distill_ray/grading/grader.py)")
+    grade.add_argument("--timeout", type=float, default=5.0, help="seconds per math-verify call")
     models = sub.add_parser("models", help="model cache")
     prepare = models.add_subparsers(dest="action", required=True).add_parser("prepare")
     prepare.add_argument("specs", nargs="+", help="model specs, e.g. builtin:smollm2-135m-instruct")
@@ -88,6 +98,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command in ("submit", "jobs"):
         return _cluster_command(args)
+    if args.command == "grade":
+        from distill_ray.grading.grade_file import GradeFields, grade_file, summary_line
+
+        fields = GradeFields(args.response_field, args.reference_field, args.finish_field)
+        counts = grade_file(args.file, args.out, fields, args.fmt, args.timeout)
+        print(summary_line(counts, args.out))
+        return 0
     from distill_ray.config import load_config
 
     overrides = list(args.overrides)

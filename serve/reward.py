@@ -29,7 +29,7 @@ from ray.serve.handle import DeploymentHandle
 
 from distill_ray.config.reward import RewardConfig
 from distill_ray.config.serving import ServeConfig
-from distill_ray.grading.verify import check_answer
+from distill_ray.grading.grader import check_answer
 from distill_ray.models.openai_protocol import ProtocolError
 from distill_ray.rewards.grpo import FORMAT_SCORERS, RewardWeights, score_item
 from distill_ray.rewards.protocol import (

@@ -7,12 +7,11 @@ Every field is documented here; `distill-ray validate --explain` prints these de
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from distill_ray.config.section import Section
-from distill_ray.grading.judge import CRITERIA
 from distill_ray.prompts import DATA_PROMPTS
 
 Difficulty = Literal["easy", "medium", "hard"]
@@ -53,10 +52,14 @@ class CollectConfig(Section):
         return v
 
 
+JudgeCriterion = Literal["difficulty", "rv", "cd"]
+CRITERIA: tuple[str, ...] = get_args(JudgeCriterion)  # what a teacher judge can grade (distill_ray/grading/judge.py)
+
+
 class JudgeConfig(Section):
     """The teacher as judge of each CoT: difficulty (easy/medium/hard), RV and CD (integers 0-9)."""
 
-    criteria: list[Literal["difficulty", "rv", "cd"]] = Field(
+    criteria: list[JudgeCriterion] = Field(
         default_factory=lambda: ["difficulty"], description=f"What to judge, any of {', '.join(CRITERIA)}."
     )
     max_attempts: int = Field(3, ge=1, description="Asks per criterion before an unparseable CoT is rejected.")

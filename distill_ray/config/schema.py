@@ -163,8 +163,9 @@ class DistillationConfig(Section):
     w_fmt: float = Field(1.0, description="Weight of the format reward.")
     r0_correct: float = Field(2.0, description="Cosine reward of a correct response of length 0.")
     rL_correct: float = Field(1.0, description="Cosine reward of a correct response of length L_max.")
-    r0_wrong: float = Field(-10.0, description="Cosine reward of a wrong response of length 0.")
-    rL_wrong: float = Field(0.0, description="Cosine reward of a wrong response of length L_max.")
+    r0_wrong: float = Field(0.0, description="Cosine reward of a wrong response of length 0 (longer wrong "
+                            "answers earn less: AdvDistill penalises lengthy incorrect answers).")  # fmt: skip
+    rL_wrong: float = Field(-10.0, description="Cosine reward of a wrong response of length L_max.")
     max_length_tokens: int = Field(2048, ge=1, description="L_max of the cosine reward.")
     advantage_eps: float = Field(1e-6, gt=0, description="eps in A = (r - mean) / (std + eps).")
     verify_timeout_s: float = Field(5.0, gt=0, description="Time limit of one math-verify comparison.")

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 
+from distill_ray.config.processing import CRITERIA
+from distill_ray.grading.parsing import THINK_CLOSE, THINK_OPEN
+
 DIFFICULTY_LEVELS = ("easy", "medium", "hard")
-CRITERIA = ("difficulty", "rv", "cd")
 
 _LEVEL_WORDS = {
     "easy": "easy", "simple": "easy", "trivial": "easy",
@@ -25,10 +27,12 @@ _OUT_OF = re.compile(r"(?<![\d.])(\d+)\s*(?:/|out of)\s*(\d+)")
 
 
 def strip_reasoning(text: str) -> str:
-    """Drop a `<think>...</think>` preamble: the verdict is what follows it."""
-    if "</think>" in text:
-        return text.rsplit("</think>", 1)[1]
-    return text
+    """The part of a judge's reply after its reasoning: the verdict is what follows the last `</think>`. A
+    reply whose think block never closes was cut mid-thought (a reasoning judge out of tokens) and holds no
+    verdict yet: "" (unparseable, so the stage asks again and then rejects the CoT with that reply)."""
+    closes = list(THINK_CLOSE.finditer(text))
+    rest = text[closes[-1].end() :] if closes else text
+    return "" if THINK_OPEN.search(rest) else rest
 
 
 def parse_difficulty(text: str | None) -> str | None:

@@ -1,10 +1,10 @@
-"""Read a model response into its parts: reasoning, answer block, and the final answer string.
+"""Read a model response into its parts: the reasoning, the answer block, the last box.
 
-Flow: teacher/student text -> **parse_response** -> verify.answers_match (correctness)
--> rewards (format and length scores). Datasets' reference answers are normalised here too
-(`reference_answer`), so both sides of a comparison come from one module.
+Flow: teacher/student text -> **parse_response** (the parts a row stores and the format reward reads) and
+`grader.grade` (which final answer the reply gives, and whether it is right; it uses the brace and number
+scanners here). Datasets' reference answers are normalised here too (`reference_answer`).
 
-Pure string handling: no sympy, no Ray. Equivalence of two answers is verify.py's job.
+Pure string handling: no sympy, no Ray.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 
 # `\boxed {x}` with a space is valid LaTeX, so whitespace before the brace is allowed.
-_BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 # A thousands-grouped number first, so "1,234.50" is not cut at the comma. A minus sign only
 # counts when it cannot be a binary minus ("10-5" gives 5, not -5).
@@ -21,13 +21,13 @@ _NUMBER = re.compile(
     r"(?:(?<![\w)\]}])-)?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
 )
 
-_THINK_OPEN = re.compile(r"<\s*think\s*>", re.IGNORECASE)
-_THINK_CLOSE = re.compile(r"<\s*/\s*think\s*>", re.IGNORECASE)
-_ANSWER_OPEN = re.compile(r"<\s*answer\s*>", re.IGNORECASE)
-_ANSWER_CLOSE = re.compile(r"<\s*/\s*answer\s*>", re.IGNORECASE)
+THINK_OPEN = re.compile(r"<\s*think\s*>", re.IGNORECASE)
+THINK_CLOSE = re.compile(r"<\s*/\s*think\s*>", re.IGNORECASE)
+ANSWER_OPEN = re.compile(r"<\s*answer\s*>", re.IGNORECASE)
+ANSWER_CLOSE = re.compile(r"<\s*/\s*answer\s*>", re.IGNORECASE)
 
 
-def _matching_brace(text: str, open_idx: int) -> int | None:
+def matching_brace(text: str, open_idx: int) -> int | None:
     """Index of the `}` closing the `{` at open_idx, or None when the text ends first."""
     depth = 0
     i = open_idx
@@ -55,12 +55,12 @@ def extract_boxed(text: str) -> str | None:
     """
     if not text:
         return None
-    matches = list(_BOX_OPEN.finditer(text))
+    matches = list(BOX_OPEN.finditer(text))
     if not matches:
         return None
     last = matches[-1]
     open_idx = last.end() - 1
-    close_idx = _matching_brace(text, open_idx)
+    close_idx = matching_brace(text, open_idx)
     if close_idx is None:
         return None
     return text[open_idx + 1 : close_idx].strip()
@@ -77,12 +77,12 @@ def last_number(text: str) -> str | None:
 @dataclass(frozen=True)
 class ParsedResponse:
     """The parts of one response. `has_think` / `has_answer` say whether the tag was seen at
-    all (closed or not); format_reward applies the stricter closed-block rule itself."""
+    all (closed or not); format_reward applies the stricter closed-block rule itself. Which final answer
+    the response gives is the grader's call (`distill_ray.grading.grader`), not a part."""
 
     think: str | None
     answer_text: str | None
     boxed: str | None
-    final_answer: str | None
     has_think: bool
     has_answer: bool
 
@@ -93,47 +93,37 @@ class ParsedResponse:
 def _split_think(text: str) -> str | None:
     """Reasoning text, tolerating a missing `</think>` (truncation) or a missing `<think>`
     (chat templates that put the opening tag in the prompt, as R1-style models do)."""
-    opened = _THINK_OPEN.search(text)
+    opened = THINK_OPEN.search(text)
     if opened is None:
-        closed = _THINK_CLOSE.search(text)
+        closed = THINK_CLOSE.search(text)
         return text[: closed.start()].strip() if closed else None
     rest = text[opened.end() :]
-    stops = [m.start() for m in (_THINK_CLOSE.search(rest), _ANSWER_OPEN.search(rest)) if m]
+    stops = [m.start() for m in (THINK_CLOSE.search(rest), ANSWER_OPEN.search(rest)) if m]
     return rest[: min(stops)].strip() if stops else rest.strip()
 
 
 def _split_answer(text: str) -> str | None:
     """Text of the last `<answer>` block; an unclosed one runs to the end of the text."""
-    opens = list(_ANSWER_OPEN.finditer(text))
+    opens = list(ANSWER_OPEN.finditer(text))
     if not opens:
         return None
     rest = text[opens[-1].end() :]
-    closed = _ANSWER_CLOSE.search(rest)
+    closed = ANSWER_CLOSE.search(rest)
     return (rest[: closed.start()] if closed else rest).strip()
 
 
 def parse_response(text: str) -> ParsedResponse:
-    """Split a response and pick its final answer.
-
-    Precedence of the final answer: a box inside `<answer>`, a box anywhere, the `<answer>`
-    text itself, then the last number in the response (plain GSM8K-style replies).
-    """
+    """Split a response into its parts: reasoning, the last `<answer>` block, and its box (else the last box)."""
     text = text or ""
     think = _split_think(text)
     answer_text = _split_answer(text)
     boxed = extract_boxed(answer_text) if answer_text else None
     if boxed is None:
         boxed = extract_boxed(text)
-    final = boxed
-    if final is None and answer_text:
-        final = answer_text
-    if final is None:
-        final = last_number(text)
     return ParsedResponse(
         think=think,
         answer_text=answer_text,
         boxed=boxed,
-        final_answer=final,
         has_think=think is not None,
         has_answer=answer_text is not None,
     )

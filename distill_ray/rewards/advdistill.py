@@ -1,6 +1,6 @@
 """AdvDistill stage-1 scoring (METHODS.md section 3): rewards and group-relative advantages.
 
-Flow: the teacher writes G responses per prompt -> verify.verify_response marks each correct or
+Flow: the teacher writes G responses per prompt -> grading.grader.grade marks each correct or
 wrong -> **score_group** gives each a reward and an advantage -> **keep_group** drops prompts
 with no correct response -> stage-2 training weights responses by softmax(advantage / tau).
 
@@ -44,12 +44,17 @@ def cosine_length_reward(
     l_max: int = 2048,
     r0_correct: float = 2.0,
     rL_correct: float = 1.0,
-    r0_wrong: float = -10.0,
-    rL_wrong: float = 0.0,
+    r0_wrong: float = 0.0,
+    rL_wrong: float = -10.0,
 ) -> float:
     """Length-aware reward (Yeo et al. 2025): moves from r_start at length 0 to r_end at l_max
-    along a half cosine. With the defaults, short correct answers earn most and short wrong
-    ones are punished hardest; lengths beyond l_max score as l_max."""
+    along a half cosine; lengths beyond l_max score as l_max.
+
+    Defaults follow AdvDistill's own statement of its aim (seed 001, section 3.1: the reward "penalizes
+    lengthy incorrect answers while still rewarding concise correct answers"): a correct answer falls from
+    2 to 1 and a wrong one from 0 to -10 as it grows, so a longer wrong answer always earns less. Yeo et
+    al.'s wrong endpoints (-10 at length 0, 0 at l_max) would pay a wrong answer more the longer it runs,
+    the GRPO length bias the paper set out to remove."""
     if l_max <= 0:
         raise ValueError(f"l_max must be positive, got {l_max}")
     r_start, r_end = (r0_correct, rL_correct) if correct else (r0_wrong, rL_wrong)
@@ -93,8 +98,8 @@ class RewardParams:
     w_fmt: float = 1.0
     r0_correct: float = 2.0
     rL_correct: float = 1.0
-    r0_wrong: float = -10.0
-    rL_wrong: float = 0.0
+    r0_wrong: float = 0.0
+    rL_wrong: float = -10.0
     l_max: int = 2048
     eps: float = 1e-6
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from distill_ray.config import DistillationConfig
-from distill_ray.grading.verify import verify_response
+from distill_ray.grading.grader import grade
+from distill_ray.grading.parsing import parse_response
 from distill_ray.rewards.advdistill import RewardParams, keep_group, score_group
 
 
@@ -17,8 +18,9 @@ def score_problem_samples(samples: list[dict[str, Any]], cfg: DistillationConfig
     """Add parse/verify/reward fields and `kept` to each sample of one problem (all of them answered: a
     problem with a refused request is rejected whole before scoring, see actors/generate.py)."""
     for s in samples:
-        correct, parsed = verify_response(s["response"], s.get("reference"), timeout_s=cfg.verify_timeout_s)
-        s.update(correct=correct, think=parsed.think, final_answer=parsed.final_answer)
+        verdict = grade(s["response"], s.get("reference"), finish_reason=s.get("finish_reason"),
+                        timeout_s=cfg.verify_timeout_s)  # fmt: skip
+        s.update(correct=verdict.correct, think=parse_response(s["response"]).think, final_answer=verdict.final_answer)
     has_reference = bool(samples) and all(s.get("reference") is not None for s in samples)
     if has_reference:
         scored = score_group(

@@ -10,7 +10,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from actors.reward_client import RewardClient, RewardServiceError
-from actors.teacher_client import OpenAITeacherClient, TeacherRejected, TeacherUnavailable, chat_with_retries
+from actors.teacher_client import (
+    OpenAITeacherClient,
+    TeacherRejected,
+    TeacherUnavailable,
+    chat_with_retries,
+    reply_text,
+)
 
 CHAT = {"id": "c", "object": "chat.completion", "created": 0, "model": "m",
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "4"}}]}  # fmt: skip
@@ -76,3 +82,15 @@ def test_reward_client_retries_server_errors_and_reports_refusals(scripted):
     with pytest.raises(RewardServiceError, match="unreachable after 3 tries: 503 busy"):
         client.rewards([{}])
     client.close()
+
+
+def test_a_separate_reasoning_field_comes_back_as_a_think_block(scripted):
+    """DeepSeek's API and vLLM's reasoning parsers return the CoT as `reasoning_content` (issue 14 item 11)."""
+    chat = {**CHAT, "choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": "\\boxed{4}", "reasoning_content": "2 + 2 = 4"}}]}  # fmt: skip
+    scripted["answers"] = [(200, chat)]
+    client = OpenAITeacherClient(scripted["url"] + "/v1", None, timeout_s=5)
+    reply = chat_with_retries(client, {"model": "m", "messages": [{"role": "user", "content": "2+2?"}]}, 0)
+    assert reply_text(reply["choices"][0]["message"]) == "<think>2 + 2 = 4</think>\\boxed{4}"
+    assert reply_text({"content": "plain"}) == "plain"
+    assert reply_text({"content": "<think>a</think>b", "reasoning": "a"}) == "<think>a</think>b"  # not twice

@@ -34,3 +34,15 @@ def test_ambiguous_or_out_of_range_scores_are_refused(reply):
 def test_unknown_criterion_is_an_error():
     with pytest.raises(ValueError, match="known: difficulty, rv, cd"):
         parse_judgement("style", "5")
+
+
+@pytest.mark.parametrize("reply", ["<think>Okay, the solution has 3", "<think>It looks medium, but",
+                                   "<THINK>first 7, then</THINK> <think>maybe 2"])  # fmt: skip
+def test_a_judge_cut_mid_thought_has_no_verdict(reply):
+    """A reasoning judge out of tokens (issue 14 item 10): the numbers inside its reasoning are not verdicts."""
+    assert parse_score(reply) is None and parse_difficulty(reply) is None
+
+
+def test_the_verdict_after_a_closed_think_block_counts():
+    assert parse_score("<think>between 3 and 8</think>\n**6**") == 6
+    assert parse_difficulty("<Think>easy? no</Think> Difficulty: hard") == "hard"

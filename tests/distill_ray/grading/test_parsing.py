@@ -45,13 +45,12 @@ def test_full_format_prefers_box_inside_answer():
     assert parsed.think == r"try \boxed{3} first"
     assert parsed.answer_text == r"So it is \boxed{4}."
     assert parsed.boxed == "4"
-    assert parsed.final_answer == "4"
     assert parsed.has_think and parsed.has_answer
 
 
 def test_box_anywhere_when_answer_has_none():
     parsed = parse_response(r"<think>x</think><answer>twelve</answer> \boxed{12}")
-    assert parsed.final_answer == "12"
+    assert parsed.answer_text == "twelve" and parsed.boxed == "12"
 
 
 def test_answer_text_used_without_any_box():
@@ -59,12 +58,10 @@ def test_answer_text_used_without_any_box():
     assert parsed.think == "think"
     assert parsed.answer_text == "17 apples"
     assert parsed.boxed is None
-    assert parsed.final_answer == "17 apples"
 
 
-def test_last_number_fallback_for_plain_text():
+def test_plain_text_has_no_parts():
     parsed = parse_response("She pays 3 + 4 = 7 dollars, so the total is $1,050.")
-    assert parsed.final_answer == "1050"
     assert not parsed.has_think and not parsed.has_answer
     assert parsed.think is None and parsed.answer_text is None
 
@@ -73,22 +70,19 @@ def test_unclosed_think_runs_to_answer_or_end():
     truncated = parse_response("<think>  still reasoning about 5 and 6")
     assert truncated.think == "still reasoning about 5 and 6"
     assert truncated.has_think and not truncated.has_answer
-    assert truncated.final_answer == "6"
 
     no_close = parse_response(r"<think>reasoning <answer>\boxed{8}</answer>")
     assert no_close.think == "reasoning"
-    assert no_close.final_answer == "8"
 
 
 def test_missing_open_think_tag_from_chat_template():
     parsed = parse_response(r"reasoning here</think><answer>\boxed{2}</answer>")
     assert parsed.think == "reasoning here"
-    assert parsed.final_answer == "2"
 
 
 def test_empty_response():
     parsed = parse_response("")
-    assert parsed == ParsedResponse(None, None, None, None, False, False)
+    assert parsed == ParsedResponse(None, None, None, False, False)
 
 
 def test_to_dict_round_trip():
@@ -98,7 +92,6 @@ def test_to_dict_round_trip():
         "think": "a",
         "answer_text": r"\boxed{1}",
         "boxed": "1",
-        "final_answer": "1",
         "has_think": True,
         "has_answer": True,
     }

@@ -44,11 +44,11 @@ def test_format_reward(text, expected):
         (0, True, 2.0),  # r0_correct
         (2048, True, 1.0),  # rL_correct
         (1024, True, 1.5),  # midpoint of the half cosine
-        (0, False, -10.0),  # r0_wrong
-        (2048, False, 0.0),  # rL_wrong
+        (0, False, 0.0),  # r0_wrong
+        (2048, False, -10.0),  # rL_wrong
         (1024, False, -5.0),
         (5000, True, 1.0),  # clipped to l_max
-        (5000, False, 0.0),
+        (5000, False, -10.0),
     ],
 )
 def test_cosine_length_reward_defaults(length, correct, expected):
@@ -61,11 +61,6 @@ def test_cosine_length_reward_quarter_point_and_custom_endpoints():
     # custom endpoints: 4 + 0.5 * (0 - 4) * (1 + cos(pi/2)) = 2
     got = cosine_length_reward(50, False, l_max=100, r0_wrong=0.0, rL_wrong=4.0)
     assert got == pytest.approx(2.0)
-
-
-def test_cosine_reward_prefers_short_correct_and_long_wrong():
-    assert cosine_length_reward(100, True) > cosine_length_reward(1500, True)
-    assert cosine_length_reward(100, False) < cosine_length_reward(1500, False)
 
 
 def test_composite_reward():
@@ -108,7 +103,7 @@ def test_keep_group(flags, expected):
 def test_score_group_hand_computed():
     responses = [
         (GOOD, 0, True),  # fmt 1, cos 2.0 -> r = 2*2 + 1 = 5
-        (GOOD, 2048, False),  # fmt 1, cos 0.0 -> r = 1
+        (GOOD, 0, False),  # fmt 1, cos 0.0 -> r = 1
         ("18", 1024, True),  # fmt 0, cos 1.5 -> r = 3
     ]
     out = score_group(responses, params=RewardParams())
@@ -123,7 +118,7 @@ def test_score_group_hand_computed():
 
 def test_score_group_uses_params():
     params = RewardParams(w_cos=1.0, w_fmt=0.0, l_max=10)
-    out = score_group([("x", 10, True), ("y", 0, False)], params=params)
+    out = score_group([("x", 10, True), ("y", 10, False)], params=params)
     assert [o["reward"] for o in out] == pytest.approx([1.0, -10.0])
     assert out[0]["advantage"] > 0 > out[1]["advantage"]
 
@@ -143,3 +138,13 @@ def test_reward_params_from_config():
         w_cos=3.0, w_fmt=0.5, r0_correct=4.0, rL_correct=2.0, r0_wrong=-1.0, rL_wrong=-0.5, l_max=512, eps=1e-3
     )
     assert RewardParams.from_config(DistillationConfig()) == RewardParams()
+
+
+@pytest.mark.parametrize("correct", [True, False])
+def test_longer_answers_earn_less_whether_right_or_wrong(correct):
+    """AdvDistill (seed 001, section 3.1): the cosine reward "penalizes lengthy incorrect answers while still
+    rewarding concise correct answers" -- with the defaults, reward falls with length on both sides."""
+    rewards = [cosine_length_reward(n, correct) for n in range(0, 2049, 256)]
+    assert all(a > b for a, b in zip(rewards, rewards[1:]))
+    assert min(cosine_length_reward(n, True) for n in range(0, 4096, 64)) > max(
+        cosine_length_reward(n, False) for n in range(0, 4096, 64))  # any correct answer beats any wrong one

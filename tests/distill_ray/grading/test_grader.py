@@ -1,0 +1,80 @@
+"""The grader against the kinds of output real reasoning models write: one row per case, each with the kind of
+fault it stands for and where such inputs were reported (issue 14 distilled them from public bug reports)."""
+
+from __future__ import annotations
+
+import pytest
+
+from distill_ray.grading.grader import Grade, grade
+
+# (reply, reference, finish_reason, correct, kind / source)
+CASES = [
+    # 0. the grader keeps what math-verify's own extraction and comparison get right
+    (r"$\dfrac{1}{3} $", "1/3", None, True, "0 fraction in math mode; math-verify corpus"),
+    (r"... Final Answer: The final answer is $14{,}916$. I hope it is correct.", "14916", None, True,
+     "0 'final answer is' phrase with {,} thousands; MATH minerva-style replies"),
+    (r"\boxed{1},\boxed{2},\boxed{3}", "{1,2,3}", None, True, "0 several boxes form one answer; math-verify issues"),
+    (r"Therefore $x \geq 5$ is the solution.", "x >= 5", None, True, "0 a relation; math-verify corpus"),
+    (r"The solution set is $[2, 5)$.", "[2,5)", None, True, "0 an interval"),
+    (r"So the answer is $\begin{pmatrix} 1 \\ 2 \end{pmatrix}$.", r"\begin{pmatrix}1\\2\end{pmatrix}", None, True,
+     "0 a matrix"),
+    (r"The day is \boxed{\text{Monday}}.", r"\text{Monday}", None, True, "0 a text answer"),
+    (r"\boxed{3}", r"We add the two. The answer is $\boxed{3}$.", None, True,
+     "0 a worked solution as the reference (MATH `solution`)"),
+    # 1. cheap pre-checks never say equal when the values differ
+    (r"\boxed{2000001}", "2000000", None, False, "1 relative tolerance on exact integers; verl reports"),
+    (r"\boxed{27}", r"2 \text{ and } 7", None, False, "1 \\text{} removal joins two values; open-r1 reports"),
+    (r"\boxed{0.52}", "0.5", None, False, "1 two decimals compare exactly"),
+    (r"\boxed{0.333}", r"\frac{1}{3}", None, True, "1 a decimal approximation within its stated precision"),
+    (r"\boxed{0.33}", r"\frac{1}{3}", None, True, "1 ... to two decimals"),
+    (r"\boxed{0.3}", r"\frac{1}{3}", None, True, "1 ... to one decimal"),
+    (r"\boxed{0.34}", r"\frac{1}{3}", None, False, "1 ... but not a wrong rounding"),
+    # 2. escaped currency
+    (r"\boxed{18}", r"\$18", None, True, "2 escaped dollar in the reference; MATH / GSM8K-style data"),
+    (r"The total is \$1,250.", "1250", None, True, "2 escaped dollar and thousands in the reply"),
+    # 3. a looser library tolerance never overrules an exact 'different'
+    (r"\boxed{\frac{1}{3^{60}}}", r"\frac{1}{3^{61}}", None, False, "3 math-verify's float tolerance"),
+    (r"\boxed{\frac{2}{6}}", r"\frac{1}{3}", None, True, "3 equal exact values still match"),
+    (r"\boxed{\sqrt{8}}", r"2\sqrt{2}", None, True, "3 equal surds"),
+    # 4. where the reasoning ends
+    ("<think>Maybe it is \\boxed{9}. Recheck: 4*5 is 20, not 9.</think>\nThe result is 20.", "20", None, True,
+     "4 a draft box inside the think block; R1-style replies"),
+    ("<think>I get 9</think><answer>The answer is \\boxed{20}</answer>", "20", None, True, "4 the answer block wins"),
+    ("<THINK>think</THINK>\n<Answer> 17 apples </Answer>", "17", None, True, "4 an answer block without a box"),
+    (r"<think>try \boxed{3}</think> <answer>So it is \boxed{4}.</answer>", "4", None, True, "4 the box in the answer"),
+    ("Okay, 4*5=20, so \\boxed{20}.\n</think>\n\nThe answer is \\boxed{21}.", "20", None, False,
+     "4 a template that opened <think> in the prompt: only the text after </think> counts"),
+    # 5. truncated replies have no final answer
+    (r"Therefore the area is \boxed{6\sqrt{", "6", None, False, "5 an unclosed box; vLLM max_tokens cuts"),
+    ("<think>The area is 6. Let me double-check", "6", None, False, "5 an unclosed think block"),
+    ("The area is 6, and so", "6", "length", False, "5 finish_reason length"),
+    ("<answer>The area is \\boxed{6}", "6", None, False, "5 an unclosed answer block"),
+    # 6. plain-text fallback
+    ("#### 36\nHope these 2 steps help.", "36", None, True, "6 the GSM8K marker; TRL / open-instruct reports"),
+    ("She has \u22125 degrees left.", "-5", None, True, "6 the Unicode minus sign"),
+    ("The population is 12\u2009500.", "12500", None, True, "6 a thin-space thousands separator"),
+    ("The answer is 7 apples", "7", None, True, "6 a plain reply"),
+]
+
+
+@pytest.mark.parametrize(("reply", "reference", "finish_reason", "correct", "kind"), CASES,
+                         ids=[c[4].split(";")[0] for c in CASES])  # fmt: skip
+def test_grade(reply, reference, finish_reason, correct, kind):
+    result = grade(reply, reference, finish_reason=finish_reason)
+    assert result.correct is correct, (kind, result)
+
+
+@pytest.mark.parametrize(("reply", "finish_reason", "reason"), [
+    (r"so \boxed{6\sqrt{", None, "unclosed \\boxed"),
+    ("<think>still thinking", None, "unclosed think block"),
+    ("<answer>6", None, "unclosed answer block"),
+    ("anything at all 6", "length", "cut at the length limit (finish_reason: length)"),
+    ("no digits here", None, "no final answer found"),
+])  # fmt: skip
+def test_a_reply_without_a_final_answer_says_why(reply, finish_reason, reason):
+    assert grade(reply, "6", finish_reason=finish_reason) == Grade(False, None, reason)
+
+
+def test_no_reference_means_no_verdict_but_the_answer_is_still_read():
+    assert grade(r"so \boxed{12}", None) == Grade(None, "12", None)
+    assert grade(r"so \boxed{12}", "  ").correct is None
