@@ -73,8 +73,8 @@ def grade(reply: str | None, reference: Any, *, finish_reason: str | None = None
     reply: the model's whole text (reasoning included). reference: str / number / None (None: nothing to
     grade against, correct is None). finish_reason: the server's (`length` means cut off). fmt: where the
     final answer must stand: `auto` (the rules above), `think_answer` (in an `<answer>` block), `boxed` (in a
-    `\\boxed{}`). timeout_s: budget of each math-verify call in the main thread. Never raises; an unknown
-    fmt is a ValueError.
+    `\\boxed{}`). timeout_s: budget of each math-verify call in the main thread. Raises ValueError for
+    an unknown fmt only; a reply or reference it cannot read is graded, never an exception.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
@@ -162,8 +162,8 @@ def _closed_boxes(region: str) -> list[str]:
 
 
 def typographic_numbers(text: str) -> str:
-    """Numbers as plain ASCII: Unicode minus and dashes before digits, thin and narrow spaces and `{,}` as
-    thousands separators, full-width digits."""
+    """Numbers as plain ASCII: Unicode minus signs and dashes become `-`, full-width digits become digits, and
+    thin / narrow / no-break spaces and `{,}` between digit groups (thousands separators) are dropped."""
     text = text.translate(_TYPOGRAPHIC)
     text = re.sub(r"(?<=\d)(?:\{,\}|[\u2009\u202f\u00a0](?=\d{3}\b))", "", text)
     return text
