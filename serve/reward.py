@@ -6,8 +6,9 @@ Deployments, each with its own replicas and autoscaling (`reward.serve`):
   `rm` job; single items are gathered by `@serve.batch` into one forward pass, and the head's output is
   mapped to [0, 1] exactly as in training (`distill_ray.training.reward_data`).
 - `Verifier`: answer checking and the format score. The check runs in worker processes (their main
-  thread, where math-verify's own `signal.alarm` limit works), off the replica's event loop, under a
-  per-item deadline; a worker that misses it is replaced and the item counts as not verified.
+  thread, where math-verify's own `signal.alarm` limit works), off the replica's event loop, each item under
+  its own deadline; a worker that misses it is replaced and that item alone counts as not verified. Both
+  read the response as its whole assistant turn (`<think>` put back when the template opened it).
 - `RewardService` (ingress): HTTP routes, request checks, fan-out to the others, the composite reward
   (`distill_ray.rewards.grpo`). Routes: `POST /v1/rewards`, `POST /get_reward`, `GET /health`
   (wire formats in `distill_ray.rewards.protocol`); with `reward.serve.api_key` set, every route but
@@ -18,18 +19,18 @@ Deployments, each with its own replicas and autoscaling (`reward.serve`):
 
 import asyncio
 import multiprocessing
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from pebble import ProcessExpired, ProcessPool
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from distill_ray.config.reward import RewardConfig
 from distill_ray.config.serving import ServeConfig
-from distill_ray.grading.grader import check_answer
+from distill_ray.grading.grader import check_answer, warm_up
 from distill_ray.models.openai_protocol import ProtocolError
 from distill_ray.rewards.grpo import FORMAT_SCORERS, RewardWeights, score_item
 from distill_ray.rewards.protocol import (
@@ -99,46 +100,53 @@ class RewardModelDeployment:
 
 @serve.deployment(name="Verifier")
 class VerifierDeployment:
-    """Rule-based answer check (in worker processes, with a deadline) and the format score."""
+    """Rule-based answer check (in worker processes, a deadline per item) and the format score.
+
+    Each item is one task of a pebble ProcessPool (a process pool with per-task timeouts): the check runs
+    in a worker's main thread, where math-verify's own `signal.alarm` limits work, and the deadline counts
+    from when a worker starts the item, not from when the request came in. An item that runs over (C code
+    that no alarm interrupts, e.g. sympy on a pathological expression) counts as not verified, and pebble
+    replaces only the worker that ran it: the other items of its request, and other requests' items on this
+    replica, keep their workers and their own deadlines. The stdlib Pool has no per-task timeout and can
+    only be replaced whole, which fails every in-flight item with the late one.
+    """
 
     def __init__(self, processes: int, timeout_s: float, format_name: str):
-        self.processes, self.timeout_s = processes, timeout_s
+        self.timeout_s = timeout_s
         self.format_score = FORMAT_SCORERS[format_name]
-        self._pool = self._new_pool()
-        self._stats = {"checked": 0, "timeouts": 0}
-
-    def _new_pool(self):
         # spawn, not fork: the replica process runs threads (Ray's), which fork would copy mid-state.
-        return multiprocessing.get_context("spawn").Pool(self.processes)
+        self._pool = ProcessPool(max_workers=processes, initializer=warm_up,
+                                 context=multiprocessing.get_context("spawn"))  # fmt: skip
+        self._stats = {"checked": 0, "timeouts": 0, "crashes": 0}
 
     async def check(self, items: list) -> list:
-        """[(response, reference)] -> [{"correct": bool | None, "format": float}]."""
-        loop = asyncio.get_running_loop()
-        pending = [self._pool.apply_async(check_answer, (resp, ref, self.timeout_s)) if ref is not None else None
-                   for resp, ref in items]  # fmt: skip
-        # math-verify stops itself after timeout_s per parse / compare; the deadline covers a stuck worker.
-        deadline = time.monotonic() + 3 * self.timeout_s + 10
-        out = []
-        for (resp, _ref), job in zip(items, pending):
-            correct = None
-            if job is not None:
-                try:
-                    left = max(0.1, deadline - time.monotonic())
-                    correct = bool(await loop.run_in_executor(None, job.get, left))
-                except multiprocessing.TimeoutError:
-                    self._stats["timeouts"] += 1
-                    self._restart_pool()
-                    correct = False
-            out.append({"correct": correct, "format": self.format_score(resp)})
-        self._stats["checked"] += len(items)
-        return out
+        """[(assistant turn, reference)] -> [{"correct": bool | None, "format": float}], in order."""
+        return list(await asyncio.gather(*(self._check_one(text, ref) for text, ref in items)))
+
+    async def _check_one(self, text: str, reference) -> dict:
+        correct = None
+        if reference is not None:
+            # math-verify stops each of its calls after a third of the item's deadline; the deadline itself
+            # covers what no alarm can stop.
+            task = self._pool.schedule(check_answer, (text, reference, self.timeout_s / 3), timeout=self.timeout_s)
+            try:
+                correct = bool(await asyncio.wrap_future(task))
+            except TimeoutError:
+                self._stats["timeouts"] += 1
+                correct = False
+            except ProcessExpired:  # the worker died under the item (e.g. out of memory); pebble starts another
+                self._stats["crashes"] += 1
+                correct = False
+        self._stats["checked"] += 1
+        return {"correct": correct, "format": self.format_score(text)}
 
     async def stats(self) -> dict:
         return dict(self._stats)
 
-    def _restart_pool(self) -> None:
-        old, self._pool = self._pool, self._new_pool()
-        old.terminate()
+    def __del__(self):
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.stop()
 
 
 @serve.deployment(name="RewardService")
@@ -176,7 +184,8 @@ class RewardService:
         if missing:
             raise ProtocolError(f"setting '{setting}' needs a {missing[0].upper()} reward model; this service "
                                 f"has {sorted(self.models) or 'none'}", param="setting")  # fmt: skip
-        checks = self.verifier.check.remote([(it.response, it.reference) for it in items])
+        turns = [it.assistant_turn(self.cfg.think_opened) for it in items]
+        checks = self.verifier.check.remote([(turn, it.reference) for turn, it in zip(turns, items)])
         # One call per item and model: the model replicas batch them (with other requests' items).
         scores = {name: [handle.score.remote(it.prompt, it.response) for it in items]
                   for name, handle in self.models.items()}  # fmt: skip

@@ -63,7 +63,20 @@ class RewardConfig(Section):
         description="Format score: `think_answer` needs <think>..</think><answer>\\boxed{..}</answer>; "
         "`boxed` needs a \\boxed{} answer anywhere.",
     )
-    verify_timeout_s: float = Field(5.0, gt=0, description="Time limit of one item's answer check.")
+    think_opened: bool | None = Field(
+        None,
+        description="Whether the policy's chat template writes `<think>` at the start of the assistant turn "
+        "(DeepSeek-R1 distills, QwQ, Qwen3 thinking mode), so a response holds only the closing `</think>`: the "
+        "format score and the verifier then read `<think>` + response. None: decided per item from its prompt "
+        "(opened when the prompt ends with `<think>`); a /v1/rewards item's own `think_opened` wins over both.",
+    )
+    verify_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Deadline of one item's answer check, counted from when a verifier worker starts it; an item "
+        "that runs over counts as not verified and only its worker is replaced. Each math-verify call inside "
+        "gets a third of it (signal.alarm rounds up to whole seconds).",
+    )
     verifier_processes: int = Field(1, ge=1, description="Worker processes per verifier replica (math-verify).")
     max_items: int = Field(512, ge=1, description="Most items one request may carry (larger ones get a 413).")
     request_timeout_s: float = Field(120, gt=0, description="Client side: timeout of one reward request.")

@@ -99,6 +99,12 @@ def check_answer(reply: str | None, reference: Any, timeout_s: float = 5.0, fini
     return grade(reply, reference, finish_reason=finish_reason, timeout_s=timeout_s).correct
 
 
+def warm_up() -> None:
+    """Import sympy / math-verify and grade once, so that a worker process's first real item is not charged
+    the ~1-2 s of imports (the reward service's verifier workers run this when they start)."""
+    check_answer("\\boxed{x + \\frac{1}{2}}", "0.5 + x", 1.0)
+
+
 # ------------------------------------------------------------------------------------------ where and what
 
 
@@ -216,7 +222,7 @@ def _answers_equal(predicted: str, reference: str, timeout_s: float, parsed: lis
     pred = parsed or _mv_parse(_as_latex(predicted), timeout_s)
     if not gold or not pred:
         return False
-    verdict = _exact_numbers_verdict(gold[0], pred[0], str(gold[-1]), str(pred[-1]))
+    verdict = _exact_numbers_verdict(gold[0], pred[0], str(gold[-1]), str(pred[-1]), timeout_s)
     if verdict is not None:
         return verdict
     return _mv_verify(gold, pred, timeout_s)
@@ -286,9 +292,25 @@ def _numbers_equal(x: _Number, y: _Number) -> bool:
     return abs(x.value - y.value) <= Fraction(1, 2 * 10**approx.decimals)
 
 
-def _exact_numbers_verdict(gold, pred, gold_text: str, pred_text: str) -> bool | None:
+def _exact_numbers_verdict(gold, pred, gold_text: str, pred_text: str, timeout_s: float = 5.0) -> bool | None:
     """For two numbers math-verify parsed: exact comparison (60 significant digits) when both are exact,
-    the stated-precision tolerance when one is a decimal; None when either is not a number."""
+    the stated-precision tolerance when one is a decimal; None when either is not a number.
+
+    All arithmetic stays in sympy / mpmath: a value beyond the float range (`9^{9^{9}}`) must not become
+    `inf`, where `inf <= tolerance * inf` would call it equal to anything. Evaluating to 60 digits can take
+    unbounded time (`\\sin(10^{10^{6}})` needs a million digits of pi), so it runs under the same time
+    limit as math-verify's own calls; running out means not shown equal (False)."""
+    from math_verify.errors import TimeoutException  # a BaseException: `except Exception` lets it through
+    from math_verify.utils import timeout
+
+    try:
+        return timeout(_limit(timeout_s))(_numbers_verdict)(gold, pred, gold_text, pred_text)
+    except TimeoutException:
+        log.debug("comparing %s and %s ran out of time", gold_text, pred_text)
+        return False
+
+
+def _numbers_verdict(gold, pred, gold_text: str, pred_text: str) -> bool | None:
     import sympy
 
     if not (isinstance(gold, sympy.Expr) and isinstance(pred, sympy.Expr)):
@@ -299,13 +321,14 @@ def _exact_numbers_verdict(gold, pred, gold_text: str, pred_text: str) -> bool |
     a, b = sympy.N(gold, 60), sympy.N(pred, 60)
     if not (a.is_finite and b.is_finite):
         return None
+    diff = sympy.Abs(a - b)
     if g_float == p_float:
-        scale = max(1, abs(complex(a)), abs(complex(b)))
-        return abs(complex(a) - complex(b)) <= 1e-12 * scale if g_float else bool(sympy.Abs(a - b) <= 1e-45 * scale)
+        scale = sympy.Max(1, sympy.Abs(a), sympy.Abs(b))
+        return bool(diff <= sympy.Float("1e-12" if g_float else "1e-45", 60) * scale)
     decimals = _stated_decimals(pred_text if p_float else gold_text)
     if decimals is None:
         return None
-    return abs(complex(a) - complex(b)) <= 0.5 * 10.0**-decimals * (1 + 1e-9)
+    return bool(diff <= sympy.Rational(1, 2 * 10**decimals) * sympy.Float("1.000000001", 60))
 
 
 def _stated_decimals(text: str) -> int | None:

@@ -27,6 +27,31 @@ ANSWER_OPEN = re.compile(r"<\s*answer\s*>", re.IGNORECASE)
 ANSWER_CLOSE = re.compile(r"<\s*/\s*answer\s*>", re.IGNORECASE)
 
 
+# A chat template that opens the reasoning itself ends the prompt with `<think>` (DeepSeek-R1 distills, QwQ,
+# Qwen3 in thinking mode); only whitespace may follow it.
+_OPENED_AT_END = re.compile(r"<\s*think\s*>\s*$", re.IGNORECASE)
+
+
+def prompt_opens_think(prompt: str | None) -> bool:
+    """True when `prompt` (as the model saw it, chat template applied) ends with an opened `<think>`, so the
+    completion starts inside the reasoning and holds only its `</think>`. A system prompt that merely
+    describes the tags ends elsewhere and does not count."""
+    return bool(prompt) and _OPENED_AT_END.search(prompt) is not None
+
+
+def assistant_turn(completion: str, think_opened: bool) -> str:
+    """The assistant's whole turn: `<think>` + completion when the template wrote the opening tag (unless the
+    completion opens one itself before any close), else the completion unchanged. Format scores and the
+    grader read this, so a completion is judged the same whoever wrote its first tag (issue 14 item 7)."""
+    completion = completion or ""
+    if not think_opened:
+        return completion
+    opened, closed = THINK_OPEN.search(completion), THINK_CLOSE.search(completion)
+    if opened is not None and (closed is None or opened.start() < closed.start()):
+        return completion
+    return "<think>" + completion
+
+
 def matching_brace(text: str, open_idx: int) -> int | None:
     """Index of the `}` closing the `{` at open_idx, or None when the text ends first."""
     depth = 0

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from distill_ray.models.loading import load_causal_lm, load_tokenizer
+from distill_ray.models.stop_tokens import stop_token_ids
 
 MAX_TOP_LOGPROBS = 20
 
@@ -107,19 +108,8 @@ class GenerationEngine:
         self.vocab_size = int(config.vocab_size)
         self.max_context: int | None = getattr(config, "max_position_embeddings", None)
         self.pad_token_id = int(self.tokenizer.pad_token_id)
-        self.eos_token_ids = self._collect_eos_ids()
+        self.eos_token_ids = stop_token_ids(self.tokenizer, self.model.generation_config)
         self._token_text: dict[int, str] = {}  # id -> decoded text, for logprob entries
-
-    def _collect_eos_ids(self) -> set[int]:
-        # The tokenizer's eos and the generation config's eos list can differ (chat models often add
-        # an end-of-turn token there); a row ends on any of them.
-        ids = set()
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(int(self.tokenizer.eos_token_id))
-        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
-        if gen_eos is not None:
-            ids.update(int(i) for i in ([gen_eos] if isinstance(gen_eos, int) else gen_eos))
-        return ids
 
     def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
         """Prompt ids for a chat, ending with the assistant-turn header (add_generation_prompt)."""

@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-from distill_ray.grading.parsing import extract_boxed
+from distill_ray.grading.parsing import assistant_turn, extract_boxed
 
 # A closed think block and, somewhere after it, a closed answer block. Tags are matched
 # case-insensitively with inner spaces allowed, as parsing.py reads them.
@@ -25,13 +25,15 @@ _FORMAT = re.compile(
 )
 
 
-def format_reward(text: str) -> float:
+def format_reward(text: str, think_opened: bool = False) -> float:
     """1.0 iff `<think>...</think>` is followed by `<answer>...</answer>` holding a `\\boxed{}`.
 
     Only the layout is judged: an empty think block still counts, and text around the blocks
-    is allowed; correctness and length are the other reward terms' business.
+    is allowed; correctness and length are the other reward terms' business. think_opened: the chat
+    template already wrote `<think>` at the start of the turn (`grading.parsing.prompt_opens_think`), so
+    the completion's own layout starts inside the reasoning.
     """
-    match = _FORMAT.search(text or "")
+    match = _FORMAT.search(assistant_turn(text, think_opened))
     if match is None:
         return 0.0
     return 1.0 if extract_boxed(match.group("answer")) is not None else 0.0

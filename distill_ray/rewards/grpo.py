@@ -27,8 +27,9 @@ def interval_penalty(score: float, low: float, high: float) -> float:
     return -distance if distance else 0.0
 
 
-def boxed_format_reward(text: str) -> float:
-    """1.0 iff the response holds a `\\boxed{}` answer anywhere (the lenient format)."""
+def boxed_format_reward(text: str, think_opened: bool = False) -> float:
+    """1.0 iff the response holds a `\\boxed{}` answer anywhere (the lenient format; where the reasoning
+    starts does not matter to it, so `think_opened` changes nothing)."""
     return 1.0 if extract_boxed(text or "") is not None else 0.0
 
 

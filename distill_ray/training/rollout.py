@@ -85,16 +85,3 @@ def completion_logps(model, rollouts: Rollouts, temperature: float = 1.0) -> tor
     scores = logits[:, width - 1 : -1].float() / temperature  # position t predicts token t + 1
     targets = rollouts.completions
     return scores.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - scores.logsumexp(dim=-1)
-
-
-def eos_token_ids(tokenizer, generation_config=None) -> set[int]:
-    """The tokens that end a completion: the tokenizer's EOS plus the model's generation EOS ids."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    configured = getattr(generation_config, "eos_token_id", None)
-    if isinstance(configured, int):
-        ids.add(configured)
-    elif configured:
-        ids.update(int(i) for i in configured)
-    if not ids:
-        raise ValueError("the tokenizer has no eos_token_id: rollouts could never end")
-    return ids

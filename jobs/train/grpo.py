@@ -52,13 +52,15 @@ class GRPOObjective(Objective):
     unit = "rollouts"
 
     def __init__(self, model_spec, system_prompt, user_template, training, reward_url: str, api_key: str | None,
-                 setting: str, timeout_s: float, service_models: list[str], eval_rows: list[dict]):  # fmt: skip
+                 setting: str, timeout_s: float, service_models: list[str], eval_rows: list[dict],
+                 think_opened: bool | None = None):  # fmt: skip
         super().__init__(model_spec, system_prompt, user_template, training)
         self.options = training.grpo
         self.reward_url, self.api_key, self.setting, self.timeout_s = reward_url, api_key, setting, timeout_s
         parts = [m for m in PART_METRICS if m not in ("rv", "cd") or m in service_models]
         self.metric_names = (*parts, "kl", "clip_fraction", "completion_tokens")
         self.eval_rows = eval_rows
+        self.think_opened = think_opened  # None: read off each rollout's templated prompt
         self.eval_steps = self.options.eval_steps
         self.reference = self.client = self.rows = None
 
@@ -85,7 +87,7 @@ class GRPOObjective(Objective):
     def setup_worker(self, device) -> None:
         from actors.reward_client import RewardClient
         from distill_ray.models.loading import load_causal_lm
-        from distill_ray.training.rollout import eos_token_ids
+        from distill_ray.models.stop_tokens import stop_token_ids
 
         self.device = device
         self.client = RewardClient(self.reward_url, self.api_key, self.timeout_s)
@@ -93,7 +95,7 @@ class GRPOObjective(Objective):
             self.reference = load_causal_lm(self.start_path()).to(device).eval()
             self.reference.requires_grad_(False)
         self.tokenizer = self.load_tokenizer()
-        self.eos_ids = eos_token_ids(self.tokenizer)
+        self.eos_ids = stop_token_ids(self.tokenizer, _generation_config(self.start_path()))
 
     def units(self, batch):
         return len(batch["index"]) * self.options.group_size
@@ -151,11 +153,31 @@ class GRPOObjective(Objective):
                                   greedy=greedy)  # fmt: skip
 
     def _score(self, rows: list[dict], rollouts) -> list[dict]:
+        """Rewards of the rollouts from the service. Each item says whether its templated prompt opened the
+        think block (`reward.think_opened`, else read off the prompt the policy saw), since the service only
+        gets the problem as the prompt, the text its reward models score."""
+        from distill_ray.grading.parsing import prompt_opens_think
+
         texts = self.tokenizer.batch_decode(rollouts.completions * rollouts.completion_mask
                                             + self.tokenizer.pad_token_id * (1 - rollouts.completion_mask),
                                             skip_special_tokens=True)  # fmt: skip
-        items = [{"prompt": r["problem"], "response": t, "reference": r.get("reference")} for r, t in zip(rows, texts)]
+        opened = [self.think_opened] * len(texts)
+        if self.think_opened is None:
+            prompts = self.tokenizer.batch_decode(rollouts.input_ids[:, : rollouts.prompt_width])
+            opened = [prompt_opens_think(p) for p in prompts]
+        items = [{"prompt": r["problem"], "response": t, "reference": r.get("reference"), "think_opened": o}
+                 for r, t, o in zip(rows, texts, opened)]  # fmt: skip
         return self.client.rewards(items, self.setting)
+
+
+def _generation_config(model_dir):
+    """The model folder's generation config (its eos list), or None when the folder has none."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model_dir)
+    except OSError:
+        return None
 
 
 def _means(scored: list[dict], names) -> dict[str, float]:
@@ -188,7 +210,7 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
         probe.close()
         objective = GRPOObjective(job.models.student, inf.system_prompt, inf.user_template, t, endpoint,
                                   job.reward.serve.api_key, job.reward.setting, job.reward.request_timeout_s,
-                                  health.get("models", []), eval_rows)  # fmt: skip
+                                  health.get("models", []), eval_rows, job.reward.think_opened)  # fmt: skip
         return train(job, stage, result, objective, single_phase(job, "grpo", rows_path, len(rows)),
                      {"setting": job.reward.setting, "group_size": g.group_size, "reward_url": endpoint})  # fmt: skip
     finally:

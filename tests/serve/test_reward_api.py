@@ -27,6 +27,7 @@ def service(ray_cluster, serve_port, tiny_reward_models):
 
     cfg = RewardConfig(rv_model=str(tiny_reward_models["rv"]), cd_model=str(tiny_reward_models["cd"]), setting="rv_cd",
                        rv_interval=(0.3, 0.4), cd_interval=(0.6, 0.7), lambda_rv=2.0, lambda_cd=0.5, w_format=0.5,
+                       verify_timeout_s=1.0, verifier_processes=2,
                        serve={"port": serve_port, "api_key": KEY, "max_batch_size": 16, "batch_wait_timeout_s": 0.05})  # fmt: skip
     endpoint = deploy_reward(cfg, app_name="reward-test")
     yield endpoint, cfg
@@ -132,3 +133,44 @@ def test_concurrent_requests_are_scored_in_model_batches(service):
     assert all(r["correct"] is True for a in answers for r in a.json()["results"])
     stats = serve.get_deployment_handle("RewardModel-rv", app_name="reward-test").stats.remote().result()
     assert stats["max_batch"] > 1, stats  # items of one request at least were scored in one forward pass
+
+
+def test_one_slow_item_costs_only_itself(service):
+    # Issue 14 item 13: a pathological expression (minutes of exact evaluation) among normal items, from two
+    # concurrent requests: only that item runs out of its deadline; every other item is verified.
+    from ray import serve
+
+    verifier = serve.get_deployment_handle("Verifier", app_name="reward-test")
+    before = verifier.stats.remote().result()
+    normal = [{"prompt": f"What is {i}*3?", "response": f"\\boxed{{{3 * i}}}", "reference": 3 * i} for i in range(6)]
+    slow = {"prompt": "p", "response": "\\boxed{\\sin(10^{10^{9}})}", "reference": "1"}
+    first, second = normal[:3] + [slow] + normal[3:4], normal[4:] + normal[:2]
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda items: post(service, "/v1/rewards", {"items": items, "setting": "vanilla"}),
+                                [first, second]))  # fmt: skip
+    results = [[r["correct"] for r in a.json()["results"]] for a in answers]
+    assert results == [[True, True, True, False, True], [True, True, True, True]]
+    after = verifier.stats.remote().result()
+    assert after["timeouts"] - before["timeouts"] == 1
+    assert post(service, "/v1/rewards", {"items": normal[:2]}).json()["results"][1]["correct"] is True  # replaced
+
+
+def test_think_opened_by_the_template(service):
+    # Issue 14 item 7: the template wrote `<think>`, so the completion holds only the closing tag.
+    completion = "Adding 6 and 6 gives 12.\n</think>\n<answer>\\boxed{12}</answer>"
+    templated = "<|im_start|>user\nWhat is 6+6?<|im_end|>\n<|im_start|>assistant\n<think>\n"
+    items = [{"prompt": templated, "response": completion, "reference": "12"},  # read off the prompt
+             {"prompt": "What is 6+6?", "response": completion, "reference": "12"},  # nothing says it was opened
+             {"prompt": "What is 6+6?", "response": completion, "reference": "12", "think_opened": True}]
+    results = post(service, "/v1/rewards", {"items": items, "setting": "vanilla"}).json()["results"]
+    assert [r["format"] for r in results] == [1.0, 0.0, 1.0]
+    draft = {"prompt": templated, "response": "It may be \\boxed{12}, let me check", "reference": "12"}
+    assert post(service, "/v1/rewards", {"items": [draft]}).json()["results"][0]["correct"] is False  # unclosed think
+
+
+def test_get_reward_with_pads_and_end_of_turn(service):
+    # Issue 14 item 8: OpenRLHF decodes with special tokens kept: left pads, prompt, response, eos, right pads.
+    prompt = "<|im_start|>user\nWhat is 2+2? Use <think> and <answer> tags.<|im_end|>\n<|im_start|>assistant\n"
+    query = "<|endoftext|>" * 3 + prompt + ITEMS[0]["response"] + "<|im_end|>" + "<|endoftext|>" * 5
+    body = post(service, "/get_reward", {"query": [query], "prompts": [prompt], "labels": ["4"]}).json()
+    assert body["extra_logs"]["format"] == [1.0] and body["scores"] == [1.0]

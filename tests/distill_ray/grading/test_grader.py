@@ -36,6 +36,9 @@ CASES = [
     (r"\boxed{\frac{1}{3^{60}}}", r"\frac{1}{3^{61}}", None, False, "3 math-verify's float tolerance"),
     (r"\boxed{\frac{2}{6}}", r"\frac{1}{3}", None, True, "3 equal exact values still match"),
     (r"\boxed{\sqrt{8}}", r"2\sqrt{2}", None, True, "3 equal surds"),
+    (r"\boxed{9^{9^{9}}}", "1", None, False, "3 a value beyond the float range is not inf == inf; found in item 13"),
+    (r"\boxed{10^{10^{8}}}", "10^{10^{8}}", None, True, "3 ... and still equals itself"),
+    (r"\boxed{\sin(10^{10^{6}})}", "1", None, False, "3 exact evaluation that would take minutes is cut off"),
     # 4. where the reasoning ends
     ("<think>Maybe it is \\boxed{9}. Recheck: 4*5 is 20, not 9.</think>\nThe result is 20.", "20", None, True,
      "4 a draft box inside the think block; R1-style replies"),
