@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from distill_ray.config.easydistill import move_vllm_keys
 from distill_ray.config.processing import ProcessingConfig
 from distill_ray.config.reward import RewardConfig
 from distill_ray.config.section import Section
@@ -61,7 +62,8 @@ class DatasetConfig(Section):
 
 
 class InferenceConfig(Section):
-    """Teacher sampling and the engine behind it."""
+    """Teacher sampling and the engine behind it. EasyDistill's vLLM keys written here (`gpu_memory_utilization`,
+    `max_model_len`, `enforce_eager`, `trust_remote_code`, `enable_chunked_prefill`) move to `vllm` (easydistill.py)."""
 
     engine: Literal["transformers", "openai", "vllm"] = Field(
         "transformers",
@@ -89,6 +91,11 @@ class InferenceConfig(Section):
         description="vLLM engine settings (engine=vllm): tensor parallelism, context length, GPU memory, extra "
         "engine arguments.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _easydistill_vllm_keys(cls, data):
+        return move_vllm_keys(data) if isinstance(data, dict) else data
 
     @field_validator("temperature")
     @classmethod
@@ -215,7 +222,7 @@ JobType = Literal[
     "collect", "generate", "judge", "rewrite", "select", "curate", "pairs", "synthesize",
     "logits", "sft", "kd", "advdistill", "dpo", "rm", "grpo",
     "eval",
-]
+]  # fmt: skip
 
 
 class JobConfig(Section):

@@ -3,6 +3,8 @@
 Where it sits: `serve/vllm_teacher.py` maps this section, together with `inference.serve` (replicas,
 autoscaling, HTTP binding), onto the `LLMConfig` that Ray Serve LLM deploys. The named fields are the
 vLLM engine arguments people tune most; `engine_kwargs` passes any other vLLM engine argument through.
+EasyDistill's configs set some of them directly under `inference`; `InferenceConfig` moves those here
+(`distill_ray/config/easydistill.py`), and a key set in both places must agree.
 """
 
 from __future__ import annotations
@@ -36,23 +38,33 @@ class VLLMConfig(Section):
         1, ge=1, description="GPUs one replica's engine shards the model over (vLLM tensor parallelism)."
     )
     max_model_len: int | None = Field(
-        None, ge=1, description="Longest prompt + completion in tokens (default: the model's own context length)."
+        None,
+        ge=1,
+        description="Longest prompt + completion in tokens (default: the model's own context length). "
+        "EasyDistill's `inference.max_model_len` lands here.",
     )
     gpu_memory_utilization: float = Field(
-        0.9, gt=0, le=1, description="Share of each GPU's memory vLLM may take for weights and KV cache."
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of each GPU's memory vLLM may take for weights and KV cache. "
+        "EasyDistill's `inference.gpu_memory_utilization` lands here.",
     )
     dtype: str = Field("auto", description="Weight and activation dtype (`auto`, `bfloat16`, `float16`, `float32`).")
     enforce_eager: bool = Field(
-        False, description="Skip CUDA graph capture: slower decoding, faster start and less memory."
+        False,
+        description="Skip CUDA graph capture: slower decoding, faster start and less memory. "
+        "EasyDistill's `inference.enforce_eager` lands here.",
     )
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict,
         description="Any other vLLM engine argument, passed through unchanged (e.g. `{max_num_seqs: 64, "
-        "enable_prefix_caching: true}`); these win over the named fields above.",
+        "enable_prefix_caching: true}`); these win over the named fields above. EasyDistill's "
+        "`inference.trust_remote_code` and `inference.enable_chunked_prefill` land here.",
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "VLLMConfig":
+    def _check(self) -> VLLMConfig:
         reserved = [k for k in RESERVED_ENGINE_KWARGS if k in self.engine_kwargs]
         if reserved:
             raise ValueError(
