@@ -11,6 +11,8 @@ Runs inside `actors.part_writer.PartWriter`.
 from __future__ import annotations
 
 import hashlib
+import logging
+from pathlib import Path
 from typing import Any
 
 from actors.part_writer import Outcome
@@ -21,6 +23,8 @@ from distill_ray.errors import RowRejected
 from distill_ray.models.teachers import Teacher
 from distill_ray.prompts import chat_messages
 from distill_ray.rewards.scoring import score_problem_samples
+
+log = logging.getLogger(__name__)
 
 
 class CoTGenerator(TeacherCaller):
@@ -62,21 +66,41 @@ class CoTGenerator(TeacherCaller):
             "temperature": float(temperature),
         }
         usage = resp.get("usage") or {}
+        texts = [reply_text(choice["message"]) for choice in resp["choices"]]
+        lengths = self._completion_tokens(resp["choices"], texts, usage)
         rows = []
-        for choice in resp["choices"]:
+        for choice, text, length in zip(resp["choices"], texts, lengths):
             k = choice["index"]
             rows.append(
                 {
                     **base,
                     "sample_id": f"{self.teacher.name}:{problem['id']}:t{temperature}:s{k}",
                     "sample_index": k,
-                    "response": reply_text(choice["message"]),
+                    "response": text,
                     "finish_reason": choice.get("finish_reason"),
                     "prompt_tokens": usage.get("prompt_tokens"),
-                    "completion_tokens": _choice_tokens(choice, usage, len(resp["choices"])),
+                    "completion_tokens": length,
                 }
             )
         return rows
+
+    def _completion_tokens(self, choices: list[dict], texts: list[str], usage: dict[str, Any]) -> list[int]:
+        """Each sample's own completion length: the server's per-choice count (ours reports one); else the
+        teacher's tokenizer on the text; else the request's total shared out by characters. Never the mean,
+        which would give every sample of a group one length and flatten the AdvDistill length reward."""
+        if all(c.get("completion_tokens") is not None for c in choices):
+            return [int(c["completion_tokens"]) for c in choices]
+        tokenizer = self._tokenizer()
+        if tokenizer is not None:
+            return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        return share_by_characters(int(usage.get("completion_tokens") or 0), texts)
+
+    def _tokenizer(self):
+        """The teacher's tokenizer (`inference.tokenizer`, else its model spec when local), loaded once; None
+        when there is none to load, which is logged once."""
+        if not hasattr(self, "_teacher_tokenizer"):
+            self._teacher_tokenizer = teacher_tokenizer(self.teacher)
+        return self._teacher_tokenizer
 
 
 def request_body(problem: dict[str, Any], temperature: float, inf: InferenceConfig) -> dict[str, Any]:
@@ -100,9 +124,38 @@ def request_seed(base: int, problem_id: str, temperature: float) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def _choice_tokens(choice: dict[str, Any], usage: dict[str, Any], n: int) -> int:
-    """Per-choice completion length: our server reports it per choice; others only in total."""
-    per_choice = choice.get("completion_tokens")
-    if per_choice is not None:
-        return int(per_choice)
-    return int((usage.get("completion_tokens") or 0) / max(n, 1))
+def teacher_tokenizer(teacher: Teacher):
+    """The tokenizer that counts a teacher's samples, or None: `inference.tokenizer` when set (an error there
+    is the user's, raised), else the teacher's model spec unless it names an external API's model."""
+    from distill_ray.errors import ConfigError
+    from distill_ray.models.loading import load_tokenizer, resolve_model
+
+    spec = teacher.inference.tokenizer
+    if spec:
+        folder = Path(spec).expanduser()  # a folder of tokenizer files alone will do
+        try:
+            return load_tokenizer(folder if folder.is_dir() else resolve_model(spec, key="inference.tokenizer"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError("inference.tokenizer", f"cannot load a tokenizer from '{spec}': {exc}") from None
+    if teacher.engine != "openai":
+        try:
+            return load_tokenizer(resolve_model(teacher.spec))
+        except (ConfigError, OSError, ValueError):
+            pass
+    log.warning("teacher '%s' reports only total usage and has no local tokenizer (set inference.tokenizer): "
+                "sample lengths are the total shared out by characters", teacher.name)  # fmt: skip
+    return None
+
+
+def share_by_characters(total: int, texts: list[str]) -> list[int]:
+    """`total` tokens shared out in proportion to each text's characters (largest remainders, so the parts sum
+    to `total` and a longer text never gets fewer tokens than a shorter one)."""
+    chars = [len(t) for t in texts]
+    if not texts or sum(chars) == 0:
+        return [total // max(len(texts), 1)] * len(texts)
+    exact = [total * c / sum(chars) for c in chars]
+    parts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(texts)), key=lambda i: (exact[i] - parts[i], chars[i]), reverse=True)
+    for i in by_remainder[: total - sum(parts)]:
+        parts[i] += 1
+    return parts

@@ -85,6 +85,13 @@ class InferenceConfig(Section):
     batch_size: int = Field(4, ge=1, description="Rows per Ray Data batch handed to one caller.")
     request_timeout_s: float = Field(600, gt=0, description="Per-request timeout.")
     max_retries: int = Field(3, ge=0, description="Retries with exponential backoff on transient teacher errors.")
+    tokenizer: str | None = Field(
+        None,
+        description="Model spec or folder of the teacher's tokenizer, for servers that report only a request's "
+        "total completion tokens (external APIs, vLLM with n > 1): each sample is counted with it, since the "
+        "AdvDistill length reward needs each one's own length. Default: the teacher's model spec when it is a "
+        "local model; with neither, the total is shared out in proportion to each sample's characters.",
+    )
     serve: ServeConfig = Field(default_factory=ServeConfig)
     vllm: VLLMConfig = Field(
         default_factory=VLLMConfig,
@@ -125,12 +132,13 @@ class TeacherSpec(Section):
     concurrency: int | None = Field(None, ge=1, description="Callers sending to this teacher at once.")
     temperature: float | list[float] | None = Field(None, description="Default: inference.temperature.")
     num_samples: int | None = Field(None, ge=1, description="Default: inference.num_samples.")
+    tokenizer: str | None = Field(None, description="Default: inference.tokenizer (see there).")
     serve: ServeConfig | None = Field(None, description="Replicas, autoscaling and batching of this teacher.")
 
     def inference_for(self, base: InferenceConfig) -> InferenceConfig:
         """The inference settings this teacher runs with."""
         overrides = {k: v for k in ("engine", "base_url", "api_key", "model_name", "concurrency", "temperature",
-                                    "num_samples") if (v := getattr(self, k)) is not None}  # fmt: skip
+                                    "num_samples", "tokenizer") if (v := getattr(self, k)) is not None}  # fmt: skip
         if self.serve is not None:
             overrides["serve"] = self.serve.model_copy(update={"host": base.serve.host, "port": base.serve.port})
         return InferenceConfig.model_validate({**base.model_dump(), **overrides})
