@@ -1,4 +1,4 @@
-"""A scripted loopback OpenAI-style server for the client and row-processor tests."""
+"""A scripted loopback OpenAI-style server (the `scripted` fixture) for the client and row-processor tests."""
 
 from __future__ import annotations
 
