@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-from loopback_fixtures import scripted  # noqa: F401 - the fixture, used by name
 
 from actors.generate import CoTGenerator, share_by_characters
 from distill_ray.config import DistillationConfig, InferenceConfig

@@ -4,7 +4,6 @@ request fails at once with the server's message, a server error is retried, an o
 from __future__ import annotations
 
 import pytest
-from loopback_fixtures import scripted  # noqa: F401 - the fixture, used by name
 
 from actors.reward_client import RewardClient, RewardServiceError
 from actors.teacher_client import (
