@@ -156,3 +156,25 @@ def scripted():
     state["url"] = f"http://127.0.0.1:{server.server_address[1]}"
     yield state
     server.shutdown()
+
+
+def sentencepiece_tokenizer():
+    """A Llama-2-style tokenizer: BPE over `▁`-marked pieces, `<0xNN>` byte fallback, and the usual decoder
+    (Replace ▁, ByteFallback, Fuse, Strip the first space), built with the `tokenizers` library because no
+    SentencePiece model (nor the sentencepiece package) is on these machines. Whole pieces: `答`, `是`, `é`, `5`,
+    `▁`, `a`, `b` and merges of them; anything else (案, 🙂) falls back to its bytes."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab.update({f"<0x{b:02X}>": 3 + b for b in range(256)})
+    for piece in ["▁", "a", "b", "é", "▁a", "▁b", "ab", "▁ab", "答", "是", "5"]:
+        vocab[piece] = len(vocab)
+    merges = [("▁", "a"), ("▁", "b"), ("a", "b"), ("▁a", "b")]
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True))
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    backend.add_special_tokens(["<s>", "</s>"])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>")

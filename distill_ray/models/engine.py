@@ -15,8 +15,19 @@ Behaviour choices (the serving layer relies on these):
 - `token_ids` holds every generated token, including the eos token when one ended the row and the
   tokens that completed a stop string. `completion_tokens == len(token_ids)`, and `logprobs` has
   one entry per element of `token_ids`.
-- `text` never contains the eos token, is cut before the first stop string, and is decoded with
-  `skip_special_tokens=True` (stop strings are matched against that same text).
+- `text` is built from the tokens' exact bytes (`distill_ray.models.token_bytes.TokenBytes`; special tokens
+  add none, as with `skip_special_tokens=True`): the reply's bytes are those of every token but an ending
+  eos, cut before the first stop string (searched in those bytes), less an unfinished character at the end
+  (a reply cut inside a character by its length), and `text` is them decoded as UTF-8 (U+FFFD for an
+  invalid sequence, as `tokenizer.decode` does). For byte-level BPE that is `tokenizer.decode` of the reply's
+  tokens but for the unfinished last character; for SentencePiece the first token's leading space is kept
+  (see `token_bytes`).
+- Each logprob entry's `bytes` is what its token put into the reply's bytes: the token's exact bytes, cut
+  where the reply ends, so empty for an ending eos, for special tokens, for tokens from a stop string's start
+  on and for an unfinished last character. Concatenated, the entries' `bytes` are the reply's bytes, so
+  exactly `text.encode()` whenever those are valid UTF-8 (always, unless the model wrote an invalid byte
+  sequence). A top alternative's `bytes` is its token's exact bytes; `token` always names the whole token
+  (`TokenBytes.name`).
 - A row's new tokens are capped so prompt + completion fit the model's `max_position_embeddings`;
   hitting that cap ends the row with finish_reason "length", as `max_new_tokens` does.
 """
@@ -24,13 +35,15 @@ Behaviour choices (the serving layer relies on these):
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from distill_ray.models.loading import load_causal_lm, load_tokenizer
 from distill_ray.models.stop_tokens import stop_token_ids
+from distill_ray.models.token_bytes import TokenBytes, clip_pieces, complete_characters, decode_reply
 
 MAX_TOP_LOGPROBS = 20
 
@@ -47,11 +60,23 @@ class GenRequest:
     top_logprobs: int = 0  # 0..20, needs logprobs=True when > 0
 
 
-@dataclass
-class TokenLogprob:
+class TokenAlternative(NamedTuple):
+    """One of the most likely tokens at a position: its name, log-probability and exact bytes."""
+
     token: str
     logprob: float
-    top: list[tuple[str, float]]  # most likely alternatives, descending
+    bytes: bytes
+
+
+@dataclass
+class TokenLogprob:
+    """The chosen token at one position: name, log-probability, most likely alternatives (descending) and the
+    bytes it put into the reply text (see the module docstring)."""
+
+    token: str
+    logprob: float
+    top: list[TokenAlternative]
+    bytes: bytes
 
 
 @dataclass
@@ -74,7 +99,7 @@ class _Row:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
-    text: str | None = None  # set once finished by eos or a stop string
+    reply_bytes: bytes | None = None  # set once finished by eos or a stop string
 
     @property
     def done(self) -> bool:
@@ -109,7 +134,7 @@ class GenerationEngine:
         self.max_context: int | None = getattr(config, "max_position_embeddings", None)
         self.pad_token_id = int(self.tokenizer.pad_token_id)
         self.eos_token_ids = stop_token_ids(self.tokenizer, self.model.generation_config)
-        self._token_text: dict[int, str] = {}  # id -> decoded text, for logprob entries
+        self.token_bytes = TokenBytes(self.tokenizer)  # id -> exact bytes and name, for text and logprobs
 
     def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
         """Prompt ids for a chat, ending with the assistant-turn header (add_generation_prompt)."""
@@ -258,48 +283,49 @@ class GenerationEngine:
         k = max(rows[i].req.top_logprobs for i in wanted)
         top_values, top_ids = (logp.topk(k, dim=-1) if k else (logp[:, :0], logp[:, :0].long()))
         top_values, top_ids = top_values.tolist(), top_ids.tolist()
+        names = self.token_bytes
         entries = {}
         for j, i in enumerate(wanted):
             n = rows[i].req.top_logprobs
-            top = [(self._text_of(t), v) for t, v in zip(top_ids[j][:n], top_values[j][:n])]
-            entries[i] = TokenLogprob(token=self._text_of(chosen[i]), logprob=picked_values[j], top=top)
+            top = [TokenAlternative(names.name(t), v, names.raw(t)) for t, v in zip(top_ids[j][:n], top_values[j][:n])]
+            token = chosen[i]
+            entries[i] = TokenLogprob(names.name(token), picked_values[j], top, names.raw(token))
         return entries
 
-    def _text_of(self, token_id: int) -> str:
-        # Special tokens keep their text here (e.g. "<|im_end|>") so a logprob entry is never blank.
-        text = self._token_text.get(token_id)
-        if text is None:
-            text = self._token_text[token_id] = self.tokenizer.decode([token_id])
-        return text
-
     def _check_finished(self, row: _Row) -> None:
-        """Set finish_reason (and final text) after `row` got a new token: eos, stop string, length."""
+        """Set finish_reason (and the reply's bytes) after `row` got a new token: eos, stop string, length."""
         if row.token_ids[-1] in self.eos_token_ids:
             row.finish_reason = "stop"
-            row.text = self._decode_text(row.token_ids[:-1])
+            row.reply_bytes = self.token_bytes.join(row.token_ids[:-1])
             return
         if row.req.stop:
-            # Re-decoding the whole continuation is quadratic but cheap at these lengths, and it
-            # finds stop strings that span token boundaries.
-            text = self._decode_text(row.token_ids)
-            cut = min((pos for pos in (text.find(s) for s in row.req.stop) if pos >= 0), default=-1)
-            if cut >= 0:
+            # Rejoining the whole continuation is quadratic but cheap at these lengths, and it finds stop
+            # strings that span token boundaries. Searching the UTF-8 bytes finds what searching the text
+            # would: a stop string starts with a character's first byte, which no invalid sequence swallows.
+            raw = self.token_bytes.join(row.token_ids)
+            found = [pos for pos in (raw.find(s.encode("utf-8")) for s in row.req.stop) if pos >= 0]
+            if found:
                 row.finish_reason = "stop"
-                row.text = text[:cut]
+                row.reply_bytes = raw[: min(found)]
                 return
         if len(row.token_ids) >= row.budget:
             row.finish_reason = "length"
 
-    def _decode_text(self, token_ids: list[int]) -> str:
-        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
-
     def _result(self, row: _Row) -> GenResult:
-        text = row.text if row.text is not None else self._decode_text(row.token_ids)
+        raw = row.reply_bytes if row.reply_bytes is not None else self.token_bytes.join(row.token_ids)
+        raw = complete_characters(raw)
         return GenResult(
-            text=text,
+            text=decode_reply(raw),
             token_ids=list(row.token_ids),
             finish_reason=row.finish_reason or "length",
             prompt_tokens=len(row.req.prompt_ids),
             completion_tokens=len(row.token_ids),
-            logprobs=list(row.logprobs) if row.req.logprobs else None,
+            logprobs=_fit_to_reply(row.logprobs, len(raw)) if row.req.logprobs else None,
         )
+
+
+def _fit_to_reply(entries: list[TokenLogprob], reply_len: int) -> list[TokenLogprob]:
+    """`entries` with their bytes cut to the reply's first `reply_len` bytes (the eos token, what follows a stop
+    string's start and an unfinished last character are not in the reply); entries that fit are kept as they are."""
+    clipped = clip_pieces([e.bytes for e in entries], reply_len)
+    return [e if len(raw) == len(e.bytes) else replace(e, bytes=raw) for e, raw in zip(entries, clipped)]

@@ -28,6 +28,13 @@ Choices that differ from, or pin down, OpenAI's behaviour:
 - `temperature` may go up to 5 (OpenAI stops at 2) because our generation jobs sweep that range.
 - Logprobs describe the raw model distribution (see the engine); a log-probability of -inf is
   written as -9999.0, as OpenAI does, because JSON has no infinity.
+- Logprob `bytes` are the engine's exact token bytes (`entry.bytes`), never the token string re-encoded: a
+  token holding part of a character has no string of its own, and its `token` is OpenAI's `bytes:\\xNN`
+  form (`distill_ray.models.token_bytes.token_name`). Each entry's `bytes` is what its token put into the
+  reply, so concatenated they are the reply's UTF-8 (the eos token's are empty). Legacy `text_offset[i]` is
+  the character offset in the returned `text` where token i's bytes start (OpenAI's legacy offsets also count
+  the prompt; ours start at 0); a token that starts inside a character gets that character's offset
+  (`token_bytes.char_offsets`).
 - Legacy completions default to `max_tokens=16` like OpenAI; chat completions default to 256.
 - Each chat choice also carries `completion_tokens`, its own sample's length (see `chat_response`);
   the openai types keep unknown fields, so the official client exposes it too.
@@ -52,6 +59,8 @@ from openai.types.chat.chat_completion import ChoiceLogprobs
 from openai.types.chat.chat_completion_token_logprob import TopLogprob
 from openai.types.completion_choice import Logprobs as CompletionLogprobs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from distill_ray.models.token_bytes import char_offsets
 
 MAX_TOP_LOGPROBS = 20
 MAX_N = 64
@@ -288,10 +297,6 @@ def _finite(logprob: float) -> float:
     return logprob if logprob > MIN_LOGPROB else MIN_LOGPROB
 
 
-def _token_bytes(token: str) -> list[int]:
-    return list(token.encode("utf-8"))
-
-
 def _dump(obj: OpenAIModel) -> dict:
     """JSON-ready dict of an openai response object: the fields we set (None ones as null), no others."""
     return obj.model_dump(mode="json", exclude_unset=True)
@@ -304,8 +309,10 @@ def _chat_logprobs(entries) -> ChoiceLogprobs | None:
         ChatCompletionTokenLogprob(
             token=entry.token,
             logprob=_finite(entry.logprob),
-            bytes=_token_bytes(entry.token),
-            top_logprobs=[TopLogprob(token=t, logprob=_finite(lp), bytes=_token_bytes(t)) for t, lp in entry.top],
+            bytes=list(entry.bytes),
+            top_logprobs=[
+                TopLogprob(token=t.token, logprob=_finite(t.logprob), bytes=list(t.bytes)) for t in entry.top
+            ],
         )
         for entry in entries
     ]
@@ -313,7 +320,8 @@ def _chat_logprobs(entries) -> ChoiceLogprobs | None:
 
 
 def chat_logprobs(entries) -> dict | None:
-    """Chat `choices[i].logprobs` from engine TokenLogprob-like entries (None -> None)."""
+    """Chat `choices[i].logprobs` from engine TokenLogprob-like entries (None -> None): each entry has `token`,
+    `logprob`, `bytes` and `top`, a list of alternatives with `token`, `logprob` and `bytes`."""
     logprobs = _chat_logprobs(entries)
     return None if logprobs is None else _dump(logprobs)
 
@@ -321,19 +329,16 @@ def chat_logprobs(entries) -> dict | None:
 def _completion_logprobs(entries) -> CompletionLogprobs | None:
     if entries is None:
         return None
-    tokens, token_logprobs, tops, offsets = [], [], [], []
-    offset = 0
-    for entry in entries:
-        tokens.append(entry.token)
-        token_logprobs.append(_finite(entry.logprob))
-        tops.append({t: _finite(lp) for t, lp in entry.top})
-        offsets.append(offset)
-        offset += len(entry.token)
-    return CompletionLogprobs(tokens=tokens, token_logprobs=token_logprobs, top_logprobs=tops, text_offset=offsets)
+    return CompletionLogprobs(
+        tokens=[entry.token for entry in entries],
+        token_logprobs=[_finite(entry.logprob) for entry in entries],
+        top_logprobs=[{t.token: _finite(t.logprob) for t in entry.top} for entry in entries],
+        text_offset=char_offsets([entry.bytes for entry in entries]),
+    )
 
 
 def completion_logprobs(entries) -> dict | None:
-    """Legacy completions `choices[i].logprobs`: parallel token lists plus top-k dicts."""
+    """Legacy completions `choices[i].logprobs`: parallel token lists, top-k dicts and character offsets."""
     logprobs = _completion_logprobs(entries)
     return None if logprobs is None else _dump(logprobs)
 

@@ -126,13 +126,15 @@ def test_logprobs_shape_and_values(tiny, prompts, temperature):
     res = tiny.generate([req])[0]
     assert len(res.logprobs) == res.completion_tokens == len(res.token_ids)
     for entry, token_id in zip(res.logprobs, res.token_ids):
-        assert entry.token == tiny.tokenizer.decode([token_id])
+        assert entry.token == tiny.token_bytes.name(token_id)
         assert len(entry.top) == 5
-        values = [v for _, v in entry.top]
+        values = [alt.logprob for alt in entry.top]
         assert values == sorted(values, reverse=True)
         assert all(math.exp(v) <= 1.0 for v in values + [entry.logprob])
         if temperature == 0:
-            assert entry.logprob == pytest.approx(values[0], abs=1e-6) and entry.token == entry.top[0][0]
+            assert entry.logprob == pytest.approx(values[0], abs=1e-6) and entry.token == entry.top[0].token
+    # The bytes rule itself is tested in test_logprob_bytes.py; here only that it holds on a free sample.
+    assert b"".join(e.bytes for e in res.logprobs).decode("utf-8", "replace") == res.text
     no_top = tiny.generate([GenRequest(prompts[2], max_new_tokens=2, temperature=0, logprobs=True)])[0]
     assert [e.top for e in no_top.logprobs] == [[], []]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import httpx
 import openai
@@ -30,11 +31,25 @@ from distill_ray.models.openai_protocol import (
 )
 
 
+class FakeTop(NamedTuple):
+    token: str
+    logprob: float
+    bytes: bytes
+
+
 @dataclass
 class FakeLogprob:
+    """Like the engine's TokenLogprob; `bytes` defaults to the token's UTF-8, and `top` is given as (token,
+    logprob) pairs of whole-character tokens or as FakeTops."""
+
     token: str
     logprob: float
     top: list = field(default_factory=list)
+    bytes: bytes | None = None
+
+    def __post_init__(self):
+        self.bytes = self.token.encode() if self.bytes is None else self.bytes
+        self.top = [t if isinstance(t, FakeTop) else FakeTop(t[0], t[1], t[0].encode()) for t in self.top]
 
 
 @dataclass
@@ -162,6 +177,23 @@ def test_completion_response_orders_choices_by_prompt():
         "tokens": ["b"], "token_logprobs": [-0.1], "top_logprobs": [{"b": -0.1}], "text_offset": [0]
     }
     assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 6, "total_tokens": 13}
+
+
+def test_logprob_bytes_are_the_entries_own_and_offsets_count_characters():
+    """Partial-character tokens (答案 as byte-level BPE writes it: çŃ Ķ | æ ¡ Ī) keep their own bytes on the
+    wire, and legacy offsets are characters of the text, a token inside a character getting that character's."""
+    partial = [("bytes:\\xe7\\xad", b"\xe7\xad"), ("bytes:\\x94", b"\x94"), ("bytes:\\xe6", b"\xe6"),
+               ("bytes:\\xa1", b"\xa1"), ("bytes:\\x88", b"\x88")]  # fmt: skip
+    entries = [FakeLogprob(name, -0.1, bytes=raw) for name, raw in partial]
+    entries[0].top = [FakeTop("bytes:\\xe7\\xad", -0.1, b"\xe7\xad"), FakeTop("bytes:\\xe6", -2.0, b"\xe6")]
+    entries += [FakeLogprob("!", -0.3), FakeLogprob("<|im_end|>", -0.4, bytes=b"")]
+    result = FakeResult("答案!", completion_tokens=len(entries), logprobs=entries)
+    content = chat_response([result], "teacher", prompt_tokens=1)["choices"][0]["logprobs"]["content"]
+    assert b"".join(bytes(entry["bytes"]) for entry in content) == "答案!".encode()
+    assert [top["bytes"] for top in content[0]["top_logprobs"]] == [[0xE7, 0xAD], [0xE6]]
+    legacy = completion_response([[result]], "teacher", prompt_tokens=[1])["choices"][0]["logprobs"]
+    assert legacy["text_offset"] == [0, 0, 1, 1, 1, 2, 3]
+    assert legacy["top_logprobs"][0] == {"bytes:\\xe7\\xad": -0.1, "bytes:\\xe6": -2.0}
 
 
 def test_models_and_error_bodies():
