@@ -1,8 +1,8 @@
-"""Config of the training jobs (sft, logits, kd, advdistill, dpo, rm, grpo), documented field by field.
+"""Config of the training jobs (sft, logits, kd, advdistill, dpo, rm, grpo, opd), documented field by field.
 
 `TrainingConfig` holds what every Ray Train job shares (optimizer, schedule, batch shape, workers,
 checkpoints); each job's own knobs live in a sub-section named after it (`training.kd`,
-`training.advdistill`, `training.dpo`, `training.reward_model`, `training.grpo`), and `training.curriculum` turns an
+`training.advdistill`, `training.dpo`, `training.reward_model`, `training.grpo`, `training.opd`), and `training.curriculum` turns an
 sft job into ordered stages. Defaults follow METHODS.md where the papers give a value.
 """
 
@@ -129,6 +129,33 @@ class GRPOConfig(Section):
     openrlhf: OpenRLHFConfig = Field(default_factory=OpenRLHFConfig, description="engine=openrlhf only.")
 
 
+class OPDConfig(Section):
+    """On-policy distillation (`opd` job, issue 18): G rollouts per prompt from the student, every sampled
+    token scored by the teacher service (its log-probabilities over the student's exact token ids), and one
+    of the `distill_ray.losses.opd` objectives; optionally mixed with task rewards from the reward service."""
+
+    loss: Literal["reverse_kl", "forward_kl", "jsd"] = Field(
+        "reverse_kl",
+        description="`reverse_kl`: log p_teacher - log p_student of each sampled token as its advantage, with "
+        "a clipped policy gradient (the form of the public on-policy distillation reports); `forward_kl` / "
+        "`jsd`: GKD's divergences over the teacher's top-k with a tail bucket at every sampled position.",
+    )
+    group_size: int = Field(2, ge=1, description="G: rollouts sampled per prompt per step.")
+    max_new_tokens: int = Field(64, ge=1, description="Tokens per rollout.")
+    temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature (teacher scoring is at 1).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Rollout nucleus sampling threshold.")
+    top_k: int = Field(
+        20, ge=1, le=20, description="Teacher alternatives per position for forward_kl / jsd (the API allows 20)."
+    )
+    jsd_beta: float = Field(0.5, gt=0, lt=1, description="Teacher weight of the generalised JSD (loss=jsd).")
+    clip_epsilon: float = Field(0.2, gt=0, lt=1, description="PPO ratio clip of the reverse_kl update.")
+    reward_weight: float = Field(
+        0.0, ge=0, description="Weight of the task-reward advantage (reward service, as grpo) added per token; 0: off."
+    )
+    eval_steps: int = Field(0, ge=0, description="Evaluate every N steps (and at the end) on eval prompts; 0: never.")
+    eval_limit: int = Field(16, ge=1, description="Eval prompts (greedy, one rollout each) for the reverse KL.")
+
+
 class CurriculumStage(Section):
     """One stage of curriculum SFT: its rows (a file and/or a difficulty filter) and how long to train on them."""
 
@@ -170,6 +197,7 @@ class TrainingConfig(Section):
     dpo: DPOConfig = Field(default_factory=DPOConfig, description="DPO / CogPO on preference pairs.")
     reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig, description="Reward-model training.")
     grpo: GRPOConfig = Field(default_factory=GRPOConfig, description="GRPO with rewards from the reward service.")
+    opd: OPDConfig = Field(default_factory=OPDConfig, description="On-policy distillation from the teacher service.")
     curriculum: list[CurriculumStage] = Field(
         default_factory=list,
         description="sft: ordered stages trained in one run (one model, one optimizer and LR schedule), "

@@ -14,13 +14,15 @@ Registered names (the config key that selects each, and the trainer that dispatc
   - "rm_pointwise", "rm_pairwise" (`training.rm.objective`): `reward_model.pointwise_regression_loss`
     (judge-score regression), `reward_model.bradley_terry_loss`.
   - "grpo": `grpo.grpo_loss` (clipped policy gradient + k3 KL to the reference).
+  - "opd_reverse_kl", "opd_forward_kl", "opd_jsd" (`training.opd.loss`): `opd.reverse_kl_pg_loss` (the sampled
+    reverse KL as a per-token advantage), `opd.topk_divergence_loss` (GKD over the teacher's top-k).
 Adding a loss is one decorated function in one module (imported below); a duplicate name is a ValueError.
 """
 
 from __future__ import annotations
 
-from distill_ray.losses import advdistill, grpo, preference, reward_model, sft, topk_kd
+from distill_ray.losses import advdistill, grpo, opd, preference, reward_model, sft, topk_kd
 from distill_ray.losses.registry import LOSSES, get_loss, register_loss
 
-__all__ = ["LOSSES", "register_loss", "get_loss", "advdistill", "grpo", "preference", "reward_model", "sft",
+__all__ = ["LOSSES", "register_loss", "get_loss", "advdistill", "grpo", "opd", "preference", "reward_model", "sft",
            "topk_kd"]

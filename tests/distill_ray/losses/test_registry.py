@@ -8,7 +8,7 @@ import typing
 import pytest
 import torch
 
-from distill_ray.config.training import DPOConfig, KDConfig, RewardModelConfig
+from distill_ray.config.training import DPOConfig, KDConfig, OPDConfig, RewardModelConfig
 from distill_ray.losses import LOSSES, get_loss, register_loss
 from distill_ray.losses.topk_kd import chunked_topk_kd_loss, topk_kd_loss
 
@@ -19,7 +19,8 @@ def _choices(section, key: str) -> tuple[str, ...]:
 
 def test_every_name_a_config_can_select_is_registered():
     names = {"sft", "advdistill", "grpo", *_choices(KDConfig, "loss"), *_choices(DPOConfig, "loss"),
-             *(f"rm_{o}" for o in _choices(RewardModelConfig, "objective"))}  # fmt: skip
+             *(f"rm_{o}" for o in _choices(RewardModelConfig, "objective")),
+             *(f"opd_{o}" for o in _choices(OPDConfig, "loss"))}  # fmt: skip
     assert names == set(LOSSES)
 
 
