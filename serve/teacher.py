@@ -13,9 +13,13 @@ Shape of the app:
   `distill_ray.models.engine.GenerationEngine`.
 
 Batching: every request is split into single sequences (n choices x prompts), each sent through a
-`@serve.batch` method, so sequences of concurrent requests share one engine batch. The engine runs
-in a one-thread executor: the event loop stays free for health checks and new arrivals, and the
-engine (not thread-safe) never runs two batches at once.
+`@serve.batch` method, so sequences of concurrent requests share one engine batch. Prompts to score (legacy
+completions with `echo` and `logprobs`, or `prompt_logprobs`: the teacher scoring API of
+`distill_ray.models.openai_completions`) go one per prompt through a second `@serve.batch` method, so the
+prompts of concurrent scoring requests share one forward pass; both queues take `max_batch_size` and
+`batch_wait_timeout_s` from the config, and scoring load counts toward autoscaling like any request. The engine
+runs in a one-thread executor: the event loop stays free for health checks and new arrivals, and the engine
+(not thread-safe) never runs two batches at once, generation or scoring.
 
 Auth: with `ServeConfig.api_key` set, every `/v1/*` route needs `Authorization: Bearer <key>`;
 `/health` stays open, and handle calls are in-cluster and trusted.
@@ -38,14 +42,14 @@ from ray.serve.handle import DeploymentHandle
 from distill_ray.config.schema import InferenceConfig, ServeConfig
 from distill_ray.models.engine import GenerationEngine, GenRequest, GenResult, pick_device
 from distill_ray.models.loading import resolve_model
-from distill_ray.models.openai_protocol import (
-    ProtocolError,
-    chat_response,
+from distill_ray.models.openai_completions import (
+    CompletionRequest,
     completion_response,
-    models_response,
-    parse_chat_request,
+    no_completions,
     parse_completion_request,
+    prompt_echo,
 )
+from distill_ray.models.openai_protocol import ProtocolError, chat_response, models_response, parse_chat_request
 from distill_ray.models.teachers import Teacher, model_teacher
 from serve.http import add_error_handlers, check_api_key, json_body, start_proxy
 from serve.metrics import TeacherMetrics
@@ -89,9 +93,11 @@ class TeacherDeployment:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="teacher-engine")
         # The decorator's sizes are placeholders; the config's win (the queue is built lazily on
         # the first call, so setting them here applies before any batch forms).
-        self._generate_one.set_max_batch_size(serve_cfg.max_batch_size)
-        self._generate_one.set_batch_wait_timeout_s(serve_cfg.batch_wait_timeout_s)
-        self._stats = {"batches": 0, "sequences": 0, "max_batch": 0}
+        for batched in (self._generate_one, self._score_one):
+            batched.set_max_batch_size(serve_cfg.max_batch_size)
+            batched.set_batch_wait_timeout_s(serve_cfg.batch_wait_timeout_s)
+        self._stats = {"batches": 0, "sequences": 0, "max_batch": 0,
+                       "score_batches": 0, "scored_sequences": 0, "scored_tokens": 0, "max_score_batch": 0}  # fmt: skip
         self._metrics = TeacherMetrics(served_name)
 
     # ---- called through handles (the router's, or in-cluster callers') -----------------------
@@ -108,31 +114,62 @@ class TeacherDeployment:
         return chat_response(results, self.served_name, len(prompt_ids))
 
     async def completions(self, body: dict) -> dict:
-        """A legacy text completion for an OpenAI request body; raises ProtocolError on bad input."""
+        """A legacy completion for an OpenAI request body: generated text, and the prompt's own log-probabilities
+        for echo with logprobs or prompt_logprobs (distill_ray.models.openai_completions); raises ProtocolError on
+        bad input."""
         req = parse_completion_request(body)
-        prompt_ids = [self.engine.text_prompt_ids(p) for p in req.prompts]
-        for ids in prompt_ids:
-            self._check_prompt(ids, "prompt")
-        per_prompt = await asyncio.gather(*(self._sample(ids, req) for ids in prompt_ids))
-        return completion_response(per_prompt, self.served_name, [len(ids) for ids in prompt_ids])
+        prompt_ids = [self._completion_prompt_ids(prompt, req) for prompt in req.prompts]
+        scoring, sampling = self._prompt_scores(prompt_ids, req), self._completions(prompt_ids, req)
+        scores, per_prompt = await asyncio.gather(scoring, sampling)
+        tokens = self.engine.token_bytes
+        echoes = [prompt_echo(ids, s, tokens, req) for ids, s in zip(prompt_ids, scores)]
+        return completion_response(per_prompt, self.served_name, [len(ids) for ids in prompt_ids], echoes=echoes)
 
     async def stats(self) -> dict:
-        """Batching counters since start: batches run, sequences decoded, largest batch."""
+        """Batching counters since start: generation batches run, sequences decoded, largest batch, and the same
+        for scoring (`score_batches`, `scored_sequences`, `max_score_batch`) with the tokens scored."""
         return dict(self._stats)
 
     # ---- internals ---------------------------------------------------------------------------
 
-    def _check_prompt(self, prompt_ids: list[int], param: str) -> None:
+    def _check_prompt(self, prompt_ids: list[int], param: str, generating: bool = True) -> None:
         # Checked per request so one bad request cannot fail the engine batch it would share.
         if not prompt_ids:
             raise ProtocolError(f"{param}: the prompt is empty", param=param)
         limit = self.engine.max_context
-        if limit is not None and len(prompt_ids) >= limit:
+        if limit is not None and len(prompt_ids) + int(generating) > limit:
+            room = ", leaving no room to generate" if generating else ""
             raise ProtocolError(
-                f"{param}: the prompt has {len(prompt_ids)} tokens; the model's context is {limit} tokens",
+                f"{param}: the prompt has {len(prompt_ids)} tokens; the model's context is {limit} tokens{room}",
                 param=param,
                 code="context_length_exceeded",
             )
+
+    def _completion_prompt_ids(self, prompt: str | list[int], req: CompletionRequest) -> list[int]:
+        """A completion prompt's token ids: a text tokenised, token ids as given (checked against the vocabulary)."""
+        ids = self.engine.text_prompt_ids(prompt) if isinstance(prompt, str) else prompt
+        vocab = self.engine.vocab_size
+        outside = next((t for t in ids if t >= vocab), None)
+        if outside is not None:
+            raise ProtocolError(f"prompt: token id {outside} is outside the vocabulary [0, {vocab})", param="prompt")
+        self._check_prompt(ids, "prompt", generating=req.max_new_tokens > 0)
+        return ids
+
+    async def _prompt_scores(self, prompt_ids: list[list[int]], req: CompletionRequest) -> list[list | None]:
+        """The engine's `score` entries of every prompt, or None per prompt when the answer needs none."""
+        k = req.scoring_top_logprobs
+        if k is None:
+            return [None] * len(prompt_ids)
+        outcomes = await asyncio.gather(*(self._score_one((ids, k)) for ids in prompt_ids))
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise ProtocolError(f"prompt: {outcome}", param="prompt")
+        return list(outcomes)
+
+    async def _completions(self, prompt_ids: list[list[int]], req: CompletionRequest) -> list[list]:
+        if req.max_new_tokens == 0:
+            return [no_completions(req) for _ in prompt_ids]
+        return list(await asyncio.gather(*(self._sample(ids, req) for ids in prompt_ids)))
 
     async def _sample(self, prompt_ids: list[int], req) -> list[GenResult]:
         """The request's n choices for one prompt, each as its own batched sequence."""
@@ -152,16 +189,27 @@ class TeacherDeployment:
         self._stats["batches"] += 1
         self._stats["sequences"] += len(sequences)
         self._stats["max_batch"] = max(self._stats["max_batch"], len(sequences))
-        try:
-            return await self._run_engine(sequences)
-        except ValueError:
-            outcomes: list[GenResult | ValueError] = []
-            for seq in sequences:
-                try:
-                    outcomes.extend(await self._run_engine([seq]))
-                except ValueError as exc:
-                    outcomes.append(exc)
-            return outcomes
+        return await _each_alone_on_rejection(self._run_engine, sequences)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
+    async def _score_one(self, jobs: list[tuple[list[int], int]]) -> list[list | ValueError]:
+        """Batched by Serve: called with single (prompt token ids, k) jobs, scores them with one engine `score` call
+        (one forward pass) at the largest k among them; each answer keeps its own k when it is built.
+
+        Returns the score entries or the ValueError for each job, rerunning the jobs alone on rejection as
+        `_generate_one` does.
+        """
+        self._stats["score_batches"] += 1
+        self._stats["scored_sequences"] += len(jobs)
+        self._stats["scored_tokens"] += sum(len(ids) for ids, _ in jobs)
+        self._stats["max_score_batch"] = max(self._stats["max_score_batch"], len(jobs))
+        k = max(k for _, k in jobs)
+        loop = asyncio.get_running_loop()
+
+        async def score(batch: list[tuple[list[int], int]]) -> list[list]:
+            return await loop.run_in_executor(self._executor, self.engine.score, [ids for ids, _ in batch], k)
+
+        return await _each_alone_on_rejection(score, jobs)
 
     async def _run_engine(self, sequences: list[GenRequest]) -> list[GenResult]:
         loop = asyncio.get_running_loop()
@@ -170,6 +218,21 @@ class TeacherDeployment:
         tokens = sum(r.completion_tokens for r in results)
         self._metrics.record_batch(len(sequences), tokens, time.perf_counter() - started)
         return results
+
+
+async def _each_alone_on_rejection(run, items: list) -> list:
+    """`await run(items)` (one engine batch); if the engine rejects the batch with a ValueError, each item alone, so
+    that only the bad ones fail: their outcome is the ValueError instead of a result."""
+    try:
+        return await run(items)
+    except ValueError:
+        outcomes = []
+        for item in items:
+            try:
+                outcomes.extend(await run([item]))
+            except ValueError as exc:
+                outcomes.append(exc)
+        return outcomes
 
 
 @serve.deployment(name=ROUTER_DEPLOYMENT)
@@ -247,8 +310,6 @@ class TeacherRouter:
                             param="model", code="model_not_found")  # fmt: skip
 
 
-
-
 def build_teachers_app(teachers: Sequence[Teacher], api_key: str | None = None) -> serve.Application:
     """The teacher Serve application: the router in front of one autoscaled deployment per teacher, each with
     its own `inference.serve` (replicas, autoscaling, batching), answering to its served name."""
@@ -266,8 +327,9 @@ def build_teachers_app(teachers: Sequence[Teacher], api_key: str | None = None) 
         aliases.setdefault(t.spec, t.served_name)
     # The router holds every request while a teacher works on it, so its cap is the sum of theirs.
     capacity = sum(t.inference.serve.max_replicas * t.inference.serve.max_ongoing_requests for t in teachers)
+    access_log = teachers[0].inference.serve.access_log
     router = TeacherRouter.options(max_ongoing_requests=capacity, ray_actor_options={"num_cpus": 0},
-                                   logging_config={"enable_access_log": teachers[0].inference.serve.access_log})  # fmt: skip
+                                   logging_config={"enable_access_log": access_log})  # fmt: skip
     return router.bind(handles, aliases, api_key)
 
 

@@ -7,6 +7,8 @@ OpenAI-compatible API, and in-process benchmarks call it directly. Model folders
 One `generate` call is one static batch: prompts are left-padded, prefilled once, then decoded a
 token at a step with the KV cache. Every row carries its own sampling parameters and its own
 `torch.Generator`, so a seeded row produces the same tokens whatever else shares its batch.
+One `score` call scores given sequences (the teacher's log-probability of each of their tokens) in one forward
+pass, with no sampling; the math is in `distill_ray.models.scoring`.
 
 Behaviour choices (the serving layer relies on these):
 - Logprobs (`GenResult.logprobs`) are taken from the raw model distribution, log_softmax of the
@@ -37,13 +39,14 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
 from distill_ray.models.loading import load_causal_lm, load_tokenizer
+from distill_ray.models.scoring import score_sequences
 from distill_ray.models.stop_tokens import stop_token_ids
 from distill_ray.models.token_bytes import TokenBytes, clip_pieces, complete_characters, decode_reply
+from distill_ray.models.token_logprobs import TokenAlternative, TokenLogprob
 
 MAX_TOP_LOGPROBS = 20
 
@@ -58,25 +61,6 @@ class GenRequest:
     stop: list[str] = field(default_factory=list)
     logprobs: bool = False
     top_logprobs: int = 0  # 0..20, needs logprobs=True when > 0
-
-
-class TokenAlternative(NamedTuple):
-    """One of the most likely tokens at a position: its name, log-probability and exact bytes."""
-
-    token: str
-    logprob: float
-    bytes: bytes
-
-
-@dataclass
-class TokenLogprob:
-    """The chosen token at one position: name, log-probability, most likely alternatives (descending) and the
-    bytes it put into the reply text (see the module docstring)."""
-
-    token: str
-    logprob: float
-    top: list[TokenAlternative]
-    bytes: bytes
 
 
 @dataclass
@@ -147,6 +131,36 @@ class GenerationEngine:
         """Prompt ids for a raw completion prompt (the tokenizer's own special tokens, if any)."""
         return list(self.tokenizer(prompt)["input_ids"])
 
+    def score(self, sequences: list[list[int] | str], top_logprobs: int = 0) -> list[list[TokenLogprob | None]]:
+        """The teacher's log-probability of every token of each sequence, from one batched forward pass.
+
+        `sequences`: B token-id lists (scored exactly as given: no re-tokenisation) or texts (tokenised with
+        `text_prompt_ids`), each 1 to `max_context` tokens. `top_logprobs`: k in 0..MAX_TOP_LOGPROBS alternatives.
+        Returns B lists, one entry per token: None for token 0 (it has no context), then for t >= 1 a
+        `TokenLogprob` of token t given tokens 0..t-1 under the raw distribution (temperature 1, no top-p) with its
+        `token_id`, `rank`, exact `bytes` and the k most likely alternatives (descending). Raises ValueError naming
+        the sequence for an empty one, an id outside [0, vocab_size) or one longer than the model's context.
+        """
+        ids = [self.text_prompt_ids(s) if isinstance(s, str) else list(s) for s in sequences]
+        if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+            raise ValueError(f"top_logprobs must be in 0..{MAX_TOP_LOGPROBS}, got {top_logprobs}")
+        for index, seq in enumerate(ids):
+            self._validate_sequence(seq, index)
+        if not ids:
+            return []
+        with torch.inference_mode():
+            return score_sequences(self.model, ids, top_logprobs, pad_token_id=self.pad_token_id,
+                                   token_bytes=self.token_bytes)  # fmt: skip
+
+    def _validate_sequence(self, seq: list[int], index: int) -> None:
+        where = f"sequence {index}"
+        if not seq:
+            raise ValueError(f"{where}: it is empty")
+        if any(not 0 <= int(t) < self.vocab_size for t in seq):
+            raise ValueError(f"{where}: it has token ids outside the vocabulary [0, {self.vocab_size})")
+        if self.max_context is not None and len(seq) > self.max_context:
+            raise ValueError(f"{where}: it has {len(seq)} tokens; the model's context is {self.max_context} tokens")
+
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         """Run `requests` as one static batch; results come back in request order."""
         if not requests:
@@ -209,9 +223,7 @@ class GenerationEngine:
         ids, mask, positions = self._left_pad([row.req.prompt_ids for row in rows])
         # logits_to_keep=1: only the last position's logits are needed, which avoids a
         # (batch x prompt x vocab) tensor at prefill.
-        out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
-        )
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
         positions = positions[:, -1:]
         while True:
             next_ids = self._advance(rows, out.logits[:, -1, :].float())
@@ -281,15 +293,16 @@ class GenerationEngine:
         picked = logp.gather(-1, torch.tensor([[chosen[i]] for i in wanted], device=logp.device))
         picked_values = picked.squeeze(-1).tolist()
         k = max(rows[i].req.top_logprobs for i in wanted)
-        top_values, top_ids = (logp.topk(k, dim=-1) if k else (logp[:, :0], logp[:, :0].long()))
+        top_values, top_ids = logp.topk(k, dim=-1) if k else (logp[:, :0], logp[:, :0].long())
         top_values, top_ids = top_values.tolist(), top_ids.tolist()
         names = self.token_bytes
         entries = {}
         for j, i in enumerate(wanted):
             n = rows[i].req.top_logprobs
-            top = [TokenAlternative(names.name(t), v, names.raw(t)) for t, v in zip(top_ids[j][:n], top_values[j][:n])]
+            pairs = zip(top_ids[j][:n], top_values[j][:n])
+            top = [TokenAlternative(names.name(t), v, names.raw(t), t) for t, v in pairs]
             token = chosen[i]
-            entries[i] = TokenLogprob(names.name(token), picked_values[j], top, names.raw(token))
+            entries[i] = TokenLogprob(names.name(token), picked_values[j], top, names.raw(token), token_id=token)
         return entries
 
     def _check_finished(self, row: _Row) -> None:

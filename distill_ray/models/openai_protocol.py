@@ -1,9 +1,10 @@
-"""OpenAI wire format for the teacher service: request models, response and error bodies.
+"""OpenAI wire format for the teacher service: the shared request base, chat, models and error bodies.
 
 Where it sits: pydantic and the `openai` package's types, no Ray and no torch. `serve/teacher.py`
 parses incoming JSON with the request models here, runs the engine, and hands the engine's results
 (duck-typed like `distill_ray.models.engine.GenResult`) to the response builders; clients inside the
-project can reuse the same models to build requests.
+project can reuse the same models to build requests. Legacy `/v1/completions` (text or token-id prompts,
+echo, prompt logprobs: teacher scoring) is `distill_ray.models.openai_completions`, built on the base here.
 
 Response side: the bodies are built from the `openai` package's own pydantic types (`ChatCompletion`,
 `Completion`, `CompletionUsage`, `Model`, ...), the very types the official client parses them into,
@@ -32,10 +33,10 @@ Choices that differ from, or pin down, OpenAI's behaviour:
   token holding part of a character has no string of its own, and its `token` is OpenAI's `bytes:\\xNN`
   form (`distill_ray.models.token_bytes.token_name`). Each entry's `bytes` is what its token put into the
   reply, so concatenated they are the reply's UTF-8 (the eos token's are empty). Legacy `text_offset[i]` is
-  the character offset in the returned `text` where token i's bytes start (OpenAI's legacy offsets also count
-  the prompt; ours start at 0); a token that starts inside a character gets that character's offset
+  the character offset in the returned `text` where token i's bytes start (without echo, ours start at 0 where
+  OpenAI's also counted the prompt); a token that starts inside a character gets that character's offset
   (`token_bytes.char_offsets`).
-- Legacy completions default to `max_tokens=16` like OpenAI; chat completions default to 256.
+- Chat completions default to `max_tokens=256` (legacy completions to 16, like OpenAI).
 - Each chat choice also carries `completion_tokens`, its own sample's length (see `chat_response`);
   the openai types keep unknown fields, so the official client exposes it too.
 """
@@ -48,7 +49,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from openai import BaseModel as OpenAIModel
-from openai.types import Completion, CompletionChoice, CompletionUsage, Model
+from openai.types import CompletionUsage, Model
 from openai.types.chat import (
     ChatCompletion,
     ChatCompletionMessage,
@@ -57,17 +58,13 @@ from openai.types.chat import (
 from openai.types.chat.chat_completion import Choice as ChatChoice
 from openai.types.chat.chat_completion import ChoiceLogprobs
 from openai.types.chat.chat_completion_token_logprob import TopLogprob
-from openai.types.completion_choice import Logprobs as CompletionLogprobs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from distill_ray.models.token_bytes import char_offsets
 
 MAX_TOP_LOGPROBS = 20
 MAX_N = 64
 MAX_STOP = 16
 MAX_TEMPERATURE = 5.0
 CHAT_DEFAULT_MAX_TOKENS = 256
-COMPLETION_DEFAULT_MAX_TOKENS = 16
 MIN_LOGPROB = -9999.0
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 _SEED_SPAN = 2**64
@@ -207,52 +204,6 @@ class ChatCompletionRequest(_Request):
         return [m.as_template_dict() for m in self.messages]
 
 
-class CompletionRequest(_Request):
-    prompt: str | list[str]
-    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    echo: bool | None = False
-    suffix: str | None = None
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_valid(cls, v):
-        if isinstance(v, list) and not v:
-            raise ValueError("prompt list is empty")
-        return v
-
-    @field_validator("echo")
-    @classmethod
-    def _no_echo(cls, v):
-        if v:
-            raise ValueError("echo=true is not supported by this server")
-        return v
-
-    @field_validator("suffix")
-    @classmethod
-    def _no_suffix(cls, v):
-        if v:
-            raise ValueError("suffix is not supported by this server")
-        return v
-
-    @property
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
-
-    @property
-    def max_new_tokens(self) -> int:
-        return self.max_tokens or COMPLETION_DEFAULT_MAX_TOKENS
-
-    @property
-    def want_logprobs(self) -> bool:
-        # Legacy semantics: logprobs=k asks for the chosen token plus its k best alternatives; 0 is
-        # "chosen token only", None is "no logprobs".
-        return self.logprobs is not None
-
-    @property
-    def top_logprobs_value(self) -> int:
-        return self.logprobs or 0
-
-
 def choice_seeds(seed: int | None, n: int) -> list[int | None]:
     """Per-choice seeds: `seed + i` for choice i, wrapped into the signed 64-bit range."""
     if seed is None:
@@ -262,10 +213,6 @@ def choice_seeds(seed: int | None, n: int) -> list[int | None]:
 
 def parse_chat_request(body: Any) -> ChatCompletionRequest:
     return _parse(ChatCompletionRequest, body)
-
-
-def parse_completion_request(body: Any) -> CompletionRequest:
-    return _parse(CompletionRequest, body)
 
 
 def _parse(model_cls: type[_Request], body: Any):
@@ -326,23 +273,6 @@ def chat_logprobs(entries) -> dict | None:
     return None if logprobs is None else _dump(logprobs)
 
 
-def _completion_logprobs(entries) -> CompletionLogprobs | None:
-    if entries is None:
-        return None
-    return CompletionLogprobs(
-        tokens=[entry.token for entry in entries],
-        token_logprobs=[_finite(entry.logprob) for entry in entries],
-        top_logprobs=[{t.token: _finite(t.logprob) for t in entry.top} for entry in entries],
-        text_offset=char_offsets([entry.bytes for entry in entries]),
-    )
-
-
-def completion_logprobs(entries) -> dict | None:
-    """Legacy completions `choices[i].logprobs`: parallel token lists, top-k dicts and character offsets."""
-    logprobs = _completion_logprobs(entries)
-    return None if logprobs is None else _dump(logprobs)
-
-
 def _usage(prompt_tokens: int, completion_tokens: int) -> CompletionUsage:
     return CompletionUsage(
         prompt_tokens=prompt_tokens,
@@ -377,32 +307,6 @@ def chat_response(results: Sequence, model: str, prompt_tokens: int, created: in
             model=model,
             choices=choices,
             usage=_usage(prompt_tokens, sum(r.completion_tokens for r in results)),
-        )
-    )
-
-
-def completion_response(
-    results_per_prompt: Sequence[Sequence], model: str, prompt_tokens: Sequence[int], created: int | None = None
-) -> dict:
-    """A `text_completion` body; choice index is prompt_index * n + j, as OpenAI orders them."""
-    choices = []
-    for results in results_per_prompt:
-        for r in results:
-            choices.append(
-                CompletionChoice(
-                    index=len(choices), text=r.text, finish_reason=r.finish_reason,
-                    logprobs=_completion_logprobs(r.logprobs),
-                )
-            )
-    completion_tokens = sum(r.completion_tokens for results in results_per_prompt for r in results)
-    return _dump(
-        Completion(
-            id=f"cmpl-{uuid.uuid4().hex}",
-            object="text_completion",
-            created=int(time.time()) if created is None else created,
-            model=model,
-            choices=choices,
-            usage=_usage(sum(prompt_tokens), completion_tokens),
         )
     )
 

@@ -103,13 +103,108 @@ def test_completions_string_prompt(client, teacher):
     assert all(len(top) <= 2 for top in choice.logprobs.top_logprobs)
 
 
+# ---- teacher scoring (issue 18 item 1): echo + max_tokens 0, prompt_logprobs, token-id prompts ----------
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    """The teacher's model in this process: the numbers the deployment must answer with."""
+    from distill_ray.models.engine import GenerationEngine
+
+    return GenerationEngine(tiny_model_dir, torch_threads=1)
+
+
+def student_ids(engine) -> list[int]:
+    """A 'rollout' of token ids that a text round trip would change: `hello` spelt `h` + `ello`."""
+    spelt = engine.tokenizer.convert_tokens_to_ids(["Ġh", "ello", "Ġworld", "!"])
+    return engine.text_prompt_ids("Say hi:") + spelt
+
+
+def test_scoring_with_the_official_client(client, teacher, engine):
+    ids = student_ids(engine)
+    assert engine.text_prompt_ids(engine.tokenizer.decode(ids)) != ids
+    out = client.completions.create(model=teacher.served_name, prompt=[ids], echo=True, max_tokens=0, logprobs=5)
+    (choice,) = out.choices
+    assert choice.finish_reason == "length" and choice.text == "Say hi: hello world!"
+    assert (out.usage.prompt_tokens, out.usage.completion_tokens) == (len(ids), 0)
+    logprobs = choice.logprobs
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.text_offset) == len(ids)
+    assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+    (expected,) = engine.score([ids], 5)
+    assert logprobs.tokens[1:] == [e.token for e in expected[1:]]  # the given ids, not a re-tokenisation
+    assert logprobs.token_logprobs[1:] == pytest.approx([e.logprob for e in expected[1:]], abs=1e-5)
+    for got, entry in zip(logprobs.top_logprobs[1:], expected[1:]):
+        assert list(got) == [alt.token for alt in entry.top]
+        assert list(got.values()) == pytest.approx([alt.logprob for alt in entry.top], abs=1e-5)
+    assert logprobs.text_offset == [len(engine.token_bytes.join(ids[:t]).decode()) for t in range(len(ids))]
+
+
+def test_prompt_logprobs_over_raw_http(teacher, engine):
+    ids = student_ids(engine)
+    body = {"model": teacher.served_name, "prompt": ids, "prompt_logprobs": 3, "max_tokens": 1, "temperature": 0}
+    response = httpx.post(teacher.base_url + "/completions", json=body, timeout=120)
+    assert response.status_code == 200
+    (choice,) = response.json()["choices"]
+    assert choice["logprobs"] is None and response.json()["usage"]["completion_tokens"] == 1
+    prompt_logprobs = choice["prompt_logprobs"]
+    assert len(prompt_logprobs) == len(ids) and prompt_logprobs[0] is None
+    (expected,) = engine.score([ids], 3)
+    for position, entry in zip(prompt_logprobs[1:], expected[1:]):
+        keys = list(position)
+        assert keys[0] == str(entry.token_id)  # the prompt token first, then the top 3
+        top = {str(alt.token_id): (rank, alt.logprob) for rank, alt in enumerate(entry.top, start=1)}
+        assert set(keys) == {str(entry.token_id), *top}
+        for key, value in position.items():
+            rank, logprob = top.get(key, (entry.rank, entry.logprob))
+            assert value["rank"] == rank and value["logprob"] == pytest.approx(logprob, abs=1e-5)
+            assert value["decoded_token"] == engine.token_bytes.name(int(key))
+
+
+def test_echo_with_generation(client, teacher):
+    out = client.completions.create(model=teacher.served_name, prompt="Once upon a time", echo=True, max_tokens=3,
+                                    logprobs=1, temperature=0)  # fmt: skip
+    (choice,) = out.choices
+    assert choice.text.startswith("Once upon a time")
+    assert len(choice.logprobs.tokens) == out.usage.prompt_tokens + out.usage.completion_tokens
+    assert choice.logprobs.token_logprobs[0] is None and None not in choice.logprobs.token_logprobs[1:]
+
+
+def test_concurrent_scoring_requests_share_a_forward_pass(client, teacher, engine):
+    before = teacher.handle.stats.remote().result()
+    prompts = [student_ids(engine)[: 6 + i] for i in range(6)]
+
+    def score(ids):
+        return client.completions.create(model=teacher.served_name, prompt=ids, echo=True, max_tokens=0, logprobs=0)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        outs = list(pool.map(score, prompts))
+    assert [len(o.choices[0].logprobs.tokens) for o in outs] == [len(p) for p in prompts]
+    after = teacher.handle.stats.remote().result()
+    assert after["scored_sequences"] - before["scored_sequences"] == 6
+    assert after["score_batches"] - before["score_batches"] < 6 and after["max_score_batch"] >= 2
+
+
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        ({"prompt": [1, 10**6], "echo": True, "max_tokens": 0}, "prompt"),  # outside the vocabulary
+        ({"prompt": [[1, 2], []], "echo": True, "max_tokens": 0}, "prompt"),
+        ({"prompt": [1] * 2049, "echo": True, "max_tokens": 0, "logprobs": 1}, "prompt"),  # context is 2048
+        ({"prompt": [1, 2], "max_tokens": 0}, "max_tokens"),  # nothing to do
+        ({"prompt": [1, 2], "prompt_logprobs": 21}, "prompt_logprobs"),
+    ],
+)
+def test_bad_scoring_requests_are_400(teacher, fields, param):
+    response = httpx.post(teacher.base_url + "/completions", json={"model": teacher.served_name, **fields}, timeout=60)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == param
+
+
 def test_models_lists_served_name(client, teacher):
     assert [m.id for m in client.models.list().data] == [teacher.served_name]
 
 
-@pytest.mark.parametrize(
-    "kw", [{"n": 0}, {"temperature": -1}, {"messages": []}, {"top_logprobs": 2}, {"stream": True}]
-)
+@pytest.mark.parametrize("kw", [{"n": 0}, {"temperature": -1}, {"messages": []}, {"top_logprobs": 2}, {"stream": True}])
 def test_bad_requests_are_400(client, teacher, kw):
     kw = {"model": teacher.served_name, "messages": MSG, "max_tokens": 4, **kw}
     with pytest.raises(openai.BadRequestError) as info:
@@ -190,8 +285,9 @@ def test_health_answers_during_generation(teacher):
     base = teacher.base_url.removesuffix("/v1")
     before = teacher.handle.stats.remote().result()["batches"]
     body = {"messages": MSG, "max_tokens": 1500, "temperature": 0, "n": 4}
-    long_call = threading.Thread(target=httpx.post, args=(teacher.base_url + "/chat/completions",),
-                                 kwargs={"json": body, "timeout": 300})
+    long_call = threading.Thread(
+        target=httpx.post, args=(teacher.base_url + "/chat/completions",), kwargs={"json": body, "timeout": 300}
+    )
     long_call.start()
     while teacher.handle.stats.remote().result()["batches"] == before:  # wait until its batch runs
         time.sleep(0.02)

@@ -82,3 +82,31 @@ def test_unknown_model_is_refused(vllm_teacher_url):
     client = OpenAI(base_url=vllm_teacher_url, api_key="unused", timeout=120, max_retries=0)
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="not-served", prompt="1 + 1 =", max_tokens=4)
+
+
+@pytest.mark.timeout(900)
+def test_scoring_fields_pass_through_to_vllm(vllm_teacher_url):
+    """Issue 18's scoring API on the vLLM engine: Ray Serve LLM parses `/v1/completions` with vLLM's own request
+    model, so token-id prompts, `echo` + `max_tokens: 0` + `logprobs` and `prompt_logprobs` reach vLLM as sent.
+    The numbers are compared with our engine's on the same ids (vLLM's CPU kernels round differently)."""
+    import httpx
+
+    from distill_ray.models.engine import GenerationEngine
+    from distill_ray.models.loading import resolve_model
+
+    engine = GenerationEngine(resolve_model(MODEL), torch_threads=1)
+    ids = engine.chat_prompt_ids([{"role": "user", "content": "What is 2 + 3?"}]) + engine.text_prompt_ids("2 + 3 = 5")
+    (expected,) = engine.score([ids], 5)
+    client = OpenAI(base_url=vllm_teacher_url, api_key="unused", timeout=120, max_retries=0)
+    out = client.completions.create(model="smollm2", prompt=[ids], echo=True, max_tokens=0, logprobs=5)
+    logprobs = out.choices[0].logprobs
+    assert len(logprobs.token_logprobs) == len(ids) and logprobs.token_logprobs[0] is None
+    assert logprobs.token_logprobs[1:] == pytest.approx([e.logprob for e in expected[1:]], abs=1e-2)
+    body = {"model": "smollm2", "prompt": ids, "prompt_logprobs": 5, "max_tokens": 1}
+    prompt_logprobs = httpx.post(f"{vllm_teacher_url}/completions", json=body, timeout=120).json()["choices"][0][
+        "prompt_logprobs"
+    ]
+    assert len(prompt_logprobs) == len(ids) and prompt_logprobs[0] is None
+    for position, entry in zip(prompt_logprobs[1:], expected[1:]):
+        assert position[str(entry.token_id)]["logprob"] == pytest.approx(entry.logprob, abs=1e-2)
+        assert 5 <= len(position) <= 6  # the top 5, and the prompt token when it is not among them

@@ -22,7 +22,8 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from distill_ray.models.engine import GenerationEngine, GenRequest
 from distill_ray.models.loading import build_tiny_model, resolve_model
-from distill_ray.models.openai_protocol import chat_response, completion_response
+from distill_ray.models.openai_completions import completion_response
+from distill_ray.models.openai_protocol import chat_response
 
 TEXTS = ["🙂", "答案是5", "café naïve", "Hi there é! 答案是5 🙂 ok"]
 # Alternatives offered at every step after the scripted token, most likely first: piece -> (name, bytes).

@@ -14,20 +14,22 @@ from openai.types import Completion, Model
 from openai.types.chat import ChatCompletion
 from pydantic import ValidationError
 
+from distill_ray.models.openai_completions import (
+    COMPLETION_DEFAULT_MAX_TOKENS,
+    completion_response,
+    parse_completion_request,
+)
 from distill_ray.models.openai_protocol import (
     CHAT_DEFAULT_MAX_TOKENS,
-    COMPLETION_DEFAULT_MAX_TOKENS,
     MIN_LOGPROB,
     SEED_MAX,
     SEED_MIN,
     ProtocolError,
     chat_response,
     choice_seeds,
-    completion_response,
     error_body,
     models_response,
     parse_chat_request,
-    parse_completion_request,
 )
 
 
@@ -82,8 +84,12 @@ def test_chat_max_completion_tokens_wins_and_stop_string():
 
 def test_chat_message_parts_and_developer_role():
     req = parse_chat_request(
-        {"messages": [{"role": "developer", "content": "be brief"},
-                      {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]}
+        {
+            "messages": [
+                {"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            ]
+        }
     )
     assert req.model is None
     assert req.template_messages() == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "ab"}]
@@ -133,7 +139,7 @@ def test_completion_request_legacy_logprobs():
     assert not parse_completion_request({"prompt": "x"}).want_logprobs
 
 
-@pytest.mark.parametrize("body", [{"prompt": []}, {}, {"prompt": "x", "echo": True}, {"prompt": "x", "n": 0}])
+@pytest.mark.parametrize("body", [{"prompt": []}, {}, {"prompt": "x", "suffix": "y"}, {"prompt": "x", "n": 0}])
 def test_completion_bad_requests(body):
     with pytest.raises(ProtocolError):
         parse_completion_request(body)
@@ -158,9 +164,13 @@ def test_chat_response_shape_and_usage():
     assert (first["completion_tokens"], second["completion_tokens"]) == (2, 3)  # each sample's own length
     content = first["logprobs"]["content"]
     assert content[0] == {
-        "token": "Hi", "logprob": -0.5, "bytes": [72, 105],
-        "top_logprobs": [{"token": "Hi", "logprob": -0.5, "bytes": [72, 105]},
-                         {"token": "Yo", "logprob": -1.0, "bytes": [89, 111]}],
+        "token": "Hi",
+        "logprob": -0.5,
+        "bytes": [72, 105],
+        "top_logprobs": [
+            {"token": "Hi", "logprob": -0.5, "bytes": [72, 105]},
+            {"token": "Yo", "logprob": -1.0, "bytes": [89, 111]},
+        ],
     }
     assert content[1]["logprob"] == MIN_LOGPROB  # -inf is not JSON
     assert second["finish_reason"] == "length" and second["logprobs"] is None
@@ -168,13 +178,17 @@ def test_chat_response_shape_and_usage():
 
 
 def test_completion_response_orders_choices_by_prompt():
-    per_prompt = [[FakeResult("a0"), FakeResult("a1")], [FakeResult("b0", logprobs=[FakeLogprob("b", -0.1, [("b", -0.1)])])]]
+    b0 = FakeResult("b0", logprobs=[FakeLogprob("b", -0.1, [("b", -0.1)])])
+    per_prompt = [[FakeResult("a0"), FakeResult("a1")], [b0]]
     body = completion_response(per_prompt, "teacher", prompt_tokens=[3, 4])
     assert body["object"] == "text_completion" and body["id"].startswith("cmpl-")
     assert [c["text"] for c in body["choices"]] == ["a0", "a1", "b0"]
     assert [c["index"] for c in body["choices"]] == [0, 1, 2]
     assert body["choices"][2]["logprobs"] == {
-        "tokens": ["b"], "token_logprobs": [-0.1], "top_logprobs": [{"b": -0.1}], "text_offset": [0]
+        "tokens": ["b"],
+        "token_logprobs": [-0.1],
+        "top_logprobs": [{"b": -0.1}],
+        "text_offset": [0],
     }
     assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 6, "total_tokens": 13}
 
