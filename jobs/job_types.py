@@ -14,7 +14,7 @@ from distill_ray.summary import StageResult
 from jobs import eval as eval_job
 from jobs.data import collect, curate, generate, judge, pairs, rewrite, select, synthesize
 from jobs.stage import StageEnv
-from jobs.train import advdistill, dpo, grpo, kd, logits, rm, sft
+from jobs.train import advdistill, dpo, grpo, kd, logits, opd, rm, sft
 
 JobFn = Callable[[JobConfig, StageEnv], StageResult]
 
@@ -36,6 +36,7 @@ JOB_TYPES: dict[str, JobFn] = {
     "dpo": dpo.run,
     "rm": rm.run,
     "grpo": grpo.run,
+    "opd": opd.run,
     # evaluation
     "eval": eval_job.run,
 }

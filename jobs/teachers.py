@@ -34,8 +34,8 @@ def reach_teachers(teachers: list[Teacher], app_name: str, serve_cfg: ServeConfi
         if ours := groups.get("transformers"):
             endpoint = deploy_teachers(ours, serve_cfg, app_name=app_name)
             stack.callback(undeploy, endpoint.app_name)
-            for t in ours:
-                reached[id(t)] = t.reached_at(Endpoint(app_name=endpoint.app_name))
+            for t in ours:  # in-cluster callers use the handle; HTTP callers (Ray Train workers) the URL
+                reached[id(t)] = t.reached_at(Endpoint(endpoint.app_name, endpoint.base_url, serve_cfg.api_key))
         if on_vllm := groups.get("vllm"):  # Ray Serve LLM's OpenAI app, reached over HTTP like an external API
             vllm_app = f"{app_name}-vllm" if ours else app_name
             base_url = deploy_vllm_teachers(on_vllm, vllm_app)

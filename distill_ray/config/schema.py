@@ -228,7 +228,7 @@ class EvaluationConfig(Section):
 # Data stages (issue 3), training jobs (issue 4) and evaluation; jobs/runner.py maps each to its module.
 JobType = Literal[
     "collect", "generate", "judge", "rewrite", "select", "curate", "pairs", "synthesize",
-    "logits", "sft", "kd", "advdistill", "dpo", "rm", "grpo",
+    "logits", "sft", "kd", "advdistill", "dpo", "rm", "grpo", "opd",
     "eval",
 ]  # fmt: skip
 

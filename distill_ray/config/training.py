@@ -153,7 +153,11 @@ class OPDConfig(Section):
         0.0, ge=0, description="Weight of the task-reward advantage (reward service, as grpo) added per token; 0: off."
     )
     eval_steps: int = Field(0, ge=0, description="Evaluate every N steps (and at the end) on eval prompts; 0: never.")
-    eval_limit: int = Field(16, ge=1, description="Eval prompts (greedy, one rollout each) for the reverse KL.")
+    eval_path: str | None = Field(
+        None, description="Held-out eval prompts (a source spec, as dataset.instruction_path); default: the training "
+        "prompts.",
+    )
+    eval_limit: int = Field(16, ge=1, description="Eval prompts (group_size sampled rollouts each, fixed seed).")
 
 
 class CurriculumStage(Section):

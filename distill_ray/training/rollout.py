@@ -74,14 +74,19 @@ def sample_completions(policy, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     return Rollouts(out, attention, width, cmask)
 
 
+def completion_logits(model, rollouts: Rollouts) -> torch.Tensor:
+    """[B * G, T, V] logits that predict each completion token (position t of the completion is predicted at
+    prompt_width + t - 1); positions past a completion's end hold garbage and are masked by the caller."""
+    mask = rollouts.attention_mask
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    logits = model(input_ids=rollouts.input_ids, attention_mask=mask, position_ids=positions).logits
+    return logits[:, rollouts.prompt_width - 1 : -1]
+
+
 def completion_logps(model, rollouts: Rollouts, temperature: float = 1.0) -> torch.Tensor:
     """[B * G, T] log-prob of each sampled completion token under `model` (logits divided by temperature,
     the distribution the tokens were drawn from); positions past a completion's end hold garbage and are
     masked by the caller."""
-    mask = rollouts.attention_mask
-    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    logits = model(input_ids=rollouts.input_ids, attention_mask=mask, position_ids=positions).logits
-    width = rollouts.prompt_width
-    scores = logits[:, width - 1 : -1].float() / temperature  # position t predicts token t + 1
+    scores = completion_logits(model, rollouts).float() / temperature
     targets = rollouts.completions
     return scores.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - scores.logsumexp(dim=-1)
