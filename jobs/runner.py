@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # The dataset key each job reads its input from.
 INPUT_KEY = {"generate": "instruction_path", "eval": "instruction_path", "synthesize": "instruction_path",
-             "grpo": "instruction_path"}
+             "grpo": "instruction_path", "opd": "instruction_path"}
 # every other job except collect (which names its sources itself) reads dataset.labeled_path
 
 

@@ -159,6 +159,13 @@ class OPDConfig(Section):
     )
     eval_limit: int = Field(16, ge=1, description="Eval prompts (group_size sampled rollouts each, fixed seed).")
 
+    @model_validator(mode="after")
+    def _reward_needs_reverse_kl(self):
+        if self.reward_weight > 0 and self.loss != "reverse_kl":
+            raise ValueError("reward_weight adds a task-reward advantage to the reverse_kl policy gradient; "
+                             f"loss '{self.loss}' has no advantage to add it to")
+        return self
+
 
 class CurriculumStage(Section):
     """One stage of curriculum SFT: its rows (a file and/or a difficulty filter) and how long to train on them."""

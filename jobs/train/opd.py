@@ -45,14 +45,15 @@ class OPDObjective(RolloutObjective):
     """Student rollouts, teacher token scores over HTTP, and an on-policy distillation loss."""
 
     job_type = "opd"
-    metric_names = ("reverse_kl", "topk_mass", "topk_overlap", "scored_tokens_per_s", "completion_tokens",
-                    "cut_share", "clip_fraction", "reward")  # fmt: skip
+    DIAGNOSTICS = ("reverse_kl", "topk_mass", "topk_overlap", "scored_tokens_per_s", "completion_tokens", "cut_share")
 
     def __init__(self, model_spec, system_prompt, user_template, training, teacher_url: str, teacher_model: str,
                  api_key: str | None, timeout_s: float, eval_rows: list[dict], reward: dict | None = None):  # fmt: skip
         super().__init__(model_spec, system_prompt, user_template, training, training.opd, eval_rows)
         self.teacher = {"base_url": teacher_url, "model": teacher_model, "api_key": api_key, "timeout_s": timeout_s}
         self.reward = reward  # {"url", "api_key", "setting", "timeout_s"} when reward_weight > 0
+        extra = (("clip_fraction",) if training.opd.loss == "reverse_kl" else ()) + (("reward",) if reward else ())
+        self.metric_names = (*self.DIAGNOSTICS, *extra)
         self.scorer = self.reward_client = None
 
     def setup_worker(self, device) -> None:
@@ -77,9 +78,11 @@ class OPDObjective(RolloutObjective):
         mask = rollouts.completion_mask
         if o.loss == "reverse_kl":
             logp = completion_logps(model, rollouts)
-            seq_adv = self._task_advantages(batch, rollouts) if o.reward_weight > 0 else None
+            seq_adv, reward = self._task_advantages(batch, rollouts) if self.reward else (None, None)
             loss, parts = get_loss("opd_reverse_kl")(logp, logp.detach(), teacher["logprobs"], mask, o.clip_epsilon,
                                                      seq_adv, o.reward_weight)  # fmt: skip
+            if reward is not None:
+                parts["reward"] = reward
         else:
             logits = completion_logits(model, rollouts)
             loss, parts = get_loss(f"opd_{o.loss}")(logits, teacher["top_ids"], teacher["top_logprobs"], mask,
@@ -129,7 +132,8 @@ class OPDObjective(RolloutObjective):
                 "cut_share": float((ended == 0).float().mean())}  # fmt: skip
 
     def _task_advantages(self, batch, rollouts):
-        """Group-normalised task-reward advantages [N] from the reward service (as grpo computes them)."""
+        """(group-normalised task-reward advantages [N] from the reward service, as grpo computes them; the
+        mean reward)."""
         import torch
 
         rows = self.batch_rows(batch)
@@ -140,7 +144,7 @@ class OPDObjective(RolloutObjective):
         rewards = [s["reward"] for s in self.reward_client.rewards(items, self.reward["setting"])]
         g = self.options.group_size
         adv = [a for i in range(0, len(rewards), g) for a in group_advantages(rewards[i : i + g])]
-        return torch.tensor(adv, dtype=torch.float32, device=rollouts.completions.device)
+        return torch.tensor(adv, dtype=torch.float32, device=rollouts.completions.device), sum(rewards) / len(rewards)
 
     def evaluate(self, model) -> dict[str, float]:
         """Mean per-token reverse KL to the teacher (sampled estimate) over group_size rollouts per held-out prompt,

@@ -1,11 +1,14 @@
 """The opd job on the embedded cluster: the student samples, the teacher service scores every sampled token
 over HTTP (prompt_logprobs on the student's exact token ids), Ray Train learns.
 
-Student and teacher are tiny random LMs with the SmolLM2 tokenizer and different seeds, their embeddings scaled
-by 10 so that their next-token distributions are peaked like trained models' (as in test_grpo.py): the
-reverse KL between them is large and a few steps of the reverse-KL objective lower it measurably. With the
-teacher equal to the student the measured reverse KL is 0 up to float error, which checks that the teacher's
-scores line up with the student's tokens position by position.
+The student is a tiny random LM with the SmolLM2 tokenizer, its embeddings scaled by 10 so that its next-token
+distribution is peaked like a trained model's (as in test_grpo.py). The teacher is the same network with its
+final norm doubled, i.e. every logit doubled: a sharper version of the student, at a reverse KL of about 2.3
+nats per token, which the student can close by one direction of change. Measured with the same loss, sampler
+and scorer outside Ray (12 steps, lr 0.01): held-out reverse KL 2.32 -> 0.63; at lr 0.003, 2.32 -> 1.55. Two
+unrelated random models (different seeds) instead start at about 1.0 and move within the estimate's noise in
+12 steps, so they make a poor test. With the teacher equal to the student the measured reverse KL is 0 up to
+float error, which checks that the teacher's scores line up with the student's tokens position by position.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def _prompts(path, n: int = 16):
     return path
 
 
-def _peaked_model(out, seed: int):
+def _peaked_model(out, seed: int, logit_scale: float = 1.0):
     import torch
 
     from distill_ray.models.loading import load_causal_lm, load_tokenizer, resolve_model
@@ -38,6 +41,7 @@ def _peaked_model(out, seed: int):
     model = load_causal_lm(base)
     with torch.no_grad():
         model.get_input_embeddings().weight.mul_(10.0)
+        model.model.norm.weight.mul_(logit_scale)  # the LM head is linear: every logit scales with it
     model.save_pretrained(out)
     load_tokenizer(base).save_pretrained(out)
     return out
@@ -61,7 +65,7 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("opd")
     _prompts(root / "prompts.jsonl")
     _peaked_model(root / "student", seed=0)
-    _peaked_model(root / "teacher", seed=1)
+    _peaked_model(root / "teacher", seed=0, logit_scale=2.0)
     return root
 
 
@@ -77,7 +81,7 @@ def test_reverse_kl_falls_on_held_out_prompts(models, ray_cluster, serve_port):
     evals = m["evals"]
     assert [e["step"] for e in evals] == [0, 12]
     before, after = evals[0]["reverse_kl"], evals[-1]["reverse_kl"]
-    assert before > 1.0 and after < 0.8 * before, evals  # two unrelated peaked models start far apart
+    assert before > 1.5 and after < 0.7 * before, evals
     state = json.loads((models / "rkl" / "opd" / "checkpoints" / "step_12" / "trainer_state.json").read_text())
     metrics = state["metrics"]
     assert all(0 < x <= 1.0 + 1e-6 for x in metrics["topk_mass"])
