@@ -11,11 +11,14 @@ A row processor is any class with
 - `teacher_calls: int` (a running count of requests it sent),
 - `process(rows: list[dict]) -> list[Outcome]`, one outcome per input row, in order.
 An outcome either carries output rows (possibly several: samples of one problem) or a rejection
-reason, so every input row is accounted for: rows_in = rows_out + rows_rejected.
+reason, so every input row is accounted for: rows_in = rows_out + rows_rejected. An input row its reader
+tagged as unusable (a reason in `distill_ray.rejects.REJECT_COLUMN`: a bad line, a wrong type, a repeated
+key) is rejected with that reason and never reaches the processor.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from distill_ray.data.part_store import PartCounts, PartStore
+from distill_ray.rejects import PAYLOAD_COLUMN, REJECT_COLUMN
 
 MANIFEST_SCHEMA = pa.schema([("part", pa.string()), ("rows_in", pa.int64()), ("rows_out", pa.int64()),
                              ("rows_rejected", pa.int64()), ("records_written", pa.int64()),
@@ -59,15 +63,14 @@ class PartWriter:
         if not rows:
             return MANIFEST_SCHEMA.empty_table()
         calls_before = self.processor.teacher_calls
-        outcomes = self.processor.process(rows)
-        if len(outcomes) != len(rows):
-            raise RuntimeError(f"{type(self.processor).__name__} returned {len(outcomes)} outcomes for {len(rows)} rows")
+        outcomes = self._outcomes(rows)
         out_rows: list[dict[str, Any]] = []
         rejects: list[dict[str, Any]] = []
         counts = PartCounts(rows_in=len(rows), reasons=Counter())
         for row, outcome in zip(rows, outcomes):
             if outcome.reason is not None:
-                rejects.append({"reason": outcome.reason, "key": self.key(row), "row": row})
+                shown = json.loads(row[PAYLOAD_COLUMN]) if row.get(PAYLOAD_COLUMN) else _untagged(row)
+                rejects.append({"reason": outcome.reason, "key": self.key(row), "row": shown})
                 counts.rows_rejected += 1
                 counts.reasons[outcome.reason.split(":")[0]] += 1  # the reason's kind, without the details
             else:
@@ -83,3 +86,17 @@ class PartWriter:
                                       "rows_rejected": counts.rows_rejected,
                                       "records_written": counts.records_written,
                                       "teacher_calls": counts.teacher_calls}], schema=MANIFEST_SCHEMA)  # fmt: skip
+
+    def _outcomes(self, rows: list[dict[str, Any]]) -> list[Outcome]:
+        """One outcome per row: tagged rows rejected with their reason, the others from the processor."""
+        usable = [_untagged(r) for r in rows if not r.get(REJECT_COLUMN)]
+        processed = iter(self.processor.process(usable) if usable else [])
+        outcomes = [Outcome(reason=r[REJECT_COLUMN]) if r.get(REJECT_COLUMN) else next(processed, None) for r in rows]
+        if None in outcomes or next(processed, None) is not None:
+            name = type(self.processor).__name__
+            raise RuntimeError(f"{name} did not return one outcome for each of its {len(usable)} rows")
+        return outcomes
+
+
+def _untagged(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in (REJECT_COLUMN, PAYLOAD_COLUMN)}

@@ -6,8 +6,9 @@ Both go through the one retry policy (`distill_ray.retry`): a refused request (4
 a `TeacherRejected` at once, and that row is rejected with the reason; a server or connection error is
 retried with backoff, and if it outlasts the retries it is a `TeacherUnavailable`, which stops the stage
 (its committed parts are kept for the resume). The two are different outcomes, so neither type derives
-from the other. `TeacherCaller` is the base of every row processor that talks to a teacher: a client, a
-thread pool to keep a batch's requests in flight together, and a count of the calls made.
+from the other. A local error is neither: it is a bug, and stops the stage as it is. `TeacherCaller` is the
+base of every row processor that talks to a teacher: a client, a thread pool to keep a batch's requests in
+flight together, and a count of the calls made.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from distill_ray.errors import RowRejected, one_line
 from distill_ray.models.teachers import Endpoint, Teacher
-from distill_ray.retry import call_with_retries, is_transient
+from distill_ray.retry import call_with_retries, is_refusal, is_transient
 
 T = TypeVar("T")
 
@@ -67,13 +68,19 @@ class OpenAITeacherClient:
 
 
 def chat_with_retries(client: TeacherClient, body: dict[str, Any], max_retries: int, base_delay: float = 0.5):
-    """`client.chat(body)` under the retry policy. Raises TeacherRejected (not retried) or TeacherUnavailable."""
+    """`client.chat(body)` under the retry policy. Raises TeacherRejected (the teacher refused this request: a 4xx,
+    e.g. a prompt longer than its context; not retried) or TeacherUnavailable (a 5xx, connection or timeout error
+    that outlasted the retries). Anything else is a bug on this side and propagates as it is: it stops the stage
+    rather than quarantining every row as if each were bad."""
     try:
         return call_with_retries(lambda: client.chat(body), attempts=max_retries + 1, base_delay_s=base_delay)
     except Exception as exc:  # noqa: BLE001 - classified below, re-raised as one of our two outcomes
         if is_transient(exc):
-            raise TeacherUnavailable(f"teacher unreachable after {max_retries + 1} attempt(s): {one_line(exc)}") from exc
-        raise TeacherRejected(f"teacher rejected the request: {one_line(exc)}") from exc
+            reason = f"teacher unreachable after {max_retries + 1} attempt(s): {one_line(exc)}"
+            raise TeacherUnavailable(reason) from exc
+        if is_refusal(exc):
+            raise TeacherRejected(f"teacher rejected the request: {one_line(exc)}") from exc
+        raise
 
 
 def reply_text(message: dict[str, Any]) -> str:

@@ -46,11 +46,37 @@ class RowRejected(ValueError):
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
-    """`Type: first line of the message`, for reasons in rejected/ and one-line failure reports. For an error
-    re-raised by Ray from a worker (it carries the original as `cause`), the original's type and message, not
-    the traceback text Ray wraps around it."""
-    original = getattr(exc, "cause", None)
-    original = original if isinstance(original, BaseException) else exc
+    """`Type: first line of the message`, for reasons in rejected/ and one-line failure reports, of the exception
+    raised where the work ran (`original_error`), never the traceback text Ray wraps around it."""
+    original = original_error(exc)
     text = str(original).strip()
     first = text.splitlines()[0][:limit] if text else ""
     return f"{type(original).__name__}: {first}" if first else type(original).__name__
+
+
+def original_error(exc: BaseException) -> BaseException:
+    """The exception raised where the work ran, out of the wrappers Ray puts around it on the way to the driver:
+    a task's or actor's RayTaskError (the original is its `cause`; its own text is the remote traceback), Ray
+    Train's WorkerGroupError (`worker_failures`: the lowest rank's is taken) and ControllerError
+    (`controller_failure`), and the holder Train keeps a worker's exception in (`_base_exc`; its text is the
+    traceback). Found by these attributes, so this module needs no Ray."""
+    for _ in range(8):  # wrappers nest (a worker's error inside a group error); never loop on a cycle
+        inner = _wrapped(exc)
+        if inner is None or inner is exc:
+            break
+        exc = inner
+    return exc
+
+
+def _wrapped(exc: BaseException) -> BaseException | None:
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return cause
+    failures = getattr(exc, "worker_failures", None)
+    if isinstance(failures, dict) and failures:
+        return failures[min(failures)]
+    for name in ("controller_failure", "_base_exc"):
+        inner = getattr(exc, name, None)
+        if isinstance(inner, BaseException):
+            return inner
+    return None

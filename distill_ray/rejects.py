@@ -14,7 +14,7 @@ Two ways to write, because stages keep their rejects in two ways:
 - `replace_rejects`: stages that can rebuild the whole list (the group stages from their datasets, the
   resumable stages from their committed parts). The file is written under a temp name and renamed over the
   old one, so a re-run never duplicates rows and a killed run leaves the old file or the new one, never half.
-Pure Python, no Ray.
+Pure Python and pyarrow, no Ray.
 """
 
 from __future__ import annotations
@@ -24,6 +24,17 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
+
+import pyarrow as pa
+
+# Columns that tag a row in flight that a reader or a group function could not use: the reason, and the row
+# (or bad line) as JSON. A tagged row is counted and written here, never processed.
+REJECT_COLUMN, PAYLOAD_COLUMN = "_reject", "_payload"
+
+
+def tagged_schema(schema: pa.Schema) -> pa.Schema:
+    """`schema` plus the two tag columns."""
+    return schema.append(pa.field(REJECT_COLUMN, pa.string())).append(pa.field(PAYLOAD_COLUMN, pa.string()))
 
 
 def rejected_record(stage: str, reject: dict[str, Any]) -> dict[str, Any]:

@@ -28,8 +28,10 @@ class StageResult:
     outputs: dict[str, str] = field(default_factory=dict)
 
     def count_rejects(self, reasons: list[str]) -> None:
+        """Count rejects by kind: a reason's text before its first ':' ("malformed JSON"), so the summary has one
+        entry per kind, not one per line; the details (which line, what it held) are in rejected/<stage>.jsonl."""
         counts = Counter(self.rejected_reasons)
-        counts.update(reasons)
+        counts.update(reason.split(":")[0] for reason in reasons)
         self.rejected_reasons = dict(counts)
         self.rows_rejected = sum(counts.values())
 

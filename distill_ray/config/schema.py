@@ -53,12 +53,24 @@ class DatasetConfig(Section):
     )
     prompt_field: str = Field("question", description="Field holding the problem text.")
     answer_field: str | None = Field("answer", description="Field holding the reference answer (None: no verify).")
-    id_field: str | None = Field(None, description="Field holding a stable row id (default: a hash of the problem).")
+    id_field: str | None = Field(
+        None,
+        description="Field holding a stable row id, a string or an integer (unset: a hash of the problem text). When "
+        "set, a record without one is rejected, and a record repeating an id read before it is rejected as a "
+        "duplicate (the first one wins; resumable stages key their work on the id).",
+    )
     answer_format: Literal["plain", "gsm8k"] = Field(
         "plain", description="How to read the reference: `gsm8k` takes the text after '####'."
     )
     limit: int | None = Field(None, ge=1, description="Use only the first N rows (procedural: generate N).")
     seed: int = Field(42, description="Seed for procedural data and shuffling.")
+    max_line_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Longest JSON line read (bytes); a longer line is rejected as 'line too long' without being "
+        "held in memory whole. Problems below it that are longer than the teacher's context are rejected by the "
+        "teacher with the token counts. Applies to dataset.instruction_path and dataset.labeled_path.",
+    )
 
 
 class InferenceConfig(Section):

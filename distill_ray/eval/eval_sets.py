@@ -66,27 +66,14 @@ def group_lookup(bench: Benchmark) -> dict[str, dict]:
     """
     if not bench.group_fields:
         return {}
-    from distill_ray.data.sources import RowError, normalize_row, parse_json_line, resolve_source
+    from distill_ray.data.sources import checked_problems, resolve_source
 
     source = resolve_source(bench.dataset.instruction_path)
     if source.kind == "procedural":
         return {}
-    if source.kind == "parquet":
-        import pyarrow.parquet as pq
-
-        records = pq.read_table(source.path).to_pylist()
-    else:
-        records = []
-        for line in source.path.read_text().splitlines():
-            try:
-                records.append(parse_json_line(line))
-            except RowError:
-                continue  # already counted as rejected by the eval run itself
     lookup = {}
-    for record in records:
-        try:
-            row = normalize_row(record, bench.dataset)
-        except RowError:
-            continue
-        lookup[row["id"]] = {f: (None if record.get(f) is None else str(record.get(f))) for f in bench.group_fields}
+    for rec, row, _ in checked_problems(source, bench.dataset):  # bad records: counted by the eval run itself
+        if row is not None:
+            values = {f: rec.record.get(f) for f in bench.group_fields}
+            lookup[row["id"]] = {f: None if v is None else str(v) for f, v in values.items()}
     return lookup

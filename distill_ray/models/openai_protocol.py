@@ -24,6 +24,9 @@ The error body (`error_body`) is still a plain dict; its inner object has the sh
 Choices that differ from, or pin down, OpenAI's behaviour:
 - Unknown fields are ignored (clients send many we do not use); `null` means "use the default".
 - `stream=true` is refused with a 400: this server only answers whole responses.
+- Every message needs `content` (a string, possibly empty, or a non-empty list of text parts); a missing or
+  null one is a 400 naming `messages[i].content`. OpenAI lets an assistant message with `tool_calls` omit it;
+  this server takes no tools, so no message may.
 - Seeds: a request with `seed=s` and `n>1` samples choice i with seed `s + i` (wrapped into the
   64-bit range), so every choice differs yet the whole response is reproducible.
 - `temperature` may go up to 5 (OpenAI stops at 2) because our generation jobs sweep that range.
@@ -160,17 +163,29 @@ class TextPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
+    """One chat message. `content` is required for every role: OpenAI lets only an assistant message that
+    carries `tool_calls` leave it out, and this server takes no tools, so a message without content (or with
+    null, or an empty list of parts) is a 400 naming `messages[i].content`, never an empty turn."""
+
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    content: str | list[TextPart]
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content_given(cls, v):
+        if v is None:
+            raise ValueError("required, and null is not allowed: send a string or a list of text parts")
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty list of parts is not allowed: send a string or at least one text part")
+        if not isinstance(v, (str, list)):
+            raise ValueError("must be a string or a list of text parts")
+        return v
 
     def as_template_dict(self) -> dict:
         """{role, content} for a chat template: text parts joined, `developer` read as `system`."""
-        if isinstance(self.content, list):
-            text = "".join(part.text for part in self.content)
-        else:
-            text = self.content or ""
+        text = "".join(part.text for part in self.content) if isinstance(self.content, list) else self.content
         return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 
@@ -221,9 +236,15 @@ def _parse(model_cls: type[_Request], body: Any):
     try:
         return model_cls.model_validate(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        field = _param_path(errors[0].get("loc", ())) or ""
+        # A union (content: a string or a list of parts) reports a miss per branch; the branch that got furthest
+        # into the value (content[0].text) says what is wrong, not "should be a valid string".
+        first = max((e for e in errors if (_param_path(e.get("loc", ())) or "").startswith(field)),
+                    key=lambda e: len(e.get("loc", ())))  # fmt: skip
         param = _param_path(first.get("loc", ()))
-        message = first.get("msg", "invalid value").removeprefix("Value error, ")
+        message = "required" if first.get("type") == "missing" else first.get("msg", "invalid value")
+        message = message.removeprefix("Value error, ")
         raise ProtocolError(f"{param}: {message}" if param else message, param=param) from None
 
 

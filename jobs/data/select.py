@@ -28,7 +28,7 @@ from jobs.stage import LIGHT, StageEnv
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
     cfg = job.processing.select
-    ds, schema = cot_rows_dataset(job.dataset.labeled_path)
+    ds, schema = cot_rows_dataset(job.dataset.labeled_path, max_line_bytes=job.dataset.max_line_bytes)
     needed = {"id": "problem id", "sample_id": "CoT id"}
     if cfg.require_correct:
         needed["correct"] = "written by generate/rewrite"

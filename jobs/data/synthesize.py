@@ -31,7 +31,7 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     settings = {"synthesize": cfg.model_dump(), "prompt": prompt}
     common = dict(job_type="synthesize", out_name="synthesized", settings=settings)
     if cfg.operator in COT_OPERATORS:
-        ds, schema = cot_rows_dataset(job.dataset.labeled_path)
+        ds, schema = cot_rows_dataset(job.dataset.labeled_path, max_line_bytes=job.dataset.max_line_bytes)
         out_schema = schemas.rewritten(schema)
         kwargs = dict(operator=cfg.operator, prompts={cfg.operator: prompt}, output_schema=out_schema,
                       temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,

@@ -40,6 +40,15 @@ def test_teacher_client_retries_server_errors_and_rejects_refusals(scripted):
     assert scripted["requests"] == 3
 
 
+def test_a_local_error_is_a_bug_that_propagates_not_a_refused_row(scripted):
+    """A body the client itself cannot send (here: no model) never reached the teacher: it is not that row's fault,
+    so it is neither a TeacherRejected nor retried; it stops the stage as the bug it is."""
+    client = OpenAITeacherClient(scripted["url"] + "/v1", None, timeout_s=5)
+    with pytest.raises(TypeError, match="Missing required arguments"):
+        chat_with_retries(client, {"messages": [{"role": "user", "content": "2+2?"}]}, max_retries=3, base_delay=0.01)
+    assert scripted["requests"] == 0
+
+
 def test_reward_client_retries_server_errors_and_reports_refusals(scripted):
     client = RewardClient(scripted["url"], timeout_s=5, max_retries=2)
     scripted["answers"] = [(502, _error("proxy")), (200, {"results": [{"reward": 1.0}]})]

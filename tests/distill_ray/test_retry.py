@@ -6,10 +6,12 @@ import httpx
 import openai
 import pytest
 from ray.exceptions import GetTimeoutError, RayTaskError
+from ray.serve._private.common import DeploymentID
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from distill_ray.errors import one_line
 from distill_ray.models.openai_protocol import ProtocolError
-from distill_ray.retry import call_with_retries, is_transient
+from distill_ray.retry import call_with_retries, is_refusal, is_transient
 
 REQUEST = httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
 
@@ -37,9 +39,30 @@ def _status(cls, code: int):
     (RayTaskError("chat", "traceback", ProtocolError("temperature: too high")), False),  # a replica's 400
     (RayTaskError("chat", "traceback", RuntimeError("engine failed")), True),  # a replica's 500
     (GetTimeoutError("get timed out"), True),
+    (BackPressureError(num_queued_requests=9, max_queued_requests=8), True),  # Serve's queue is full: not now
+    (DeploymentUnavailableError(DeploymentID("TeacherDeployment", "teacher")), True),
 ])  # fmt: skip
 def test_is_transient(exc, transient):
     assert is_transient(exc) is transient
+
+
+@pytest.mark.parametrize("exc, refused", [
+    (_status(openai.BadRequestError, 400), True),  # the teacher's "the prompt has N tokens; the context is M"
+    (_status(openai.NotFoundError, 404), True),
+    (_status(openai.RateLimitError, 429), False),  # not now, not "not this": retried
+    (_status(openai.InternalServerError, 500), False),
+    (openai.APIConnectionError(request=REQUEST), False),
+    (ProtocolError("messages: the prompt has 9 tokens", code="context_length_exceeded"), True),
+    (RayTaskError("chat", "traceback", ProtocolError("temperature: too high")), True),  # a replica's 400
+    (RayTaskError("chat", "traceback", ProtocolError("x")).as_instanceof_cause(), True),
+    (RayTaskError("chat", "traceback", ValueError("bad value")), True),  # the replica refused the values
+    (RayTaskError("chat", "traceback", RuntimeError("engine failed")), False),  # a replica's 500
+    (TypeError("missing required arguments"), False),  # a local bug, not the row's fault
+    (ValueError("bad value"), False),
+])  # fmt: skip
+def test_is_refusal(exc, refused):
+    assert is_refusal(exc) is refused
+    assert not (refused and is_transient(exc))  # never both
 
 
 def _flaky(errors: list[BaseException]):

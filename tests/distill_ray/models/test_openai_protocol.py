@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -109,6 +110,12 @@ def test_chat_message_parts_and_developer_role():
         ({"messages": []}, "messages"),
         ({"model": "m"}, "messages"),
         ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user"}]}, "messages[0].content"),  # issue 15 item 6: was accepted (200)
+        ({"messages": [{"role": "user", "content": None}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": []}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"messages": [{"role": "system", "content": "s"}, {"role": "assistant"}]}, "messages[1].content"),
+        ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0].text"),
     ],
 )
 def test_chat_bad_requests_name_the_param(body, param):
@@ -117,6 +124,15 @@ def test_chat_bad_requests_name_the_param(body, param):
     assert info.value.status_code == 400
     assert info.value.param == param
     assert info.value.message.startswith(param)
+
+
+def test_a_message_without_content_is_refused_in_words():
+    for message, said in (({"role": "user"}, "messages[0].content: required"),
+                          ({"role": "user", "content": None}, "null is not allowed"),
+                          ({"role": "user", "content": 5}, "must be a string or a list of text parts")):  # fmt: skip
+        with pytest.raises(ProtocolError, match=re.escape(said)):
+            parse_chat_request({"messages": [message]})
+    assert parse_chat_request({"messages": [{"role": "user", "content": ""}]}).template_messages()[0]["content"] == ""
 
 
 def test_stream_message_is_clear():

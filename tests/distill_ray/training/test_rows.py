@@ -48,16 +48,40 @@ def test_read_rows_keeps_wanted_columns_and_bad_json_lines(tmp_path):
         read_rows(str(tmp_path / "a.parquet"), ["problem", "chosen"])
     (tmp_path / "b.jsonl").write_text('{"problem": "p", "response": "r"}\n{not json\n')
     rows, rejects = read_rows(str(tmp_path / "b.jsonl"), LABELED)
-    assert len(rows) == 1 and rejects[0]["reason"] == "invalid JSON line"
+    assert (
+        len(rows) == 1
+        and rejects[0]["reason"]
+        == "malformed JSON: line 2, Expecting property name enclosed in double quotes at column 2"
+    )
 
 
-def test_read_jsonl_skips_blank_lines_and_rejects_bad_ones(tmp_path):
+def test_read_jsonl_rejects_every_line_that_is_not_a_record(tmp_path):
+    """Blank, not UTF-8, not JSON, not an object: each a reject with its line, never a crash."""
     path = tmp_path / "rows.jsonl"
-    path.write_text('{"problem": "p", "response": "r", "extra": 1}\n\nnot json\n[1, 2]\n')
+    path.write_bytes(b'\xef\xbb\xbf{"problem": "p", "response": "r"}\r\n\n{"problem": "caf\xe9"}\nnot json\n[1, 2]\n')
     rows, rejects = read_rows(str(path), LABELED)
-    assert rows[0]["problem"] == "p" and len(rows) == 2
-    assert [r["reason"] for r in rejects] == ["invalid JSON line"] and rejects[0]["row"]["line"] == 3
-    assert labeled_problem(rows[1]) == "missing problem"  # a non-object line becomes a rejectable row
+    assert rows == [{"problem": "p", "response": "r"}]  # the BOM and the CRLF are not part of the record
+    assert [r["reason"].split(":")[0] for r in rejects] == [
+        "blank line",
+        "not valid UTF-8",
+        "malformed JSON",
+        "not a JSON object",
+    ]
+    assert [r["row"]["line"] for r in rejects] == [2, 3, 4, 5]
+    assert rejects[1]["row"]["text"] == '{"problem": "caf\\xe9"}'
+
+
+def test_read_a_json_array_file(tmp_path):
+    path = tmp_path / "rows.json"
+    path.write_text('  [{"problem": "p", "response": "r"}, 3]')
+    rows, rejects = read_rows(str(path), LABELED)
+    assert (
+        rows == [{"problem": "p", "response": "r"}]
+        and rejects[0]["reason"] == "not a JSON object: item 2, it holds a number"
+    )
+    path.write_bytes(b'[{"problem": "caf\xe9"}]')
+    with pytest.raises(InputFileError, match="not valid UTF-8: byte 0xE9 at byte 18"):
+        read_rows(str(path), LABELED)
 
 
 def test_read_rows_file_errors(tmp_path):
