@@ -44,3 +44,16 @@ def test_no_other_installed_distribution_provides_our_top_level_packages():
     owners = importlib.metadata.packages_distributions()
     for name in TOP_PACKAGES:
         assert set(owners.get(name, ["distill-ray"])) <= {"distill-ray", "distill_ray"}, (name, owners[name])
+
+
+def test_test_modules_have_unique_basenames():
+    # pytest imports test files outside packages by basename (rootdir-relative "rootdir" import mode), so
+    # two `test_x.py` in different folders make collection fail for the whole suite, not for one file.
+    from collections import Counter
+
+    from conftest import REPO
+
+    tests = REPO / "tests"
+    loose = [p for p in tests.rglob("test_*.py") if not (p.parent / "__init__.py").is_file()]
+    repeated = [name for name, n in Counter(p.name for p in loose).items() if n > 1]
+    assert not repeated, f"test files sharing a basename: {repeated}"
