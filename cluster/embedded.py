@@ -2,13 +2,19 @@
 
 The embedded cluster keeps everything under one state folder (`ray.state_dir`): Ray's temp/session
 files in `tmp/` and Ray Train's storage in `storage/`, so nothing lands in /tmp/ray or ~/ray_results.
-Token authentication stays at Ray's default (on). Ray's shutdown runs at exit and on Ctrl-C.
+Token authentication stays at Ray's default (on). By default it listens on loopback only (`ray.listen`).
+
+Signals: `ray.init` takes SIGTERM over (a Python handler, then a C++ crash handler that aborts the driver,
+exit 134, leaving Ray's agents behind); `ray_session` puts back the handlers its caller had, so a caller
+that turns SIGINT/SIGTERM into an exception (`jobs/signals.py`) unwinds through the shutdown below.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +25,8 @@ from distill_ray.errors import ConfigError
 
 # Ray's session dir adds ~70 characters of sockets/... below temp; Unix socket paths max out at 107.
 MAX_STATE_DIR_CHARS = 35
+LOOPBACK = "127.0.0.1"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -44,15 +52,57 @@ def state_paths(ray_cfg: RayConfig) -> tuple[Path, Path]:
 def embedded_init_kwargs(ray_cfg: RayConfig) -> dict:
     tmp, _ = state_paths(ray_cfg)
     tmp.mkdir(parents=True, exist_ok=True)
-    return dict(
+    loopback = ray_cfg.listen == "loopback"
+    kwargs = dict(
         num_cpus=ray_cfg.num_cpus,
         include_dashboard=ray_cfg.include_dashboard,
         _metrics_export_port=ray_cfg.metrics_export_port,
-        dashboard_host="127.0.0.1",
+        dashboard_host=LOOPBACK if loopback else "0.0.0.0",
         _temp_dir=str(tmp),
         logging_level=logging.WARNING,
         log_to_driver=True,
     )
+    if loopback:
+        # Ray binds to loopback exactly when the node address is 127.0.0.1: its C++ servers (GCS, raylet, object
+        # manager, every worker's) then listen on 127.0.0.1 instead of every interface, and the agents, metrics
+        # endpoint and runtime-env agent bind the node address.
+        kwargs["_node_ip_address"] = LOOPBACK
+    return kwargs
+
+
+@contextmanager
+def _loopback_allowed(loopback: bool) -> Iterator[None]:
+    """Let `ray.init` keep a 127.0.0.1 node address. On Linux it swaps a loopback `_node_ip_address` for the
+    machine's network address (so other nodes could join) unless Ray believes multi-node clusters are off, as it
+    does on macOS/Windows. That belief is a module constant read from RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when Ray
+    is imported, which may be long before this call, so the constant itself is switched for the call only."""
+    if not loopback:
+        yield
+        return
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
+def _init_keeping_signal_handlers(**kwargs) -> None:
+    """`ray.init`, then the SIGINT/SIGTERM handlers the caller had. Ray installs its own SIGTERM handler in Python
+    (sys.exit) and, when the driver's core worker starts, abseil's crash handler in C++ under it, which prints a
+    stack and aborts; `signal.signal` re-installs the caller's at the C level too."""
+    import ray
+
+    if threading.current_thread() is not threading.main_thread():
+        ray.init(**kwargs)  # only the main thread can install handlers; Ray's stay
+        return
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    ray.init(**kwargs)
+    for sig, handler in before.items():
+        if handler is not None:  # None: installed outside Python, cannot be put back
+            signal.signal(sig, handler)
 
 
 @contextmanager
@@ -66,9 +116,10 @@ def ray_session(ray_cfg: RayConfig) -> Iterator[RayContext]:
     already = ray.is_initialized()
     if not already:
         if address:
-            ray.init(address=address, logging_level=logging.WARNING)
+            _init_keeping_signal_handlers(address=address, logging_level=logging.WARNING)
         else:
-            ray.init(**embedded_init_kwargs(ray_cfg))
+            with _loopback_allowed(ray_cfg.listen == "loopback"):
+                _init_keeping_signal_handlers(**embedded_init_kwargs(ray_cfg))
     _quiet_ray_data()
     try:
         yield RayContext(embedded=not address, storage_path=str(storage), address=address)

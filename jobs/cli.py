@@ -4,7 +4,7 @@
     distill-ray eval CONFIG [--set ...]                 run CONFIG as an eval job (side-by-side report)
     distill-ray validate CONFIG [--set ...] [--explain] check a config without running it
     distill-ray serve teacher CONFIG [--set ...]        deploy the teacher service, print its URL
-    distill-ray serve reward CONFIG [--set ...]         deploy the reward service (RV/CD models, verifier), print its URL
+    distill-ray serve reward CONFIG [--set ...]         deploy the reward service (RV/CD models, verifier), print URL
     distill-ray submit CONFIG --address URL [--wait]    submit a run to a Ray cluster's Jobs API
     distill-ray jobs list|status|logs|stop [ID]         the cluster's jobs (--address URL or $RAY_ADDRESS)
     distill-ray models prepare SPEC [SPEC ...]          materialise builtin/tiny models into the cache
@@ -22,6 +22,7 @@ import sys
 from distill_ray.errors import StageFailed, UserError
 from distill_ray.log import configure_logging
 from jobs import runner  # imports no Ray at module level
+from jobs.signals import Interrupted, stop_on_signals
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,8 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--response-field", default="response", help="field holding the reply (default: response)")
     grade.add_argument("--reference-field", default="reference", help="field holding the reference answer")
     grade.add_argument("--finish-field", default="finish_reason", help="field holding the server's finish_reason")
-    grade.add_argument("--format", dest="fmt", default="auto", choices=["auto", "think_answer", "boxed"],
-                       help="where the final answer must stand (default: auto, see distill_ray/grading/grader.py)")
+    grade.add_argument(
+        "--format",
+        dest="fmt",
+        default="auto",
+        choices=["auto", "think_answer", "boxed"],
+        help="where the final answer must stand (default: auto, see distill_ray/grading/grader.py)",
+    )
     grade.add_argument("--timeout", type=float, default=5.0, help="seconds per math-verify call")
     models = sub.add_parser("models", help="model cache")
     prepare = models.add_subparsers(dest="action", required=True).add_parser("prepare")
@@ -82,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distill-ray: {exc}", file=sys.stderr)
         return exc.exit_code
     except StageFailed as exc:
+        print(f"distill-ray: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Interrupted as exc:
         print(f"distill-ray: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -116,24 +125,35 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _validate(cfg, args.explain)
     if args.command == "serve":
         runner.preflight(cfg)
-        runner.serve_forever(cfg, args.service)
+        with stop_on_signals():
+            runner.serve_forever(cfg, args.service)
         return 0
-    summary = runner.run_config(cfg)  # runs its own preflight before starting Ray
+    with stop_on_signals():
+        summary = runner.run_config(cfg)  # runs its own preflight before starting Ray
     print(f"[distill-ray] {summary.status}: {summary.output_dir}/summary.json")
     return 0
 
 
 def _cluster_command(args: argparse.Namespace) -> int:
     from jobs import submit
+
     if args.command == "jobs":
         if args.action != "list" and not args.submission_id:
             raise UserError(f"jobs {args.action}: give the job's submission id")
         return submit.jobs_command(args.action, args.address, args.submission_id, args.follow, args.timeout)
-    return submit.submit(submit.Submission(
-        config=args.config, overrides=list(args.overrides), address=args.address, working_dir=args.working_dir,
-        pip=list(args.pip), env=list(args.env), submission_id=args.submission_id, wait=args.wait,
-        timeout_s=args.timeout,
-    ))
+    return submit.submit(
+        submit.Submission(
+            config=args.config,
+            overrides=list(args.overrides),
+            address=args.address,
+            working_dir=args.working_dir,
+            pip=list(args.pip),
+            env=list(args.env),
+            submission_id=args.submission_id,
+            wait=args.wait,
+            timeout_s=args.timeout,
+        )
+    )
 
 
 def _validate(cfg, explain: bool) -> int:

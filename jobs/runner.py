@@ -19,13 +19,19 @@ from distill_ray.errors import ConfigError, StageFailed, UserError, one_line
 from distill_ray.eval.eval_sets import resolve_benchmarks
 from distill_ray.models.teachers import Teacher, by_engine, teacher_roster
 from distill_ray.summary import RunSummary, StageResult
+from jobs.signals import Interrupted
 from jobs.stage import StageEnv
 
 log = logging.getLogger(__name__)
 
 # The dataset key each job reads its input from.
-INPUT_KEY = {"generate": "instruction_path", "eval": "instruction_path", "synthesize": "instruction_path",
-             "grpo": "instruction_path", "opd": "instruction_path"}
+INPUT_KEY = {
+    "generate": "instruction_path",
+    "eval": "instruction_path",
+    "synthesize": "instruction_path",
+    "grpo": "instruction_path",
+    "opd": "instruction_path",
+}
 # every other job except collect (which names its sources itself) reads dataset.labeled_path
 
 
@@ -120,8 +126,8 @@ def run_config(cfg: JobConfig | PipelineConfig) -> RunSummary:
     except (UserError, StageFailed) as exc:
         summary.finish("failed", str(exc))
         raise
-    except KeyboardInterrupt:
-        summary.finish("failed", "interrupted")
+    except KeyboardInterrupt as exc:  # Interrupted (a stop signal, jobs/signals.py) names its stage and signal
+        summary.finish("failed", str(exc) if isinstance(exc, Interrupted) else "interrupted")
         raise
     summary.finish("ok")
     return summary
@@ -136,6 +142,9 @@ def _run_stage(job: JobConfig, env: StageEnv) -> StageResult:
         result = JOB_TYPES[job.job_type](job, env)
     except UserError:
         raise
+    except Interrupted as exc:
+        exc.stage = env.name  # what it committed (parts, checkpoints) stays; the same command resumes
+        raise
     except Exception as exc:  # noqa: BLE001 - any runtime failure becomes "stage X failed" (exit 1)
         log.debug("stage '%s' failed", env.name, exc_info=True)
         traceback.print_exc()
@@ -147,7 +156,10 @@ def _run_stage(job: JobConfig, env: StageEnv) -> StageResult:
 
 
 def serve_forever(cfg: JobConfig | PipelineConfig, service: str) -> None:
-    """`distill-ray serve teacher|reward`: deploy the app, print its URL, keep serving until Ctrl-C.
+    """`distill-ray serve teacher|reward`: deploy the app, print its URL, keep serving until a stop signal.
+
+    The CLI turns SIGINT/SIGTERM into `Interrupted`; on the way out `ray_session` deletes the deployments and
+    stops the embedded Ray, and the exception carries the exit code (130/143) up to the CLI.
 
     The first stage's config is used: `models.teachers` (all on our engine, in one app) or `models.teacher`, with
     `inference` (teacher); the `reward` section (reward).
@@ -189,3 +201,4 @@ def serve_forever(cfg: JobConfig | PipelineConfig, service: str) -> None:
                 time.sleep(3600)
         except KeyboardInterrupt:
             log.info("stopping the %s service", service)
+            raise

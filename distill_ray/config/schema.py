@@ -35,7 +35,17 @@ class RayConfig(Section):
         "Kept short: Ray's Unix socket paths must stay under 107 characters.",
     )
     num_cpus: int | None = Field(None, description="CPUs the embedded cluster advertises (default: all cores).")
-    include_dashboard: bool = Field(False, description="Start Ray's dashboard (bound to 127.0.0.1).")
+    include_dashboard: bool = Field(
+        False, description="Start Ray's dashboard (on 127.0.0.1, or on every interface with `listen: all`)."
+    )
+    listen: Literal["loopback", "all"] = Field(
+        "loopback",
+        description="Where the embedded cluster listens. `loopback`: its node address is 127.0.0.1, so the GCS, "
+        "raylet, object manager, workers, Serve replicas, agents, the dashboard and the Prometheus endpoint accept "
+        "connections from this machine only. `all`: Ray's own default, every interface at the machine's address "
+        "(other machines can then reach them; keep Ray's token auth on). Serve's HTTP proxy has its own key, "
+        "`inference.serve.host` / `reward.serve.host`. Ignored when joining a cluster (`address`).",
+    )
     metrics_export_port: int | None = Field(
         None, ge=1, le=65535,
         description="Port of the embedded node's Prometheus endpoint (`/metrics`; names in docs/metrics.md). "
