@@ -40,7 +40,10 @@ def ray_head():
     env.pop("RAY_ADDRESS", None)
     cmd = [f"{VENV_BIN}/ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
            f"--port={free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-           f"--ray-client-server-port={free_port()}", "--num-cpus=2", f"--temp-dir={temp_dir}"]  # fmt: skip
+           f"--ray-client-server-port={free_port()}", "--num-cpus=2", f"--temp-dir={temp_dir}",
+           # The test session's own embedded cluster also runs on 127.0.0.1 and holds the agent's default port
+           # (52365); a second loopback node on one machine needs its own, or its Jobs API has no agent.
+           f"--dashboard-agent-listen-port={free_port()}"]  # fmt: skip
     log = open(Path(temp_dir) / "head.log", "w")
     head = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{dashboard}"
