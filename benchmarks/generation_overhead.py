@@ -91,12 +91,12 @@ def job_config(args: argparse.Namespace, problems_file: Path, out_dir: Path, sta
 def write_problems(path: Path, rows: int, seed: int) -> list[dict]:
     """Procedural arithmetic problems as JSON lines; returns them normalised as the job reads them."""
     from distill_ray.config import DatasetConfig
-    from distill_ray.data.sources import normalize_row, parse_json_line, procedural_arithmetic
+    from distill_ray.data.sources import normalize_row, procedural_arithmetic
 
     lines = [json.dumps(r) for r in procedural_arithmetic(rows, seed, split="train")]
     path.write_text("\n".join(lines) + "\n")
     cfg = DatasetConfig(id_field="id")
-    return [normalize_row(parse_json_line(line), cfg) for line in lines]
+    return [normalize_row(json.loads(line), cfg) for line in lines]  # our own well-formed lines
 
 
 # ---- the request every sample comes from: actors.generate.request_body, as the pipeline sends it ---
