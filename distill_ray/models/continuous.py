@@ -6,8 +6,8 @@ the model steps together; the engine keeps everything about one sequence (valida
 generator, logprobs, stop strings, the context cap, the reply's text), so results keep the engine's contract.
 
 Scheduling, once per model step (Orca's iteration-level scheduling, Yu et al., OSDI 2022, section 3.1):
-- **Join:** while a slot is free (`max_slots` sequences at most), waiting sequences are prefilled and join the
-  running batch. Sequences with the same prompt ids (the n samples of one prompt, or of one problem) are
+- **Join:** when a quarter of the `max_slots` slots is free (or every waiting sequence fits, or nothing runs),
+  waiting sequences are prefilled together and join the running batch. Sequences with the same prompt ids (the n samples of one prompt, or of one problem) are
   prefilled once and the prompt's KV cache is copied to each (`batch_select_indices` repeats the row).
 - **Step:** every running sequence gets its next token (from the prefill's or the last step's logits), then
   one decode step runs over all of them.
@@ -76,6 +76,7 @@ class ContinuousBatcher:
         if max_slots < 1:
             raise ValueError(f"max_slots must be >= 1, got {max_slots}")
         self.engine, self.max_slots = engine, max_slots
+        self.min_join = max(1, max_slots // 4)  # free slots that let waiting sequences join a running batch
         self._waiting: deque[_Live] = deque()
         self._calls: deque[tuple[Callable[[], Any], Future]] = deque()
         self._wake = threading.Condition()
@@ -86,8 +87,10 @@ class ContinuousBatcher:
         self._mask: torch.Tensor | None = None  # (rows, cached tokens + 1): 1 where a real token is
         self._positions: torch.Tensor | None = None  # (rows, 1): the position of each row's next token
         self._logits: torch.Tensor | None = None  # (rows, vocab): where each row's next token is drawn from
+        # steps: decode steps; prefills: groups that joined (one forward each) of prefilled_prompts distinct prompts,
+        # shared_prefills: sequences that joined on another's prefill; tokens: tokens chosen; running: now.
         self.stats = {"steps": 0, "prefills": 0, "prefilled_prompts": 0, "shared_prefills": 0, "tokens": 0,
-                      "max_running": 0}  # fmt: skip
+                      "running": 0, "max_running": 0}  # fmt: skip
 
     # ---- the caller's side -----------------------------------------------------------------------
 
@@ -178,6 +181,11 @@ class ContinuousBatcher:
         """Prefill waiting sequences into free slots (one forward for the group, one per distinct prompt)."""
         with self._wake:
             free = self.max_slots - len(self._running)
+            # Joins are batched: a prefill of several prompts costs little more than one on a busy engine, and each
+            # join copies the running KV cache once. So sequences wait until a quarter of the slots are free, unless
+            # every waiting one fits now or nothing runs.
+            if self._running and free < self.min_join and len(self._waiting) > free:
+                return
             joining = [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
         if not joining:
             return
@@ -211,6 +219,7 @@ class ContinuousBatcher:
             self._positions = torch.cat([self._positions, positions], dim=0)
             self._logits = torch.cat([self._logits, logits], dim=0)
             self._running.extend(joining)
+        self.stats["running"] = len(self._running)
         self.stats["max_running"] = max(self.stats["max_running"], len(self._running))
 
     def _leave(self, next_ids: torch.Tensor) -> torch.Tensor:
@@ -222,6 +231,7 @@ class ContinuousBatcher:
         if len(keep) == len(self._running):
             return next_ids
         self._running = [self._running[i] for i in keep]
+        self.stats["running"] = len(keep)
         if not keep:
             self._cache = self._mask = self._positions = self._logits = None
             return next_ids[:0]

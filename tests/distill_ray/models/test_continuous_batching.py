@@ -102,13 +102,17 @@ def test_a_seeded_row_reproduces_whoever_joins_around_it(engine, prompts):
 
 def test_a_bad_request_fails_alone(engine, prompts):
     batcher = ContinuousBatcher(engine, max_slots=4)
-    good = batcher.submit(GenRequest(prompt_ids=prompts[0], max_new_tokens=3, temperature=0.0))
-    bad = batcher.submit(GenRequest(prompt_ids=[engine.vocab_size + 5], max_new_tokens=3))
-    with pytest.raises(ValueError, match="outside the vocabulary"):
-        bad.result(timeout=1)
     with pytest.raises(ValueError, match="max_new_tokens"):
         batcher.generate([GenRequest(prompt_ids=prompts[0], max_new_tokens=0)])
-    assert good.result(timeout=60).completion_tokens == 3
+    batcher.start()
+    try:
+        good = batcher.submit(GenRequest(prompt_ids=prompts[0], max_new_tokens=3, temperature=0.0))
+        bad = batcher.submit(GenRequest(prompt_ids=[engine.vocab_size + 5], max_new_tokens=3))
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            bad.result(timeout=1)
+        assert good.result(timeout=60).completion_tokens == 3
+    finally:
+        batcher.stop()
 
 
 def test_calls_run_on_the_loop_between_steps(engine, prompts):
