@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from distill_ray.config import JobConfig
 from distill_ray.errors import ConfigError
@@ -241,6 +242,12 @@ def _check_shared_vocabulary(job: JobConfig, student_tok) -> None:
     if spec is None:
         why = "an external teacher scores the student's token ids: name its tokenizer (a local folder)"
         raise ConfigError("inference.tokenizer", f"{why} so the job can check that both share one vocabulary")
+    kind, _, rest = spec.partition(":")
+    local = (kind in ("builtin", "tiny") and rest) or Path(spec).exists()
+    if job.inference.engine == "vllm" and not job.inference.tokenizer and not local:
+        # a vllm teacher may be a hub name or bucket URI that only its replicas' nodes fetch
+        raise ConfigError("inference.tokenizer", f"the teacher '{spec}' is not a folder on this node: name its "
+                          "tokenizer (a local folder) so the job can check that both share one vocabulary")  # fmt: skip
     teacher_tok = load_tokenizer(resolve_model(spec, "inference.tokenizer" if job.inference.tokenizer else
                                                "models.teacher"))  # fmt: skip
     ours, theirs = tokenizer_fingerprint(student_tok), tokenizer_fingerprint(teacher_tok)
