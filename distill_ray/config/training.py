@@ -201,6 +201,11 @@ class TrainingConfig(Section):
     cpus_per_worker: float = Field(0.5, gt=0, description="CPU share per worker (fractional avoids deadlocks).")
     use_gpu: bool = Field(False, description="Train on GPUs (NCCL) instead of CPU (gloo).")
     save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps (and at the end).")
+    max_failures: int = Field(
+        3, ge=-1, description="Times Ray Train restarts the workers after one dies (a crash, a lost node) before "
+        "the stage fails; each restart resumes from the newest complete checkpoint, so at most save_steps steps "
+        "are redone. -1: no limit; 0: fail at once (re-running the command still resumes).",
+    )  # fmt: skip
     logging_steps: int = Field(1, ge=1, description="Report loss every N optimizer steps.")
     seed: int = Field(42, description="Seed for init, shuffling and dropout.")
     kd: KDConfig = Field(default_factory=KDConfig, description="White-box KD: logits extraction and the kd loss.")

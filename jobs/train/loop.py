@@ -13,6 +13,8 @@ schedule; curriculum SFT uses one phase per curriculum stage, every other job ha
 Resume: every worker loads the newest complete checkpoint (weights, optimizer, scheduler, loop
 state: step, phase, epoch, samples consumed in that epoch) and skips the micro-batches already
 consumed, so re-running the same command after a kill continues where the last checkpoint left off.
+The same happens without a re-run when one worker dies: Ray Train restarts the worker group (up to
+`training.max_failures` times) and the new workers resume from that checkpoint.
 
 Loss normalisation: an objective's micro-batch loss is a SUM over its units (response tokens for
 sft and kd; groups, pairs or sequences for the others) divided by `denom` = (units in the whole
@@ -69,7 +71,7 @@ RESUMED_KEYS = ("step", "phase", "epoch", "samples_in_epoch", "losses", "metrics
 
 def fit(job: JobConfig, stage: StageEnv, objective: Objective, phases: list[Phase]) -> dict[str, Any]:
     """Run the TorchTrainer over `phases` and return rank 0's metrics."""
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     t = job.training
@@ -94,8 +96,10 @@ def fit(job: JobConfig, stage: StageEnv, objective: Objective, phases: list[Phas
         scaling_config=ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker={"CPU": t.cpus_per_worker}
         ),
-        # One Ray Train run name per stage folder: re-runs of a stage land in the same place.
-        run_config=RunConfig(storage_path=stage.ray.storage_path, name=_run_name(objective.job_type, out)),
+        # One Ray Train run name per stage folder: re-runs of a stage land in the same place. After a worker dies,
+        # Ray Train restarts the group and every worker resumes from the newest checkpoint (TrainRun.__init__).
+        run_config=RunConfig(storage_path=stage.ray.storage_path, name=_run_name(objective.job_type, out),
+                             failure_config=FailureConfig(max_failures=t.max_failures)),
     )
     result = trainer.fit()
     metrics = getattr(result, "return_value", None)  # Train V2 hands back rank 0's return value
