@@ -24,6 +24,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
         ("job_type: [\n", [], "cfg.yaml:2"),
         ("job_type: generate\ndataset: {instruction_path: 'procedural:arithmetic'}\n",
          ["--set", "ray.state_dir=/tmp/" + "x" * 60], "ray.state_dir"),
+        ("job_type: sft\ntraining: {lora: {r: 0}}\n", [], "training.lora.r"),
+        ("job_type: sft\n", ["--set", "training.report_to=[tensorboard, comet]"], "training.report_to"),
     ],
 )
 def test_bad_config_exits_2_with_one_line(tmp_path, body, overrides, needle):
