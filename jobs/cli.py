@@ -124,7 +124,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         runner.preflight(cfg)
         return _validate(cfg, args.explain)
     if args.command == "serve":
-        runner.preflight(cfg)
+        runner.preflight(cfg, starts_ray=True)
         with stop_on_signals():
             runner.serve_forever(cfg, args.service)
         return 0
@@ -163,7 +163,8 @@ def _validate(cfg, explain: bool) -> int:
 
     stages = getattr(cfg, "stages", None)
     what = f"pipeline of {len(stages)} stage(s): {', '.join(s.name for s in stages)}" if stages else cfg.job_type
-    print(f"ok: {what}")
+    note = " (ray.cluster_only: its models and data are checked on the cluster)" if cfg.ray.cluster_only else ""
+    print(f"ok: {what}{note}")
     if explain:
         print(json.dumps(cfg.model_dump(), indent=2))
         for line in explain_fields(JobConfig):

@@ -8,6 +8,7 @@ before Ray starts, so a missing file costs no cluster start-up.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 from pathlib import Path
@@ -41,9 +42,18 @@ def stages_of(cfg: JobConfig | PipelineConfig) -> list[tuple[str, JobConfig]]:
     return [(cfg.job_type, cfg)]
 
 
-def preflight(cfg: JobConfig | PipelineConfig) -> None:
-    """Raise a UserError now for anything we can tell is wrong before starting Ray."""
+def preflight(cfg: JobConfig | PipelineConfig, starts_ray: bool = False) -> None:
+    """Raise a UserError now for anything we can tell is wrong before starting Ray.
+
+    `starts_ray`: the caller (run, serve) is about to start or join Ray from this process. A `ray.cluster_only`
+    config is then refused unless a cluster is named (ray.address or $RAY_ADDRESS), and fully checked when one
+    is; for validate and submit (False) only its shape is checked: its inputs and models are the cluster's paths.
+    """
     state_paths(cfg.ray)
+    here = not cfg.ray.cluster_only
+    if cfg.ray.cluster_only and starts_ray:
+        _require_cluster(cfg)
+        here = True  # on the cluster (its driver): the paths must exist here
     run_dir = Path(cfg.output_dir).resolve()
     for name, job in stages_of(cfg):
         prefix = f"stages.{name}." if isinstance(cfg, PipelineConfig) else ""
@@ -54,7 +64,10 @@ def preflight(cfg: JobConfig | PipelineConfig) -> None:
             from serve.vllm_teacher import check_vllm_inference  # needs no vLLM
 
             check_vllm_inference(teacher.inference)
-        for key, path in _inputs(job, prefix):
+        inputs, models = _inputs(job, prefix), _model_specs(job, prefix, roster)  # the shape: inputs named
+        if not here:
+            continue
+        for key, path in inputs:
             if _produced_by_run(path, run_dir):
                 continue
             if input_key(job) == "labeled_path":
@@ -62,9 +75,23 @@ def preflight(cfg: JobConfig | PipelineConfig) -> None:
                     raise ConfigError(key, f"'{path}' does not exist")
             else:
                 resolve_source(path, key=key)
-        for key, spec in _model_specs(job, prefix, roster):
+        for key, spec in models:
             if ":" not in spec and not _produced_by_run(spec, run_dir) and not (Path(spec) / "config.json").is_file():
                 raise ConfigError(key, f"'{spec}' is not a local HF model folder")
+
+
+def _require_cluster(cfg: JobConfig | PipelineConfig) -> None:
+    """A cluster-only config runs where its paths are: without a cluster to join, refuse in one line (exit 2) that
+    names the key and the first model that is not on this machine."""
+    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+        return
+    absent = [(key, spec) for name, job in stages_of(cfg)
+              for key, spec in _model_specs(job, f"stages.{name}." if isinstance(cfg, PipelineConfig) else "",
+                                            teacher_roster(job))
+              if ":" not in spec and not (Path(spec) / "config.json").is_file()]  # fmt: skip
+    where = f" ({absent[0][0]} '{absent[0][1]}' is not on this machine)" if absent else ""
+    raise ConfigError("ray.cluster_only", f"this config runs on a Ray cluster only{where}: submit it with "
+                      "`distill-ray submit CONFIG --address http://HEAD:8265`, or set ray.address")  # fmt: skip
 
 
 def _inputs(job: JobConfig, prefix: str) -> list[tuple[str, str]]:
@@ -112,7 +139,7 @@ def _produced_by_run(path: str, run_dir: Path) -> bool:
 
 def run_config(cfg: JobConfig | PipelineConfig) -> RunSummary:
     """Run every stage; raises StageFailed (exit 1) or UserError (exit 2) after recording the failure."""
-    preflight(cfg)
+    preflight(cfg, starts_ray=True)
     run_dir = Path(cfg.output_dir)
     summary = RunSummary(output_dir=str(run_dir))
     summary.write()

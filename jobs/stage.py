@@ -26,5 +26,10 @@ class StageEnv:
     ray: RayContext
 
     @property
+    def run_dir(self) -> Path:
+        """The run's folder (`<output_dir>`): a single job's own folder, or the one above a pipeline's stages."""
+        return self.rejected_dir.parent
+
+    @property
     def rejected_file(self) -> Path:
         return self.rejected_dir / f"{self.name}.jsonl"

@@ -57,6 +57,33 @@ def kill_session(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+def ray_worker_pids(title: str) -> list[int]:
+    """PIDs of this machine's Ray worker processes whose title contains `title`. Ray titles an actor's process
+    `ray::<class name>` (and `ray::<class name>.<method>` while a method runs); a Serve replica's class name is
+    `ServeReplica:<app>:<deployment>`, a Ray Train worker's `RayTrainWorker`."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # exited while we looked
+            continue
+        if text.startswith("ray::") and title in text:
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def sigkill_ray_worker(title: str, timeout_s: float = 60.0) -> int:
+    """SIGKILL the one Ray worker process titled with `title` (waiting up to `timeout_s` for it to exist) and
+    return its PID: a crash as the OS sees it, not a polite `ray.kill`. Fails if none or several match."""
+    deadline = time.time() + timeout_s
+    while not (pids := ray_worker_pids(title)):
+        assert time.time() < deadline, f"no Ray worker process titled {title!r}"
+        time.sleep(0.1)
+    assert len(pids) == 1, f"several Ray worker processes titled {title!r}: {pids}"
+    os.kill(pids[0], signal.SIGKILL)
+    return pids[0]
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """A real local Ray cluster for the whole session (2 CPUs advertised, state under a short tmp dir)."""

@@ -46,6 +46,13 @@ class RayConfig(Section):
         "(other machines can then reach them; keep Ray's token auth on). Serve's HTTP proxy has its own key, "
         "`inference.serve.host` / `reward.serve.host`. Ignored when joining a cluster (`address`).",
     )
+    cluster_only: bool = Field(
+        False,
+        description="The config names models and data as a Ray cluster's nodes see them (paths on its shared "
+        "storage; hub names for vllm teachers), as the GPU recipes do (recipes/on_policy_gpu.yaml). `distill-ray validate` and `submit` then check its shape and "
+        "leave the existence of those paths to the run; `distill-ray run` / `serve` refuse to start an embedded "
+        "cluster for it (exit 2), and on the cluster (ray.address or $RAY_ADDRESS set) check everything as usual.",
+    )
     metrics_export_port: int | None = Field(
         None, ge=1, le=65535,
         description="Port of the embedded node's Prometheus endpoint (`/metrics`; names in docs/metrics.md). "

@@ -3,14 +3,16 @@
 `TrainingConfig` holds what every Ray Train job shares (optimizer, schedule, batch shape, workers,
 checkpoints); each job's own knobs live in a sub-section named after it (`training.kd`,
 `training.advdistill`, `training.dpo`, `training.reward_model`, `training.grpo`, `training.opd`), and `training.curriculum` turns an
-sft job into ordered stages. Defaults follow METHODS.md where the papers give a value.
+sft job into ordered stages. How the student is trained rather than what it learns sits beside them:
+`training.lora` (low-rank adapters through peft, for every trainer) and `training.report_to` (experiment trackers,
+written by rank 0); docs/training.md describes both. Defaults follow METHODS.md where the papers give a value.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from distill_ray.config.openrlhf import OpenRLHFConfig
 from distill_ray.config.section import Section
@@ -179,6 +181,50 @@ class CurriculumStage(Section):
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps of this stage (overrides its epochs).")
 
 
+Tracker = Literal["tensorboard", "wandb", "mlflow"]
+TRACKERS: tuple[str, ...] = get_args(Tracker)
+ALL_LINEAR = "all-linear"
+
+
+class LoRAConfig(Section):
+    """Low-rank adapters (LoRA, through `peft`) instead of full fine-tuning, for every trainer (sft, kd, advdistill,
+    dpo, rm, grpo, opd). The student's weights stay frozen; only the adapters (and, for `rm`, the new score head)
+    train, so the optimizer holds state for a fraction of the parameters. Checkpoints hold the adapter and its
+    optimizer state (`checkpoints/step_N/adapter/`); at the end the job writes the adapter to `<stage>/adapter/`
+    and the adapter merged into the student to `<stage>/model/` (safetensors + tokenizer), the folder the teacher
+    service, the reward service and eval load. Frozen references (dpo, grpo) stay the unadapted model."""
+
+    r: int = Field(16, ge=1, description="Rank of each adapter: the inner width of its two low-rank matrices.")
+    alpha: float = Field(
+        32.0, gt=0, description="Scaling numerator: an adapter's update is multiplied by alpha / r (peft's lora_alpha)."
+    )
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on an adapter's input while training.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        ALL_LINEAR,
+        description="Layers that get an adapter: `all-linear` (every linear layer but the output head), or a list "
+        "of layer names matched against the end of each module's path (`q_proj` matches "
+        "`model.layers.0.self_attn.q_proj`). Every name must match at least one linear, embedding or convolution "
+        "layer of models.student (checked before training starts).",
+    )
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _one_name(cls, value):
+        return [value] if isinstance(value, str) and value != ALL_LINEAR else value  # `target_modules: q_proj`
+
+    @field_validator("target_modules")
+    @classmethod
+    def _names(cls, value):
+        if isinstance(value, list):
+            if not value:
+                raise ValueError(f"give at least one layer name, or '{ALL_LINEAR}'")
+            blank = [v for v in value if not v.strip()]
+            if blank:
+                raise ValueError("layer names must not be empty")
+            value = list(dict.fromkeys(v.strip() for v in value))
+        return value
+
+
 class TrainingConfig(Section):
     """Ray Train settings shared by the trainer jobs (HF TrainingArguments names where they exist),
     plus one sub-section per job type."""
@@ -201,6 +247,11 @@ class TrainingConfig(Section):
     cpus_per_worker: float = Field(0.5, gt=0, description="CPU share per worker (fractional avoids deadlocks).")
     use_gpu: bool = Field(False, description="Train on GPUs (NCCL) instead of CPU (gloo).")
     save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps (and at the end).")
+    max_failures: int = Field(
+        3, ge=-1, description="Times Ray Train restarts the workers after one dies (a crash, a lost node) before "
+        "the stage fails; each restart resumes from the newest complete checkpoint, so at most save_steps steps "
+        "are redone. -1: no limit; 0: fail at once (re-running the command still resumes).",
+    )  # fmt: skip
     logging_steps: int = Field(1, ge=1, description="Report loss every N optimizer steps.")
     seed: int = Field(42, description="Seed for init, shuffling and dropout.")
     kd: KDConfig = Field(default_factory=KDConfig, description="White-box KD: logits extraction and the kd loss.")
@@ -214,11 +265,34 @@ class TrainingConfig(Section):
         description="sft: ordered stages trained in one run (one model, one optimizer and LR schedule), "
         "e.g. medium CoTs for 3 epochs, then medium + hard. Empty: plain SFT on dataset.labeled_path.",
     )
+    lora: LoRAConfig | None = Field(
+        None,
+        description="Train low-rank adapters through peft instead of every weight (a mapping turns it on: "
+        "`lora: {r: 16}`; unset: full fine-tuning). See docs/training.md.",
+    )
+    report_to: list[Tracker] = Field(
+        default_factory=list,
+        description="Experiment trackers rank 0 writes the training metrics to (`train/loss`, `train/lr`, "
+        "`train/grad_norm`, `train/tokens_per_s`, each objective's own as `train/<name>`, evaluations as "
+        "`eval/<name>`) every logging_steps: `tensorboard` (<run>/tensorboard/<stage>/), `wandb` (offline run under "
+        "<run>/wandb/ unless WANDB_MODE says otherwise), `mlflow` (a file store in <run>/mlruns unless "
+        "MLFLOW_TRACKING_URI is set). Empty: nothing is written or sent. wandb and mlflow need "
+        "`pip install 'distill-ray[tracking]'`.",
+    )
     deepspeed: dict[str, Any] | str | None = Field(
         None,
         description="A DeepSpeed ZeRO config (mapping or JSON file path) for GPU training. Not used on CPU "
         "(a warning says so); the GPU trainers reject it until DeepSpeed checkpoints are wired in.",
     )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_tracker_or_many(cls, value):
+        if isinstance(value, str):  # `report_to: tensorboard`, `--set training.report_to=wandb`
+            value = [] if value == "none" else [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = list(dict.fromkeys(value))  # a repeated name is one tracker
+        return value
 
     @model_validator(mode="after")
     def _curriculum_names_unique(self):

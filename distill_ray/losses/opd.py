@@ -23,7 +23,9 @@ it (`topk_kd`), averaged over each rollout's tokens. With k = vocabulary size th
 divergence.
 
 Every loss returns the SUM over rollouts of each rollout's token mean (the trainer divides by the step's
-rollout count, as for `grpo`), and a dict of float metrics. Pure torch.
+rollout count, as for `grpo`), and a dict of float metrics, each the MEAN over rollouts of each rollout's token
+mean: averaged the way the loss is, so the trainer's rollout-weighted average of them over micro-batches and
+workers is the same number however a step is split (a token mean per micro-batch would not be). Pure torch.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def reverse_kl_pg_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """logp, old_logp, teacher_logp, mask: [N, T] over the sampled completion tokens (mask 1 on real tokens);
     seq_advantages: [N] task-reward advantages or None. Returns (sum over rollouts of token-mean loss,
-    {"reverse_kl": mean sampled k1 estimate of KL(student || teacher) per token, "clip_fraction"}).
+    {"reverse_kl": sampled k1 estimate of KL(student || teacher) per token, "clip_fraction": share of tokens whose
+    ratio is clipped}, both means over rollouts of per-rollout token means).
     Raises ValueError for reward_weight > 0 without seq_advantages."""
     mask = mask.to(logp.dtype)
     advantage = (teacher_logp - old_logp).detach().to(logp.dtype)
@@ -64,11 +67,10 @@ def reverse_kl_pg_loss(
     ratio = torch.exp(logp - old_logp.detach())
     clipped = torch.clamp(ratio, 1.0 - clip_epsilon, 1.0 + clip_epsilon)
     per_token = -torch.minimum(ratio * advantage, clipped * advantage)
-    tokens = mask.sum().clamp(min=1.0)
     with torch.no_grad():
         metrics = {
-            "reverse_kl": float(((old_logp - teacher_logp) * mask).sum() / tokens),
-            "clip_fraction": float((((ratio - 1.0).abs() > clip_epsilon).to(mask.dtype) * mask).sum() / tokens),
+            "reverse_kl": float(_per_rollout_mean(old_logp.detach() - teacher_logp, mask).mean()),
+            "clip_fraction": float(_per_rollout_mean(((ratio - 1.0).abs() > clip_epsilon).to(mask.dtype), mask).mean()),
         }
     return _per_rollout_mean(per_token, mask).sum(), metrics
 
@@ -83,7 +85,8 @@ def topk_divergence_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """student_logits [N, T, V] at the positions that predict the sampled tokens; topk_ids / topk_logprobs
     [N, T, k] the teacher's k most likely ids there and their log-probs; mask [N, T]. Returns (sum over
-    rollouts of the token-mean divergence with the tail bucket, {"topk_mass": mean teacher top-k mass}).
+    rollouts of the token-mean divergence with the tail bucket, {"topk_mass": the teacher's top-k mass, mean over
+    rollouts of per-rollout token means}).
     Raises ValueError for an unknown kind or a beta outside (0, 1) with jsd."""
     _check_options(kind, beta, "bucket")
     keep = mask.bool()
@@ -92,7 +95,7 @@ def topk_divergence_loss(
     per_token = torch.zeros(mask.shape, dtype=divergence.dtype, device=divergence.device)
     per_token[keep] = divergence
     with torch.no_grad():
-        mass = topk_logprobs[keep].float().exp().sum(-1).mean() if keep.any() else torch.tensor(0.0)
+        mass = _per_rollout_mean(topk_logprobs.float().exp().sum(-1), mask.float()).mean()
     return _per_rollout_mean(per_token, mask.to(per_token.dtype)).sum(), {"topk_mass": float(mass)}
 
 

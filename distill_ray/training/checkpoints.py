@@ -3,7 +3,9 @@
 Where it sits: `jobs/train/loop.py` calls these on rank 0 (the only writer). A checkpoint folder is
 written under a temp name and renamed, so `step_N/` exists only when complete; a killed run leaves
 at most a `.tmp-step_*` folder, which the next run removes before looking for the newest step.
-Every checkpoint's `model/` is a servable HF folder (safetensors + tokenizer).
+Every checkpoint's `model/` is a servable HF folder (safetensors + tokenizer). A LoRA run's checkpoints hold
+`adapter/` instead (peft's adapter files + tokenizer: the base weights never change), and its final export is
+the adapter in `<stage>/adapter/` plus the merged model in `<stage>/model/` (`distill_ray/training/lora.py`).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, tokeni
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step_{state['step']}-", dir=root))
     tmp.chmod(0o755)  # mkdtemp makes it owner-only; servers running as other users must read it
-    _save_model(tmp / "model", model, tokenizer, annotate)
+    _save_model(tmp / model_folder(model), model, tokenizer, annotate)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     (tmp / STATE_FILE).write_text(json.dumps(state))
@@ -63,14 +65,35 @@ def save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, tokeni
     return final
 
 
+def model_folder(model) -> str:
+    """What a checkpoint calls its weights: `adapter` for a LoRA (peft) model, else `model`."""
+    from distill_ray.training.lora import ADAPTER, is_peft
+
+    return ADAPTER if is_peft(unwrap(model)) else "model"
+
+
 def save_final_model(dest: Path, model, tokenizer, annotate=None) -> None:
-    """The trained model as an HF folder (safetensors + tokenizer), replacing any older one."""
-    tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=dest.parent))
+    """The trained model as an HF folder (safetensors + tokenizer), replacing any older one.
+
+    A LoRA model also leaves its adapter in `dest`'s sibling `adapter/`, then is merged (in place: the last use of
+    it) so `dest` is a plain HF folder like any other trainer's."""
+    from distill_ray.training.lora import ADAPTER, is_peft, merge
+
+    inner = unwrap(model)
+    if is_peft(inner):
+        _replace_folder(dest.with_name(ADAPTER), lambda tmp: _save_model(tmp, inner, tokenizer, annotate))
+        inner = merge(inner)
+    _replace_folder(dest, lambda tmp: _save_model(tmp, inner, tokenizer, annotate))
+
+
+def _replace_folder(dest: Path, write) -> None:
+    """`write(folder)` into a temp folder beside `dest`, then swap it in for `dest`."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     tmp.chmod(0o755)
-    _save_model(tmp, model, tokenizer, annotate)
+    write(tmp)
     old = None
     if dest.exists():
-        old = dest.with_name(f".model-old-{os.getpid()}")
+        old = dest.with_name(f".{dest.name}-old-{os.getpid()}")
         dest.rename(old)
     tmp.rename(dest)
     if old is not None:

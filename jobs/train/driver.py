@@ -36,6 +36,7 @@ from distill_ray.config import JobConfig
 from distill_ray.errors import ConfigError, InputFileError
 from distill_ray.rejects import append_rejects
 from distill_ray.summary import StageResult
+from distill_ray.training.lora import ADAPTER
 from distill_ray.training.rows import prompt_problem, read_rows, split_rows
 from distill_ray.training.schedule import Phase, total_steps
 from jobs.stage import StageEnv
@@ -135,4 +136,6 @@ def train(job: JobConfig, stage: StageEnv, result: StageResult, objective: Objec
     result.rows_out = result.rows_in - result.rows_rejected
     result.metrics = {**fit(job, stage, objective, phases), **(metrics or {})}
     result.outputs = {"model": str(stage.output_dir / "model"), "checkpoints": str(stage.output_dir / "checkpoints")}
+    if job.training.lora is not None:  # the merged model is in model/; the adapter alone beside it
+        result.outputs["adapter"] = str(stage.output_dir / ADAPTER)
     return result

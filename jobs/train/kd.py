@@ -57,6 +57,7 @@ class KDObjective(Objective):
     job_type = "kd"
     unit = "tokens"
     metric_names = ("kd_loss", "ce_loss")
+    reads_output_weight = True  # the chunked KD loss multiplies by the LM head's weight itself
 
     def __init__(self, model_spec, system_prompt, user_template, training):
         super().__init__(model_spec, system_prompt, user_template, training)

@@ -13,6 +13,8 @@ schedule; curriculum SFT uses one phase per curriculum stage, every other job ha
 Resume: every worker loads the newest complete checkpoint (weights, optimizer, scheduler, loop
 state: step, phase, epoch, samples consumed in that epoch) and skips the micro-batches already
 consumed, so re-running the same command after a kill continues where the last checkpoint left off.
+The same happens without a re-run when one worker dies: Ray Train restarts the worker group (up to
+`training.max_failures` times) and the new workers resume from that checkpoint.
 
 Loss normalisation: an objective's micro-batch loss is a SUM over its units (response tokens for
 sft and kd; groups, pairs or sequences for the others) divided by `denom` = (units in the whole
@@ -27,7 +29,17 @@ eval_steps steps and at the end; the results are kept in the checkpointed state 
 
 Logging: `ray.train.report` every `logging_steps`, but at most once per Train V2 controller poll
 (2 s), because faster reports stall the loop; every step's loss (and the objective's metrics) is
-kept in the checkpointed state, so the history survives a resume.
+kept in the checkpointed state, so the history survives a resume. The experiment trackers of
+`training.report_to` (`distill_ray/training/tracking.py`) are rank 0's alone and get every
+`logging_steps`-th step, with the same names in every trainer: `train/loss` and `train/<metric>` (means over
+the steps since the last log), `train/lr` (the rate the step used), `train/grad_norm` (the step's norm before
+clipping) and `train/tokens_per_s` (non-padding tokens read by all workers per second since the last log);
+evaluations go to them as `eval/<metric>`.
+
+LoRA (`training.lora`, `distill_ray/training/lora.py`): `load_student` is where every trainer's model is built,
+so adapters are attached here once, for all of them; checkpoints then hold the adapter (and the optimizer
+state of its parameters), a resume loads it onto the student's start weights, and the end of training writes
+the adapter and the merged model. The driver checks the settings against the student and any checkpoint first.
 """
 
 from __future__ import annotations
@@ -54,8 +66,10 @@ from distill_ray.training.checkpoints import (
     save_checkpoint,
     save_final_model,
 )
+from distill_ray.training.lora import ADAPTER
 from distill_ray.training.schedule import Phase, lr_factor
 from distill_ray.training.sft_data import epoch_batches
+from distill_ray.training.tracking import Trackers
 from jobs.stage import StageEnv
 from jobs.train.objective import Objective
 
@@ -69,13 +83,15 @@ RESUMED_KEYS = ("step", "phase", "epoch", "samples_in_epoch", "losses", "metrics
 
 def fit(job: JobConfig, stage: StageEnv, objective: Objective, phases: list[Phase]) -> dict[str, Any]:
     """Run the TorchTrainer over `phases` and return rank 0's metrics."""
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     t = job.training
-    _check_deepspeed(t)
-    _check_free_cpus(t, stage)
     out = stage.output_dir.resolve()
+    _check_deepspeed(t)
+    _check_lora(t, objective, out / "checkpoints")
+    _check_trackers(t)
+    _check_free_cpus(t, stage)
     # Workers run in their own folders: every local path they read must be absolute.
     if ":" not in objective.model_spec and Path(objective.model_spec).exists():
         objective.model_spec = str(Path(objective.model_spec).resolve())
@@ -85,6 +101,10 @@ def fit(job: JobConfig, stage: StageEnv, objective: Objective, phases: list[Phas
         "output_dir": str(out),
         "training": t,
         "fit_started": time.time(),
+        # Trackers write under the run folder (a pipeline's stages side by side), named after the stage.
+        "run_dir": str(stage.run_dir.resolve()),
+        "stage": stage.name,
+        "student": job.models.student,
     }
     (out / METRICS_FILE).unlink(missing_ok=True)
     trainer = TorchTrainer(
@@ -94,8 +114,10 @@ def fit(job: JobConfig, stage: StageEnv, objective: Objective, phases: list[Phas
         scaling_config=ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker={"CPU": t.cpus_per_worker}
         ),
-        # One Ray Train run name per stage folder: re-runs of a stage land in the same place.
-        run_config=RunConfig(storage_path=stage.ray.storage_path, name=_run_name(objective.job_type, out)),
+        # One Ray Train run name per stage folder: re-runs of a stage land in the same place. After a worker dies,
+        # Ray Train restarts the group and every worker resumes from the newest checkpoint (TrainRun.__init__).
+        run_config=RunConfig(storage_path=stage.ray.storage_path, name=_run_name(objective.job_type, out),
+                             failure_config=FailureConfig(max_failures=t.max_failures)),
     )
     result = trainer.fit()
     metrics = getattr(result, "return_value", None)  # Train V2 hands back rank 0's return value
@@ -111,6 +133,27 @@ def _check_deepspeed(t: TrainingConfig) -> None:
         raise ConfigError("training.deepspeed", "DeepSpeed is not wired into the trainers yet; remove it to train "
                           "with DDP (NCCL)")  # fmt: skip
     log.warning("training.deepspeed is ignored on CPU (use_gpu: false); training with DDP over gloo")
+
+
+def _check_lora(t: TrainingConfig, objective: Objective, ckpt_root: Path) -> None:
+    """training.lora fits the student (every target name matches an adaptable layer) and the newest checkpoint
+    (trained with the same settings, or both without LoRA): ConfigErrors before any worker starts."""
+    from distill_ray.training import lora
+
+    latest = latest_checkpoint(ckpt_root)
+    if latest is not None:
+        lora.check_resume(t.lora, _saved_lora(latest), latest)
+    if t.lora is not None:
+        lora.check_target_modules(t.lora, objective.start_path(), objective.peft_task_type,
+                                  objective.reads_output_weight)  # fmt: skip
+
+
+def _check_trackers(t: TrainingConfig) -> None:
+    from distill_ray.training.tracking import missing_requirements
+
+    missing = missing_requirements(t.report_to)
+    if missing:
+        raise ConfigError("training.report_to", "; ".join(missing))
 
 
 def _check_free_cpus(t: TrainingConfig, stage: StageEnv) -> None:
@@ -149,13 +192,37 @@ def train_loop_per_worker(config: dict) -> dict | None:
     ctx = ray.train.get_context()
     run = TrainRun(config, ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
     started, steps_before, units_before = time.time(), run.state["step"], run.state["units"]
-    run.train()
-    if run.rank != 0:
-        return None
-    run.save_final()
-    metrics = run.metrics(started, steps_before, units_before, config["fit_started"])
-    (run.out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
-    return metrics
+    ok = False
+    try:
+        run.train()
+        if run.rank != 0:
+            ok = True
+            return None
+        run.save_final()
+        metrics = run.metrics(started, steps_before, units_before, config["fit_started"])
+        (run.out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        ok = True
+        return metrics
+    finally:
+        run.trackers.close(ok)
+
+
+def load_student(objective: Objective, t: TrainingConfig, checkpoint: Path | None):
+    """The model a trainer trains: the student from its start spec or the checkpoint's `model/`; with
+    training.lora, the student from its start spec with fresh adapters or the checkpoint's `adapter/`."""
+    from distill_ray.training import lora
+
+    if checkpoint is not None:  # the driver checked it already; a worker still refuses a mismatch
+        lora.check_resume(t.lora, _saved_lora(checkpoint), checkpoint)
+    if t.lora is None:
+        return objective.load_model(checkpoint / "model" if checkpoint else objective.start_path())
+    adapter = checkpoint / ADAPTER if checkpoint else None
+    return lora.attach(objective.load_model(objective.start_path()), t.lora, objective.peft_task_type, t.seed, adapter)
+
+
+def _saved_lora(checkpoint: Path) -> dict | None:
+    """The training.lora a checkpoint was trained with (None: full fine-tuning, also in older checkpoints)."""
+    return json.loads((checkpoint / STATE_FILE).read_text()).get("lora")
 
 
 class TrainRun:
@@ -175,6 +242,12 @@ class TrainRun:
         self._datasets: dict[int, Any] = {}
         self._setup()
         self.objective.setup_worker(device)
+        self.trackers = self._open_trackers(config) if rank == 0 else Trackers([], self.out, "", {})
+
+    def _open_trackers(self, config: dict) -> Trackers:
+        about = {"job_type": self.objective.job_type, "stage": config["stage"], "student": config["student"],
+                 "output_dir": str(self.out), "world_size": self.world, "training": self.t.model_dump(mode="json")}
+        return Trackers(self.t.report_to, Path(config["run_dir"]), config["stage"], about)
 
     def _setup(self) -> None:
         """Model (from the latest checkpoint or the start spec), AdamW, LR schedule and loop state."""
@@ -182,8 +255,11 @@ class TrainRun:
         import torch
 
         t, latest = self.t, self.latest
-        model_dir = latest / "model" if latest else self.objective.start_path()
-        self.model = ray.train.torch.prepare_model(self.objective.load_model(model_dir))
+        from distill_ray.training.lora import trainable_parameters
+
+        student = load_student(self.objective, t, latest)
+        self.param_counts = trainable_parameters(student)  # (trainable, all): before the final export merges LoRA
+        self.model = ray.train.torch.prepare_model(student)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
         total = sum(p.steps for p in self.phases)
@@ -194,7 +270,8 @@ class TrainRun:
         self.state = {"step": 0, "phase": 0, "epoch": 0, "samples_in_epoch": 0, "losses": [], "units": 0, "evals": [],
                       "metrics": {m: [] for m in self.objective.metric_names}, "total_steps": total,
                       "phases": [asdict(p) for p in self.phases], "seed": t.seed, "world_size": self.world,
-                      "per_device_train_batch_size": t.per_device_train_batch_size}  # fmt: skip
+                      "per_device_train_batch_size": t.per_device_train_batch_size,
+                      "lora": t.lora.model_dump(mode="json") if t.lora else None}  # fmt: skip
         if latest:
             self.optimizer.load_state_dict(torch.load(latest / "optimizer.pt", map_location="cpu", weights_only=True))
             self.scheduler.load_state_dict(torch.load(latest / "scheduler.pt", map_location="cpu", weights_only=True))
@@ -241,6 +318,8 @@ class TrainRun:
         total = ends[-1]
         self.model.train()
         self._reports = {"time": 0.0, "step": self.state["step"]}  # when and at which step we last reported
+        # The trackers' interval (rank 0): its first step, start time, tokens and the last step's grad norm and lr.
+        self._logged = {"step": self.state["step"], "time": time.time(), "tokens": 0.0, "grad_norm": None, "lr": None}
         stream = None
         if not self.state["evals"]:
             self._evaluate()  # the starting point, once (a resumed run has it already)
@@ -265,6 +344,7 @@ class TrainRun:
         step_units = self._all_reduce([float(sum(units))])[0]
         denom = max(step_units, 1.0) / self.world
         totals = [0.0] * (1 + len(names))  # loss, then each metric, as shares of the step's global mean
+        tokens = 0
         for i, batch in enumerate(micro):
             # DDP all-reduces gradients on every backward; only the step's last micro-batch needs it.
             last = i == len(micro) - 1
@@ -273,9 +353,11 @@ class TrainRun:
                 loss, metrics = self.objective.loss(self.model, {k: v.to(self.device) for k, v in batch.items()}, denom)
                 loss.backward()
             totals[0] += loss.item()
+            tokens += self.objective.tokens(batch)
             for j, name in enumerate(names):
                 totals[1 + j] += metrics[name] * units[i] / denom
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.max_grad_norm)
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it on below)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -285,12 +367,30 @@ class TrainRun:
                                                       self._reports["time"])  # fmt: skip
         # One all-reduce per step for the logged values: every rank must call ray.train.report the same
         # number of times (it is a barrier), so rank 0's time-based decision travels with the loss.
-        reduced = self._all_reduce([totals[0], float(wants_report), *totals[1:]])
+        reduced = self._all_reduce([totals[0], float(wants_report), *totals[1:], float(tokens)])
         self.state["losses"].append(reduced[0] / self.world)
         for j, name in enumerate(names):
             self.state["metrics"][name].append(reduced[2 + j] / self.world)
+        self._logged.update(tokens=self._logged["tokens"] + reduced[-1], grad_norm=float(grad_norm), lr=lr)
+        step = self.state["step"]
+        if self.rank == 0 and (step % self.t.logging_steps == 0 or step == total):
+            self._track()
         if reduced[1] > 0:
             self._report()
+
+    def _track(self) -> None:
+        """Rank 0: the interval since the last log to the trackers, under the names every trainer shares."""
+        state, mark, now = self.state, self._logged, time.time()
+        since = mark["step"]  # losses[i] is step i + 1's
+        losses = state["losses"][since:] or state["losses"][-1:]
+        seconds = now - mark["time"]
+        values = {"train/loss": sum(losses) / len(losses), "train/lr": mark["lr"], "train/grad_norm": mark["grad_norm"],
+                  "train/tokens_per_s": mark["tokens"] / seconds if seconds > 0 else None}  # fmt: skip
+        for name, history in state["metrics"].items():
+            part = history[since:] or history[-1:]
+            values[f"train/{name}"] = sum(part) / len(part) if part else None
+        self.trackers.log(values, state["step"])
+        self._logged.update(step=state["step"], time=now, tokens=0.0)
 
     def _evaluate(self) -> None:
         """Rank 0 evaluates (the other ranks wait at the next all-reduce); results join the checkpointed state."""
@@ -299,6 +399,8 @@ class TrainRun:
         unwrapped = getattr(self.model, "module", self.model)
         result = {"step": self.state["step"], **self.objective.evaluate(unwrapped)}
         self.state["evals"].append(result)
+        self.trackers.log({f"eval/{k}": v for k, v in result.items() if k != "step" and isinstance(v, (int, float))},
+                          result["step"])  # fmt: skip
         log.info("eval at step %d: %s", result["step"], ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items() if k != "step"))
 
@@ -319,8 +421,8 @@ class TrainRun:
         since = state["losses"][self._reports["step"]:] or state["losses"][-1:]
         extra = {name: values[-1] for name, values in state["metrics"].items() if values}
         ray.train.report({"step": state["step"], "loss": state["losses"][-1], "loss_mean": sum(since) / len(since),
-                          "lr": self.scheduler.get_last_lr()[0], "epoch": state["epoch"],
-                          "phase": self.phases[state["phase"]].name, **extra})  # fmt: skip
+                          "lr": self.scheduler.get_last_lr()[0], "grad_norm": self._logged["grad_norm"],
+                          "epoch": state["epoch"], "phase": self.phases[state["phase"]].name, **extra})  # fmt: skip
         self._reports.update(time=time.time(), step=state["step"])
 
     # -- saving and metrics (rank 0)
@@ -348,6 +450,8 @@ class TrainRun:
             f"{unit}_per_second": round((state["units"] - units_before) / seconds, 1) if seconds > 0 else None,
             "startup_seconds": round(started - fit_started, 3),
         }
+        if self.t.lora is not None:
+            out["trainable_params"], out["total_params"] = self.param_counts
         for name, values in state["metrics"].items():
             out[f"first_{name}"], out[f"final_{name}"] = (values[0], values[-1]) if values else (None, None)
         if len(self.phases) > 1:

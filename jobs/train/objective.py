@@ -22,6 +22,10 @@ class Objective:
     job_type = "sft"
     unit = "tokens"  # what the loss is averaged over (metrics report <unit>_per_second)
     metric_names: tuple[str, ...] = ()  # extra per-step metrics, averaged over units like the loss
+    # training.lora: what peft adapts (`distill_ray/training/lora.py`): a causal LM, or rm's sequence classifier
+    # (SEQ_CLS: its new score head trains in full beside the adapters).
+    peft_task_type = "CAUSAL_LM"
+    reads_output_weight = False  # the loss uses the output layer's weight itself (kd), so no adapter may sit there
 
     def __init__(self, model_spec: str, system_prompt: str | None, user_template: str, training: TrainingConfig):
         self.model_spec, self.system_prompt, self.user_template = model_spec, system_prompt, user_template
@@ -59,6 +63,12 @@ class Objective:
 
     def units(self, batch: dict) -> int:
         raise NotImplementedError
+
+    def tokens(self, batch: dict) -> int:
+        """Tokens the model read for this micro-batch (non-padding inputs), asked right after its `loss`: the
+        trackers' `train/tokens_per_s` counts these, whatever the objective's unit."""
+        mask = batch.get("attention_mask")
+        return int(mask.sum()) if mask is not None else 0
 
     def loss(self, model, batch: dict, denom: float):
         """(sum of the micro-batch's per-unit losses / denom, {metric: mean over its units})."""

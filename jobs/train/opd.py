@@ -15,17 +15,21 @@ every worker then, per micro-batch of prompts:
      (`distill_ray.losses.opd`), optionally plus `reward_weight` x the group-normalised task-reward advantage
      from the reward service.
 
-Per step it reports the mean per-token reverse KL (sampled estimate), the teacher's top-k mass, the share of
+Per step it reports the per-token reverse KL (sampled estimate), the teacher's top-k mass, the share of
 sampled tokens inside the teacher's top-k, scored tokens per second, rollout length and the share of rollouts
-cut at max_new_tokens. With `eval_steps`, rank 0 measures the reverse KL on held-out prompts (one sampled
-rollout each, fixed seed) before training, every eval_steps steps and at the end. The student's log-probs
-are at temperature 1, the distribution the teacher's are compared with; `temperature` only shapes sampling.
+cut at max_new_tokens. The per-token ones are means over the step's rollouts of each rollout's token mean, the
+averaging the loss uses: the loop averages metrics over micro-batches and workers by rollout count, so a step
+reports the same values however it is split (tests/jobs/train/test_opd_workers.py). With `eval_steps`, rank 0
+measures the reverse KL on held-out prompts (group_size sampled rollouts each, fixed seed; a mean over all their
+tokens) before training, every eval_steps steps and at the end. The student's log-probs are at temperature 1,
+the distribution the teacher's are compared with; `temperature` only shapes sampling.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from distill_ray.config import JobConfig
 from distill_ray.errors import ConfigError
@@ -89,7 +93,7 @@ class OPDObjective(RolloutObjective):
                                                     beta=o.jsd_beta)  # fmt: skip
             with torch.no_grad():
                 logp = torch.log_softmax(logits.float(), -1).gather(-1, rollouts.completions[..., None]).squeeze(-1)
-                parts["reverse_kl"] = _masked_mean(logp - teacher["logprobs"], mask)
+                parts["reverse_kl"] = _rollout_mean(logp - teacher["logprobs"], mask)
         return loss / denom, {**self.diagnostics(rollouts, teacher, scoring), **parts}
 
     def teacher_scores(self, rollouts) -> tuple[dict, float]:
@@ -119,15 +123,16 @@ class OPDObjective(RolloutObjective):
         return {key: value.to(completions.device) for key, value in out.items()}, rate
 
     def diagnostics(self, rollouts, teacher: dict, scoring_rate: float) -> dict[str, float]:
-        """Teacher top-k mass and overlap with the student's samples, rollout length and cut share."""
+        """Teacher top-k mass and overlap with the student's samples (means over rollouts of per-rollout token
+        means), scored tokens per second, mean rollout length (tokens) and the share of rollouts cut at the cap."""
         import torch
 
         mask = rollouts.completion_mask
-        inside = (teacher["top_ids"] == rollouts.completions[..., None]).any(-1).float()
         mass = teacher["top_logprobs"].exp().sum(-1)
         lengths = mask.sum(dim=1)
         ended = (mask * torch.isin(rollouts.completions, torch.tensor(sorted(self.eos_ids), device=mask.device))).sum(1)
-        return {"topk_mass": _masked_mean(mass, mask), "topk_overlap": _masked_mean(inside, mask),
+        overlap = _rollout_mean(_inside_topk(rollouts, teacher), mask)
+        return {"topk_mass": _rollout_mean(mass, mask), "topk_overlap": overlap,
                 "scored_tokens_per_s": scoring_rate, "completion_tokens": float(lengths.float().mean()),
                 "cut_share": float((ended == 0).float().mean())}  # fmt: skip
 
@@ -167,7 +172,7 @@ class OPDObjective(RolloutObjective):
                 count = float(cmask.sum())
                 totals["reverse_kl"] += _masked_mean(logp - teacher["logprobs"], cmask) * count
                 diag = self.diagnostics(rollouts, teacher, rate)
-                totals["topk_overlap"] += diag["topk_overlap"] * count
+                totals["topk_overlap"] += _masked_mean(_inside_topk(rollouts, teacher), cmask) * count
                 tokens += count
                 rows_here = cmask.shape[0]
                 lengths += diag["completion_tokens"] * rows_here
@@ -175,6 +180,17 @@ class OPDObjective(RolloutObjective):
                 n += rows_here
         out = {k: v / max(tokens, 1.0) for k, v in totals.items()}
         return {**out, "completion_tokens": lengths / max(n, 1), "cut_share": cut / max(n, 1)}
+
+
+def _inside_topk(rollouts, teacher: dict):
+    """[N, T] 1.0 where the sampled token is among the teacher's top-k there."""
+    return (teacher["top_ids"] == rollouts.completions[..., None]).any(-1).float()
+
+
+def _rollout_mean(values, mask) -> float:
+    """Mean over rollouts of each rollout's mean of values [N, T] over its tokens (mask [N, T])."""
+    mask = mask.to(values.dtype)
+    return float(((values * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)).mean())
 
 
 def _masked_mean(values, mask) -> float:
@@ -226,6 +242,12 @@ def _check_shared_vocabulary(job: JobConfig, student_tok) -> None:
     if spec is None:
         why = "an external teacher scores the student's token ids: name its tokenizer (a local folder)"
         raise ConfigError("inference.tokenizer", f"{why} so the job can check that both share one vocabulary")
+    kind, _, rest = spec.partition(":")
+    local = (kind in ("builtin", "tiny") and rest) or Path(spec).exists()
+    if job.inference.engine == "vllm" and not job.inference.tokenizer and not local:
+        # a vllm teacher may be a hub name or bucket URI that only its replicas' nodes fetch
+        raise ConfigError("inference.tokenizer", f"the teacher '{spec}' is not a folder on this node: name its "
+                          "tokenizer (a local folder) so the job can check that both share one vocabulary")  # fmt: skip
     teacher_tok = load_tokenizer(resolve_model(spec, "inference.tokenizer" if job.inference.tokenizer else
                                                "models.teacher"))  # fmt: skip
     ours, theirs = tokenizer_fingerprint(student_tok), tokenizer_fingerprint(teacher_tok)

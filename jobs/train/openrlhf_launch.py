@@ -215,6 +215,13 @@ def jobs_address(job: JobConfig) -> str:
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
     """Submit the GRPO job to the GPU cluster; with `wait`, follow it to the end (FAILED/STOPPED fail the stage)."""
     o = job.training.grpo.openrlhf
+    # Settings of our own train loop that OpenRLHF would silently go without: refused, with where its own live.
+    if job.training.lora is not None:
+        raise ConfigError("training.lora", "the openrlhf engine trains with its own LoRA flags; pass them in "
+                          "training.grpo.openrlhf.extra_args instead")  # fmt: skip
+    if job.training.report_to:
+        raise ConfigError("training.report_to", "the openrlhf engine logs with its own logger flags (W&B, "
+                          "TensorBoard); pass them in training.grpo.openrlhf.extra_args instead")  # fmt: skip
     reward_url = reward_endpoint(job)
     prompt_data = prompt_source(job)
     save_path = o.save_path or str((stage.output_dir / "model").resolve())

@@ -38,6 +38,7 @@ class PointwiseRMObjective(Objective):
     job_type = "rm"
     unit = "sequences"
     metric_names = ("mae",)
+    peft_task_type = "SEQ_CLS"  # training.lora: the random score head trains in full beside the adapters
 
     def __init__(self, model_spec, system_prompt, user_template, training, pad_id: int):
         super().__init__(model_spec, system_prompt, user_template, training)

@@ -36,6 +36,7 @@ class RolloutObjective(Objective):
         self.eval_rows = eval_rows
         self.eval_steps = getattr(sampling, "eval_steps", 0)
         self.rows = self.tokenizer = None
+        self.rollout_tokens = 0  # non-padding tokens (prompts + completions) of the last rollout
 
     def read_rows(self, rows_path: str):
         import pyarrow.parquet as pq
@@ -67,14 +68,20 @@ class RolloutObjective(Objective):
     def units(self, batch):
         return len(batch["index"]) * self.options.group_size
 
+    def tokens(self, batch):
+        """The prompt and completion tokens of the micro-batch's rollouts (its `loss` rolled them out just now)."""
+        return self.rollout_tokens
+
     def rollout(self, policy, prompt_ids, prompt_mask, greedy: bool = False):
         """G sampled completions per prompt (one greedy completion each with `greedy`): a `Rollouts`."""
         from distill_ray.training.rollout import sample_completions
 
         o = self.options
-        return sample_completions(policy, prompt_ids, prompt_mask, o.group_size, o.max_new_tokens,
-                                  o.temperature, o.top_p, self.tokenizer.pad_token_id, self.eos_ids,
-                                  greedy=greedy)  # fmt: skip
+        rollouts = sample_completions(policy, prompt_ids, prompt_mask, o.group_size, o.max_new_tokens,
+                                      o.temperature, o.top_p, self.tokenizer.pad_token_id, self.eos_ids,
+                                      greedy=greedy)  # fmt: skip
+        self.rollout_tokens = int(rollouts.attention_mask.sum())
+        return rollouts
 
     def batch_rows(self, batch) -> list[dict]:
         """The prompt row of every rollout of `batch`, in rollout order (each prompt G times)."""

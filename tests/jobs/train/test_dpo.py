@@ -34,7 +34,7 @@ def dpo_run(tmp_path_factory, ray_cluster):
     pairs.append({**pairs[0], "id": "same", "rejected": pairs[0]["chosen"]})
     rows_path = write_parquet(pairs, root / "pairs.parquet")
     cfg = job("dpo", rows_path, root, max_steps=10, learning_rate=2e-3, per_device_train_batch_size=3,
-              dpo={"loss": "cogpo", "beta": 0.1})  # fmt: skip
+              dpo={"loss": "cogpo", "beta": 0.1}, report_to=["tensorboard"])  # fmt: skip
     return dpo.run(cfg, stage("dpo", root, ray_cluster))
 
 
@@ -51,3 +51,20 @@ def test_dpo_prefers_chosen_after_training(dpo_run):
     assert m["final_loss"] < 0.5 * m["first_loss"], m
     assert m["final_reward_accuracy"] == 1.0 and m["final_reward_margin"] > 0, m
     assert AutoModelForCausalLM.from_pretrained(r.outputs["model"]).config.num_hidden_layers == 2
+
+
+@pytest.mark.ray
+def test_dpo_metrics_reach_tensorboard_under_the_shared_names(dpo_run):
+    from pathlib import Path
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = Path(dpo_run.outputs["model"]).parent.parent  # <run>/dpo/model
+    events = EventAccumulator(str(run_dir / "tensorboard" / "dpo")).Reload()
+    shared = {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s"}
+    own = {f"train/{name}" for name in ("reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward")}
+    assert set(events.Tags()["scalars"]) == shared | own
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 11))
+    final = dpo_run.metrics["final_reward_accuracy"]
+    assert events.Scalars("train/reward_accuracy")[-1].value == pytest.approx(final, rel=1e-6)
+    assert [e.value for e in events.Scalars("train/lr")] == pytest.approx([2e-3] * 10)  # constant schedule

@@ -101,13 +101,34 @@ def test_a_teacher_equal_to_the_student_measures_zero_divergence(models, ray_clu
     assert evals[0]["topk_overlap"] > 0.5
 
 
-def test_forward_kl_over_the_teacher_top_k(models, ray_cluster, serve_port):
+def _forward_kl(models, serve_port, ray_cluster, max_steps: int):
     from jobs.train import opd
 
-    result = opd.run(_job(models, "fkl", models / "teacher", serve_port, max_steps=2, loss="forward_kl",
-                          eval_steps=0), stage("opd", models / "fkl", ray_cluster))  # fmt: skip
-    m = result.metrics
+    return opd.run(_job(models, "fkl", models / "teacher", serve_port, max_steps=max_steps, loss="forward_kl",
+                        eval_steps=0), stage("opd", models / "fkl", ray_cluster))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def forward_kl_run(models, ray_cluster, serve_port):
+    return _forward_kl(models, serve_port, ray_cluster, max_steps=2)
+
+
+def test_forward_kl_over_the_teacher_top_k(forward_kl_run):
+    m = forward_kl_run.metrics
     assert m["steps"] == 2 and m["loss"] == "forward_kl" and m["final_reverse_kl"] > 0
+
+
+def test_opd_resumes_from_its_checkpoint_with_its_diagnostics(forward_kl_run, models, ray_cluster, serve_port):
+    # The same command with one more step continues from step_2 (weights, optimizer, loop state), like every
+    # trainer, and the per-step loss and diagnostics of the first run are kept in the state.
+    m = _forward_kl(models, serve_port, ray_cluster, max_steps=3).metrics
+    assert m["resumed_from_step"] == 2 and m["steps"] == 3 and m["steps_run"] == 1, m
+    state = json.loads((models / "fkl" / "opd" / "checkpoints" / "step_3" / "trainer_state.json").read_text())
+    first = json.loads((models / "fkl" / "opd" / "checkpoints" / "step_2" / "trainer_state.json").read_text())
+    assert state["losses"][:2] == first["losses"] and len(state["losses"]) == 3
+    assert set(state["metrics"]) == {"reverse_kl", "topk_mass", "topk_overlap", "scored_tokens_per_s",
+                                     "completion_tokens", "cut_share"}  # fmt: skip
+    assert all(values[:2] == first["metrics"][name] and len(values) == 3 for name, values in state["metrics"].items())
 
 
 def test_a_student_with_another_vocabulary_is_refused(models, tmp_path, serve_port):

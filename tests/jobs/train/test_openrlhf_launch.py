@@ -174,6 +174,16 @@ def test_config_errors_name_the_key(tmp_path, monkeypatch, over, key):
     assert not (tmp_path / "openrlhf_job.json").exists()
 
 
+@pytest.mark.parametrize(("setting", "key"), [({"lora": {"r": 8}}, "training.lora"),
+                                              ({"report_to": ["tensorboard"]}, "training.report_to")])
+def test_our_loops_lora_and_trackers_are_refused_not_dropped(tmp_path, setting, key):
+    raw = _config().model_dump()
+    raw["training"].update(setting)
+    with pytest.raises(ConfigError) as err:
+        launch.run(build_config(raw), _stage(tmp_path))
+    assert err.value.key == key and "extra_args" in str(err.value)
+
+
 def test_colocated_layout_is_checked_by_the_config():
     with pytest.raises(ConfigError, match="vllm_num_engines"):
         _grpo(vllm_num_engines=2)

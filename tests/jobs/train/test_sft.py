@@ -73,6 +73,8 @@ def test_sft_rejects_bad_rows_and_checkpoints(first_run):
     assert m["steps"] == 4 and m["steps_run"] == 4 and m["resumed_from_step"] is None
     ckpts = sorted(p.name for p in (stage.output_dir / "checkpoints").iterdir())
     assert ckpts == ["step_2", "step_4"]  # no temp folder left behind
+    # training.report_to is empty by default: no tracker wrote anything in the run folder.
+    assert not any((stage.run_dir / name).exists() for name in ("tensorboard", "wandb", "mlruns"))
 
 
 @pytest.mark.ray

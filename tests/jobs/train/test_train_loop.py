@@ -120,10 +120,10 @@ def test_sft_curriculum_phases(tmp_path):
 
 def test_curriculum_config_is_documented_and_checked():
     from distill_ray.config import build_config
-    from distill_ray.config.training import CurriculumStage, KDConfig, TrainingConfig
+    from distill_ray.config.training import CurriculumStage, KDConfig, LoRAConfig, TrainingConfig
     from distill_ray.errors import ConfigError
 
-    for model in (TrainingConfig, KDConfig, CurriculumStage):
+    for model in (TrainingConfig, KDConfig, CurriculumStage, LoRAConfig):
         assert all(f.description for f in model.model_fields.values()), model
     with pytest.raises(ConfigError, match="unique"):
         build_config({"job_type": "sft", "training": {"curriculum": [{"name": "a"}, {"name": "a"}]}})
