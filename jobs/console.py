@@ -171,6 +171,12 @@ class StageProgress:
                                      refresh=False)  # fmt: skip
         self.bar.update(rows)
 
+    def finish(self) -> None:
+        """The stage got through its rows: the bar ends full even where the total was an estimate."""
+        if self.bar.total is not None and self.bar.n != self.bar.total:
+            self.bar.total = self.bar.n
+            self.bar.refresh()
+
     def close(self) -> None:
         self.bar.close()
 

@@ -88,6 +88,7 @@ def drain(stage: StageEnv, store: PartStore, run_id: str, manifests: list[ray.da
                 if time.time() - last >= PROGRESS_EVERY_S:
                     log.debug("%s: %d rows done in %d part(s), %d rejected", stage.name, done, parts, rejected)
                     last = time.time()
+            bar.finish()
     except Exception as exc:  # noqa: BLE001 - re-raised with what the user needs to know
         reason = _teacher_down(exc)
         if reason is None:

@@ -1,9 +1,12 @@
 """What `distill-ray run` prints (jobs/console.py): a bar and a summary per stage and warnings on the console, Ray's
 INFO output (Serve access logs, Ray Data's progress dumps) in `<output_dir>/logs/`; `--verbose` shows it again.
 
-One small real generate stage per mode, each with its own embedded cluster, as a user runs it.
+One small real generate stage per mode, each with its own embedded cluster, as a user runs it; the routing itself
+is checked in this process, without a cluster.
 """
 
+import logging
+import os
 import re
 import shutil
 import subprocess
@@ -11,8 +14,6 @@ import sys
 
 import pytest
 from conftest import REPO, free_port
-
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(400)]
 
 SUMMARY = re.compile(r"\[distill-ray\] stage 'generate' done in [\d.]+s: 4 in, 4 out, 0 rejected")
 # What Serve's replicas log per call (access logs), its controller's notes, Ray Data's progress dumps.
@@ -39,6 +40,24 @@ def _run(tmp_path, *flags: str) -> tuple[str, object]:
     return proc.stdout, out
 
 
+def test_ray_info_goes_to_the_run_log_and_warnings_stay_on_the_console(tmp_path, capsys):
+    from jobs.console import QUIET_ENV, RunConsole
+
+    before = os.environ.get("RAY_SERVE_LOG_TO_STDERR")
+    with RunConsole(tmp_path / "logs") as console:
+        assert {k: os.environ[k] for k in QUIET_ENV} == QUIET_ENV  # what Ray's processes start with
+        console.attach(ray_logs_dir=None)
+        logging.getLogger("ray.data.demo").info("Execution plan of Dataset demo")
+        logging.getLogger("ray.serve").warning("a replica is slow")
+    err = capsys.readouterr().err
+    assert "Execution plan" not in err and "a replica is slow" in err
+    written = (tmp_path / "logs" / "ray.log").read_text()
+    assert "Execution plan of Dataset demo" in written and "a replica is slow" in written
+    assert os.environ.get("RAY_SERVE_LOG_TO_STDERR") == before  # put back on the way out
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(400)
 def test_console_shows_bar_and_summary_and_ray_output_goes_to_the_run_logs(tmp_path):
     console, out = _run(tmp_path)
     assert SUMMARY.search(console), console[-3000:]
@@ -52,6 +71,8 @@ def test_console_shows_bar_and_summary_and_ray_output_goes_to_the_run_logs(tmp_p
     assert (logs / "ray-session").is_symlink()  # the embedded cluster's log folder, linked during the run
 
 
+@pytest.mark.ray
+@pytest.mark.timeout(400)
 def test_verbose_brings_ray_output_back(tmp_path):
     console, out = _run(tmp_path, "--verbose")
     assert SUMMARY.search(console), console[-3000:]
