@@ -21,7 +21,13 @@ prompts of concurrent scoring requests share one forward pass; both queues take 
 runs in a one-thread executor: the event loop stays free for health checks and new arrivals, and the engine
 (not thread-safe) never runs two batches at once, generation or scoring.
 
-Auth: with `ServeConfig.api_key` set, every `/v1/*` route needs `Authorization: Bearer <key>`;
+Streaming (`stream: true`): the router asks the teacher's `chat_stream` / `completions_stream` through a streaming
+handle and writes server-sent events (`distill_ray.models.openai_stream`). The sequences go through the same batch
+queue; the engine's per-token hook (`GenRequest.on_token`) posts each token back to the replica's event loop, and
+a choice's result closes it with whatever the tokens had not yet made certain. The first chunk list is awaited
+before the HTTP response starts, so validation errors are still plain 4xx answers.
+
+Auth: with `ServeConfig.api_key` set, every `/v1/*` route needs `Authorization: Bearer <key>` (streams too);
 `/health` stays open, and handle calls are in-cluster and trusted.
 """
 
@@ -30,12 +36,15 @@ Auth: with `ServeConfig.api_key` set, every `/v1/*` route needs `Authorization: 
 # makes FastAPI read `request` as a query parameter (every call answers 422).
 
 import asyncio
+import functools
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -44,12 +53,14 @@ from distill_ray.models.engine import GenerationEngine, GenRequest, GenResult, p
 from distill_ray.models.loading import resolve_model
 from distill_ray.models.openai_completions import (
     CompletionRequest,
+    PromptEcho,
     completion_response,
     no_completions,
     parse_completion_request,
     prompt_echo,
 )
 from distill_ray.models.openai_protocol import ProtocolError, chat_response, models_response, parse_chat_request
+from distill_ray.models.openai_stream import DONE, ChatStream, CompletionStream, ReplyDeltas, sse_error, sse_event
 from distill_ray.models.teachers import Teacher, model_teacher
 from serve.http import add_error_handlers, check_api_key, json_body, start_proxy
 from serve.metrics import TeacherMetrics
@@ -59,6 +70,7 @@ from serve.metrics import TeacherMetrics
 TEACHER_DEPLOYMENT = "TeacherDeployment"
 ROUTER_DEPLOYMENT = "TeacherRouter"
 
+logger = logging.getLogger(__name__)
 app = FastAPI(title="distill-ray teacher", docs_url=None, redoc_url=None)
 add_error_handlers(app, "teacher")
 
@@ -104,12 +116,8 @@ class TeacherDeployment:
 
     async def chat(self, body: dict) -> dict:
         """A chat completion for an OpenAI request body; raises ProtocolError on bad input."""
-        req = parse_chat_request(body)
-        try:
-            prompt_ids = self.engine.chat_prompt_ids(req.template_messages())
-        except Exception as exc:  # template errors are the client's messages, not a server fault
-            raise ProtocolError(f"messages cannot be formatted by the chat template: {exc}", param="messages")
-        self._check_prompt(prompt_ids, "messages")
+        req = _whole(parse_chat_request(body), "chat_stream")
+        prompt_ids = self._chat_prompt_ids(req)
         results = await self._sample(prompt_ids, req)
         return chat_response(results, self.served_name, len(prompt_ids))
 
@@ -117,13 +125,41 @@ class TeacherDeployment:
         """A legacy completion for an OpenAI request body: generated text, and the prompt's own log-probabilities
         for echo with logprobs or prompt_logprobs (distill_ray.models.openai_completions); raises ProtocolError on
         bad input."""
-        req = parse_completion_request(body)
+        req = _whole(parse_completion_request(body), "completions_stream")
         prompt_ids = [self._completion_prompt_ids(prompt, req) for prompt in req.prompts]
         scoring, sampling = self._prompt_scores(prompt_ids, req), self._completions(prompt_ids, req)
         scores, per_prompt = await asyncio.gather(scoring, sampling)
-        tokens = self.engine.token_bytes
-        echoes = [prompt_echo(ids, s, tokens, req) for ids, s in zip(prompt_ids, scores)]
+        echoes = self._echoes(prompt_ids, scores, req)
         return completion_response(per_prompt, self.served_name, [len(ids) for ids in prompt_ids], echoes=echoes)
+
+    async def chat_stream(self, body: dict) -> AsyncIterator[list[dict]]:
+        """A streamed chat completion (`stream: true`): lists of `chat.completion.chunk` bodies
+        (distill_ray.models.openai_stream), the role chunks first. Call with `handle.options(stream=True)`. Bad input
+        raises ProtocolError before the first list; an engine failure later raises mid-stream."""
+        req = parse_chat_request(body)
+        prompt_ids = self._chat_prompt_ids(req)
+        stream = ChatStream(self.served_name, req.num_choices, len(prompt_ids), req.include_usage, req.want_logprobs)
+        sequences = request_sequences(req, prompt_ids)
+        yield stream.opening()
+        async for chunks in self._stream_sequences(stream, sequences):
+            yield chunks
+
+    async def completions_stream(self, body: dict) -> AsyncIterator[list[dict]]:
+        """A streamed legacy completion (`stream: true`): lists of `text_completion` chunk bodies, each choice's
+        prompt chunk first with echo or prompt_logprobs. Errors as in `chat_stream`."""
+        req = parse_completion_request(body)
+        prompt_ids = [self._completion_prompt_ids(prompt, req) for prompt in req.prompts]
+        echoes = self._echoes(prompt_ids, await self._prompt_scores(prompt_ids, req), req)
+        stream = CompletionStream(self.served_name, req.num_choices, echoes, sum(len(ids) for ids in prompt_ids),
+                                  req.include_usage, req.want_logprobs)  # fmt: skip
+        yield stream.opening()
+        if req.max_new_tokens == 0:
+            yield [stream.result(i, r) for i, r in enumerate(r for _ in prompt_ids for r in no_completions(req))]
+            yield stream.closing()
+            return
+        sequences = [seq for ids in prompt_ids for seq in request_sequences(req, ids)]
+        async for chunks in self._stream_sequences(stream, sequences):
+            yield chunks
 
     async def stats(self) -> dict:
         """Batching counters since start: generation batches run, sequences decoded, largest batch, and the same
@@ -131,6 +167,52 @@ class TeacherDeployment:
         return dict(self._stats)
 
     # ---- internals ---------------------------------------------------------------------------
+
+    def _chat_prompt_ids(self, req) -> list[int]:
+        try:
+            prompt_ids = self.engine.chat_prompt_ids(req.template_messages())
+        except Exception as exc:  # noqa: BLE001 - template errors are the client's messages, not a server fault
+            raise ProtocolError(f"messages cannot be formatted by the chat template: {exc}", param="messages")
+        self._check_prompt(prompt_ids, "messages")
+        return prompt_ids
+
+    def _echoes(self, prompt_ids: list[list[int]], scores: list, req: CompletionRequest) -> list[PromptEcho]:
+        tokens = self.engine.token_bytes
+        return [prompt_echo(ids, s, tokens, req) for ids, s in zip(prompt_ids, scores)]
+
+    async def _stream_sequences(self, stream, sequences: list[GenRequest]) -> AsyncIterator[list[dict]]:
+        """Run `sequences` (choice i is sequences[i]) through the batch queue and yield `stream`'s chunks as their
+        tokens come: each list holds the chunks of every event that had arrived, then the closing chunks.
+
+        The engine's `on_token` hook (its thread) posts each token to this loop, where `ReplyDeltas` makes the
+        certain part of it text; the sequence's result closes its choice with the rest, so an engine that never
+        calls the hook still streams, a choice at a time."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        replies = [ReplyDeltas(self.engine.token_bytes, seq.stop, self.engine.eos_token_ids) for seq in sequences]
+        running = []
+        for index, seq in enumerate(sequences):
+            seq.on_token = functools.partial(_post_threadsafe, loop, events, index)
+            task = asyncio.ensure_future(self._generate_one(seq))
+            task.add_done_callback(functools.partial(_post_outcome, events, index))
+            running.append(task)
+        while not stream.finished:
+            chunks = []
+            for index, item in await _drain(events):
+                if isinstance(item, BaseException):
+                    raise ProtocolError(str(item)) if isinstance(item, ValueError) else item
+                if isinstance(item, tuple):  # (token id, logprob entry) from the engine's hook
+                    delta = replies[index].push(*item)
+                    chunk = stream.delta(index, delta) if delta is not None else None
+                else:
+                    chunk = stream.result(index, item)
+                if chunk is not None:
+                    chunks.append(chunk)
+            if chunks:
+                yield chunks
+        closing = stream.closing()
+        if closing:
+            yield closing
 
     def _check_prompt(self, prompt_ids: list[int], param: str, generating: bool = True) -> None:
         # Checked per request so one bad request cannot fail the engine batch it would share.
@@ -220,6 +302,34 @@ class TeacherDeployment:
         return results
 
 
+def _whole(req, stream_method: str):
+    """`req` when it asks for a whole answer; a stream asked of a whole-answer handle method is a ProtocolError."""
+    if req.stream:
+        raise ProtocolError(f"stream: true is answered by `{stream_method}` (handle.options(stream=True))",
+                            param="stream")  # fmt: skip
+    return req
+
+
+def _post_threadsafe(loop, events: asyncio.Queue, index: int, token_id: int, entry) -> None:
+    loop.call_soon_threadsafe(events.put_nowait, (index, (token_id, entry)))
+
+
+def _post_outcome(events: asyncio.Queue, index: int, task: asyncio.Future) -> None:
+    if task.cancelled():
+        outcome = asyncio.CancelledError()
+    else:
+        outcome = task.exception() or task.result()
+    events.put_nowait((index, outcome))
+
+
+async def _drain(events: asyncio.Queue) -> list:
+    """The next event and every other one already waiting (one chunk list per wake-up, not per token)."""
+    found = [await events.get()]
+    while not events.empty():
+        found.append(events.get_nowait())
+    return found
+
+
 async def _each_alone_on_rejection(run, items: list) -> list:
     """`await run(items)` (one engine batch); if the engine rejects the batch with a ValueError, each item alone, so
     that only the bad ones fail: their outcome is the ValueError instead of a result."""
@@ -233,6 +343,30 @@ async def _each_alone_on_rejection(run, items: list) -> list:
             except ValueError as exc:
                 outcomes.append(exc)
         return outcomes
+
+
+# The router's helpers sit above it: `serve.ingress` pickles the routes by value when the class is defined, with
+# the module globals that exist at that point.
+def _wants_stream(body) -> bool:
+    return isinstance(body, dict) and body.get("stream") is True
+
+
+async def _server_sent_events(first: list[dict], rest) -> AsyncIterator[str]:
+    """`data: {chunk}` per chunk, then `data: [DONE]`; a failure mid-stream ends it with an error event instead."""
+    try:
+        for chunk in first:
+            yield sse_event(chunk)
+        async for chunks in rest:
+            for chunk in chunks:
+                yield sse_event(chunk)
+    except ProtocolError as exc:
+        yield sse_event(getattr(exc, "cause", exc).body())
+        return
+    except Exception as exc:  # the response has started: an error event is all a client can get
+        logger.exception("teacher stream failed")
+        yield sse_error(f"internal error: {exc}")
+        return
+    yield DONE
 
 
 @serve.deployment(name=ROUTER_DEPLOYMENT)
@@ -261,15 +395,21 @@ class TeacherRouter:
         check_api_key(request, self.api_key)
         return models_response(list(self.teachers), created=self._created)
 
-    @app.post("/v1/chat/completions")
-    async def http_chat(self, request: Request) -> dict:
+    @app.post("/v1/chat/completions", response_model=None)
+    async def http_chat(self, request: Request):
         check_api_key(request, self.api_key)
-        return await self.chat(await json_body(request))
+        body = await json_body(request)
+        if _wants_stream(body):
+            return await self._stream(body, "chat_stream")
+        return await self.chat(body)
 
-    @app.post("/v1/completions")
-    async def http_completions(self, request: Request) -> dict:
+    @app.post("/v1/completions", response_model=None)
+    async def http_completions(self, request: Request):
         check_api_key(request, self.api_key)
-        return await self.completions(await json_body(request))
+        body = await json_body(request)
+        if _wants_stream(body):
+            return await self._stream(body, "completions_stream")
+        return await self.completions(body)
 
     # ---- handle-callable methods (same bodies and answers as the routes) ---------------------
 
@@ -293,6 +433,17 @@ class TeacherRouter:
             return await getattr(handle, method).remote(body)
         except ProtocolError as exc:  # arrives wrapped in Ray's task error: answer with the replica's own error
             raise getattr(exc, "cause", exc) from None
+
+    async def _stream(self, body: dict, method: str) -> StreamingResponse:
+        """Server-sent events of the teacher's chunk lists. The first list is awaited before the response starts,
+        so a bad request is still an HTTP error (4xx with OpenAI's body); a failure later is an error event."""
+        handle = self._teacher(body).options(stream=True)
+        chunks = getattr(handle, method).remote(body)
+        try:
+            first = await chunks.__anext__()
+        except ProtocolError as exc:
+            raise getattr(exc, "cause", exc) from None
+        return StreamingResponse(_server_sent_events(first, chunks), media_type="text/event-stream")
 
     def _teacher(self, body) -> DeploymentHandle:
         if not isinstance(body, dict):

@@ -37,6 +37,7 @@ Behaviour choices (the serving layer relies on these):
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -61,6 +62,9 @@ class GenRequest:
     stop: list[str] = field(default_factory=list)
     logprobs: bool = False
     top_logprobs: int = 0  # 0..20, needs logprobs=True when > 0
+    # Called on the engine's thread with (token id, its TokenLogprob or None) as each token is chosen: the hook a
+    # streaming answer reads (serve/teacher.py). It must be quick and thread-safe; it never changes the result.
+    on_token: Callable[[int, TokenLogprob | None], None] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -249,6 +253,8 @@ class GenerationEngine:
             rows[i].token_ids.append(chosen[i])
             if i in entries:
                 rows[i].logprobs.append(entries[i])
+            if rows[i].req.on_token is not None:
+                rows[i].req.on_token(chosen[i], entries.get(i))
             self._check_finished(rows[i])
             next_ids[i] = chosen[i]
         return torch.tensor(next_ids, dtype=torch.long, device=self.device)

@@ -28,7 +28,7 @@ log-probabilities of a given text, or with vLLM's `prompt_logprobs` field:
   which only shape generated tokens. Legacy top-logprob dicts hold the k alternatives (not the chosen token
   added as a (k+1)-th), for prompt and generated tokens alike.
 Other choices: `max_tokens` defaults to 16 like OpenAI; without echo, legacy `text_offset` starts at 0 at the
-completion (OpenAI's also counted the prompt); `suffix` and `stream` are refused.
+completion (OpenAI's also counted the prompt); `suffix` is refused. `stream` is served (`openai_stream`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ The error body (`error_body`) is still a plain dict; its inner object has the sh
 
 Choices that differ from, or pin down, OpenAI's behaviour:
 - Unknown fields are ignored (clients send many we do not use); `null` means "use the default".
-- `stream=true` is refused with a 400: this server only answers whole responses.
+- `stream=true` answers with server-sent events in OpenAI's chunk format (`distill_ray.models.openai_stream`);
+  `stream_options` (`include_usage`) is refused unless `stream` is true, as OpenAI does.
 - Every message needs `content` (a string, possibly empty, or a non-empty list of text parts); a missing or
   null one is a 400 naming `messages[i].content`. OpenAI lets an assistant message with `tool_calls` omit it;
   this server takes no tools, so no message may.
@@ -61,7 +62,7 @@ from openai.types.chat import (
 from openai.types.chat.chat_completion import Choice as ChatChoice
 from openai.types.chat.chat_completion import ChoiceLogprobs
 from openai.types.chat.chat_completion_token_logprob import TopLogprob
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MAX_TOP_LOGPROBS = 20
 MAX_N = 64
@@ -106,6 +107,12 @@ def error_body(
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool | None = None
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -117,6 +124,7 @@ class _Request(BaseModel):
     seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stop: str | list[str] | None = None
     stream: bool | None = False
+    stream_options: StreamOptions | None = None
 
     @field_validator("stop")
     @classmethod
@@ -128,12 +136,17 @@ class _Request(BaseModel):
             raise ValueError("stop sequences must be non-empty strings")
         return v
 
-    @field_validator("stream")
-    @classmethod
-    def _no_stream(cls, v):
-        if v:
-            raise ValueError("stream=true is not supported by this server; send stream=false (the default)")
-        return v
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self):
+        # A ProtocolError, not a ValueError: pydantic lets it through, so it keeps its param.
+        if self.stream_options is not None and not self.stream:
+            raise ProtocolError("stream_options: only allowed when stream is true", param="stream_options")
+        return self
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a stream ends with a chunk holding the request's `usage` (stream_options.include_usage)."""
+        return bool(self.stream_options and self.stream_options.include_usage)
 
     @property
     def num_choices(self) -> int:
@@ -271,9 +284,12 @@ def _dump(obj: OpenAIModel) -> dict:
 
 
 def _chat_logprobs(entries) -> ChoiceLogprobs | None:
-    if entries is None:
-        return None
-    content = [
+    return None if entries is None else ChoiceLogprobs(content=chat_token_logprobs(entries), refusal=None)
+
+
+def chat_token_logprobs(entries) -> list[ChatCompletionTokenLogprob]:
+    """One `ChatCompletionTokenLogprob` per engine TokenLogprob-like entry (see `chat_logprobs`)."""
+    return [
         ChatCompletionTokenLogprob(
             token=entry.token,
             logprob=_finite(entry.logprob),
@@ -284,7 +300,6 @@ def _chat_logprobs(entries) -> ChoiceLogprobs | None:
         )
         for entry in entries
     ]
-    return ChoiceLogprobs(content=content, refusal=None)
 
 
 def chat_logprobs(entries) -> dict | None:

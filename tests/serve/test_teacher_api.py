@@ -204,13 +204,52 @@ def test_models_lists_served_name(client, teacher):
     assert [m.id for m in client.models.list().data] == [teacher.served_name]
 
 
-@pytest.mark.parametrize("kw", [{"n": 0}, {"temperature": -1}, {"messages": []}, {"top_logprobs": 2}, {"stream": True}])
+@pytest.mark.parametrize("kw", [{"n": 0}, {"temperature": -1}, {"messages": []}, {"top_logprobs": 2},
+                                {"stream": True, "n": 0}, {"stream": True, "max_tokens": -1}])  # fmt: skip
 def test_bad_requests_are_400(client, teacher, kw):
     kw = {"model": teacher.served_name, "messages": MSG, "max_tokens": 4, **kw}
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(**kw)
     assert info.value.status_code == 400
     assert info.value.body["message"]  # OpenAI error shape, parsed by the client
+
+
+# ---- streaming (issue 16 item 3) ---------------------------------------------------------------------------
+
+
+def test_chat_stream_matches_the_whole_answer(client, teacher):
+    kw = {"n": 2, "temperature": 1.0, "seed": 5, "max_tokens": 12, "logprobs": True, "top_logprobs": 2}
+    whole = chat(client, teacher, **kw)
+    chunks = list(chat(client, teacher, stream=True, stream_options={"include_usage": True}, **kw))
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    for choice in whole.choices:
+        mine = [c.choices[0] for c in chunks if c.choices and c.choices[0].index == choice.index]
+        assert mine[0].delta.role == "assistant"
+        assert "".join(c.delta.content or "" for c in mine) == choice.message.content
+        assert [c.finish_reason for c in mine][-1] == choice.finish_reason
+        assert [e for c in mine[1:] for e in c.logprobs.content] == choice.logprobs.content
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_completions_stream_matches_the_whole_answer(client, teacher):
+    kw = {"model": teacher.served_name, "prompt": "Once upon a time", "max_tokens": 10, "temperature": 1.0, "seed": 9}
+    whole = client.completions.create(**kw)
+    chunks = list(client.completions.create(stream=True, **kw))
+    assert all(c.object == "text_completion" for c in chunks) and len(chunks) > 1
+    assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+
+
+def test_stream_is_server_sent_events_ending_with_done(teacher):
+    body = {"model": teacher.served_name, "messages": MSG, "max_tokens": 4, "stream": True}
+    with httpx.stream("POST", teacher.base_url + "/chat/completions", json=body, timeout=120) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in response.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in events) and events[-1] == "data: [DONE]"
+    bad = {**body, "messages": [{"role": "wizard", "content": "x"}]}  # found before the stream starts: plain 400
+    response = httpx.post(teacher.base_url + "/chat/completions", json=bad, timeout=60)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "messages[0].role"
 
 
 def test_malformed_json_is_400(teacher):
@@ -267,6 +306,8 @@ def test_api_key_required(ray_cluster, serve_port, teacher):
             bad.chat.completions.create(model="locked", messages=MSG, max_tokens=2)
         with pytest.raises(openai.AuthenticationError):
             bad.models.list()
+        with pytest.raises(openai.AuthenticationError):
+            bad.chat.completions.create(model="locked", messages=MSG, max_tokens=2, stream=True)
         assert httpx.get(secured.base_url.removesuffix("/v1") + "/health").status_code == 200
         good = openai.OpenAI(base_url=secured.base_url, api_key="s3cret", max_retries=0, timeout=120)
         out = good.chat.completions.create(model="locked", messages=MSG, max_tokens=2)

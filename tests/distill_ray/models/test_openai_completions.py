@@ -136,7 +136,7 @@ def test_missing_prompt_is_400():
         ({"prompt_logprobs": 21}, "prompt_logprobs"),
         ({"logprobs": 21, "echo": True}, "logprobs"),
         ({"suffix": "x"}, "suffix"),
-        ({"stream": True, "echo": True, "max_tokens": 0}, "stream"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),  # only with stream=true
     ],
 )
 def test_bad_scoring_requests_name_the_field(fields, param):

@@ -106,7 +106,8 @@ def test_chat_message_parts_and_developer_role():
         (chat_body(top_logprobs=21, logprobs=True), "top_logprobs"),
         (chat_body(top_logprobs=2), "top_logprobs"),
         (chat_body(stop=["ok", ""]), "stop"),
-        (chat_body(stream=True), "stream"),
+        (chat_body(stream_options={"include_usage": True}), "stream_options"),  # only with stream=true
+        (chat_body(stream="maybe"), "stream"),
         ({"messages": []}, "messages"),
         ({"model": "m"}, "messages"),
         ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
@@ -135,9 +136,10 @@ def test_a_message_without_content_is_refused_in_words():
     assert parse_chat_request({"messages": [{"role": "user", "content": ""}]}).template_messages()[0]["content"] == ""
 
 
-def test_stream_message_is_clear():
-    with pytest.raises(ProtocolError, match="stream=true is not supported"):
-        parse_chat_request(chat_body(stream=True))
+def test_stream_is_accepted_with_its_options():
+    req = parse_chat_request(chat_body(stream=True, stream_options={"include_usage": True, "include_obfuscation": 0}))
+    assert req.stream and req.include_usage
+    assert not parse_chat_request(chat_body(stream=True)).include_usage
 
 
 def test_body_must_be_object():
