@@ -30,7 +30,7 @@ from distill_ray.rejects import PAYLOAD_COLUMN, REJECT_COLUMN
 
 MANIFEST_SCHEMA = pa.schema([("part", pa.string()), ("rows_in", pa.int64()), ("rows_out", pa.int64()),
                              ("rows_rejected", pa.int64()), ("records_written", pa.int64()),
-                             ("teacher_calls", pa.int64())])  # fmt: skip
+                             ("teacher_calls", pa.int64()), ("completion_tokens", pa.int64())])  # fmt: skip
 
 
 @dataclass
@@ -44,6 +44,19 @@ class Outcome:
 def table_from_rows(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """Rows -> a table with exactly `schema` (missing keys become nulls, extra keys are dropped)."""
     return pa.Table.from_pylist([{c: r.get(c) for c in schema.names} for r in rows], schema=schema)
+
+
+def completion_tokens(rows: list[dict[str, Any]]) -> int:
+    """The teacher tokens the rows hold in `completion_tokens` (a number, or a list per group), 0 without any: the
+    driver's progress bar shows them per second."""
+    total = 0
+    for row in rows:
+        value = row.get("completion_tokens")
+        if isinstance(value, int):
+            total += value
+        elif isinstance(value, list):
+            total += sum(v for v in value if isinstance(v, int))
+    return total
 
 
 class PartWriter:
@@ -85,7 +98,9 @@ class PartWriter:
         return pa.Table.from_pylist([{"part": name, "rows_in": counts.rows_in, "rows_out": counts.rows_out,
                                       "rows_rejected": counts.rows_rejected,
                                       "records_written": counts.records_written,
-                                      "teacher_calls": counts.teacher_calls}], schema=MANIFEST_SCHEMA)  # fmt: skip
+                                      "teacher_calls": counts.teacher_calls,
+                                      "completion_tokens": completion_tokens(out_rows)}],
+                                    schema=MANIFEST_SCHEMA)  # fmt: skip
 
     def _outcomes(self, rows: list[dict[str, Any]]) -> list[Outcome]:
         """One outcome per row: tagged rows rejected with their reason, the others from the processor."""

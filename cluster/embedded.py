@@ -36,6 +36,7 @@ class RayContext:
     embedded: bool
     storage_path: str  # Ray Train RunConfig.storage_path
     address: str | None
+    logs_dir: str | None = None  # the embedded cluster's log folder (Ray's `<session>/logs`); None on a cluster
 
 
 def state_paths(ray_cfg: RayConfig) -> tuple[Path, Path]:
@@ -89,20 +90,20 @@ def _loopback_allowed(loopback: bool) -> Iterator[None]:
         ray_constants.ENABLE_RAY_CLUSTER = before
 
 
-def _init_keeping_signal_handlers(**kwargs) -> None:
+def _init_keeping_signal_handlers(**kwargs):
     """`ray.init`, then the SIGINT/SIGTERM handlers the caller had. Ray installs its own SIGTERM handler in Python
     (sys.exit) and, when the driver's core worker starts, abseil's crash handler in C++ under it, which prints a
     stack and aborts; `signal.signal` re-installs the caller's at the C level too."""
     import ray
 
     if threading.current_thread() is not threading.main_thread():
-        ray.init(**kwargs)  # only the main thread can install handlers; Ray's stay
-        return
+        return ray.init(**kwargs)  # only the main thread can install handlers; Ray's stay
     before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    ray.init(**kwargs)
+    context = ray.init(**kwargs)
     for sig, handler in before.items():
         if handler is not None:  # None: installed outside Python, cannot be put back
             signal.signal(sig, handler)
+    return context
 
 
 @contextmanager
@@ -114,15 +115,18 @@ def ray_session(ray_cfg: RayConfig) -> Iterator[RayContext]:
     _, storage = state_paths(ray_cfg)
     storage.mkdir(parents=True, exist_ok=True)
     already = ray.is_initialized()
+    logs_dir = None
     if not already:
         if address:
             _init_keeping_signal_handlers(address=address, logging_level=logging.WARNING)
         else:
             with _loopback_allowed(ray_cfg.listen == "loopback"):
-                _init_keeping_signal_handlers(**embedded_init_kwargs(ray_cfg))
+                started = _init_keeping_signal_handlers(**embedded_init_kwargs(ray_cfg))
+            session = (getattr(started, "address_info", None) or {}).get("session_dir")
+            logs_dir = str(Path(session) / "logs") if session else None
     _quiet_ray_data()
     try:
-        yield RayContext(embedded=not address, storage_path=str(storage), address=address)
+        yield RayContext(embedded=not address, storage_path=str(storage), address=address, logs_dir=logs_dir)
     finally:
         if not already:
             _shutdown(embedded=not address)

@@ -35,14 +35,21 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a key, e.g. --set inference.max_new_tokens=64 (repeatable)")  # fmt: skip
         return p
 
-    with_config(sub.add_parser("run", help="run a job or a pipeline"))
-    with_config(sub.add_parser("eval", help="run a config as an eval job: models x benchmarks -> report"))
+    def with_verbose(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--verbose", action="store_true", help="also show Ray's own output on the console (Serve "
+                       "access logs, Ray Data progress); it always goes to <output_dir>/logs/")  # fmt: skip
+        return p
+
+    with_verbose(with_config(sub.add_parser("run", help="run a job or a pipeline")))
+    with_verbose(with_config(sub.add_parser("eval", help="run a config as an eval job: models x benchmarks -> report")))
     validate = with_config(sub.add_parser("validate", help="validate a config and print the resolved form"))
     validate.add_argument("--explain", action="store_true", help="also print every key with its description")
     serve = sub.add_parser("serve", help="deploy a service and print its URL")
     services = serve.add_subparsers(dest="service", required=True)
-    with_config(services.add_parser("teacher", help="the teacher LLM, OpenAI-compatible (/v1/chat/completions)"))
-    with_config(services.add_parser("reward", help="reward models + verifier (/v1/rewards, OpenRLHF /get_reward)"))
+    with_verbose(with_config(services.add_parser("teacher", help="the teacher LLM, OpenAI-compatible "
+                                                                  "(/v1/chat/completions)")))  # fmt: skip
+    with_verbose(with_config(services.add_parser("reward", help="reward models + verifier (/v1/rewards, "
+                                                                "OpenRLHF /get_reward)")))  # fmt: skip
     submit = with_config(sub.add_parser("submit", help="submit a run to a Ray cluster (Jobs API)"))
     submit.add_argument("--address", help="Jobs API address, e.g. http://head:8265 (default: $RAY_ADDRESS)")
     submit.add_argument("--wait", action="store_true", help="follow the job to its end; exit 1 unless it succeeds")
@@ -126,10 +133,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         runner.preflight(cfg, starts_ray=True)
         with stop_on_signals():
-            runner.serve_forever(cfg, args.service)
+            runner.serve_forever(cfg, args.service, verbose=args.verbose)
         return 0
     with stop_on_signals():
-        summary = runner.run_config(cfg)  # runs its own preflight before starting Ray
+        summary = runner.run_config(cfg, verbose=args.verbose)  # runs its own preflight before starting Ray
     print(f"[distill-ray] {summary.status}: {summary.output_dir}/summary.json")
     return 0
 

@@ -20,6 +20,7 @@ from distill_ray.errors import ConfigError, StageFailed, UserError, one_line
 from distill_ray.eval.eval_sets import resolve_benchmarks
 from distill_ray.models.teachers import Teacher, by_engine, teacher_roster
 from distill_ray.summary import RunSummary, StageResult
+from jobs.console import RunConsole
 from jobs.signals import Interrupted
 from jobs.stage import StageEnv
 
@@ -137,14 +138,18 @@ def _produced_by_run(path: str, run_dir: Path) -> bool:
         return False
 
 
-def run_config(cfg: JobConfig | PipelineConfig) -> RunSummary:
-    """Run every stage; raises StageFailed (exit 1) or UserError (exit 2) after recording the failure."""
+def run_config(cfg: JobConfig | PipelineConfig, verbose: bool = False) -> RunSummary:
+    """Run every stage; raises StageFailed (exit 1) or UserError (exit 2) after recording the failure.
+
+    The console shows our messages, a bar per stage and Ray's warnings; Ray's INFO output goes to
+    `<output_dir>/logs/` (jobs/console.py) unless `verbose`."""
     preflight(cfg, starts_ray=True)
     run_dir = Path(cfg.output_dir)
     summary = RunSummary(output_dir=str(run_dir))
     summary.write()
     try:
-        with ray_session(cfg.ray) as ray_ctx:
+        with RunConsole(run_dir / "logs", verbose) as console, ray_session(cfg.ray) as ray_ctx:
+            console.attach(ray_ctx.logs_dir)
             for name, job in stages_of(cfg):
                 stage_dir = run_dir if isinstance(cfg, JobConfig) else run_dir / name
                 stage_dir.mkdir(parents=True, exist_ok=True)
@@ -182,19 +187,21 @@ def _run_stage(job: JobConfig, env: StageEnv) -> StageResult:
     return result
 
 
-def serve_forever(cfg: JobConfig | PipelineConfig, service: str) -> None:
+def serve_forever(cfg: JobConfig | PipelineConfig, service: str, verbose: bool = False) -> None:
     """`distill-ray serve teacher|reward`: deploy the app, print its URL, keep serving until a stop signal.
 
     The CLI turns SIGINT/SIGTERM into `Interrupted`; on the way out `ray_session` deletes the deployments and
     stops the embedded Ray, and the exception carries the exit code (130/143) up to the CLI.
 
     The first stage's config is used: `models.teachers` (all on our engine, in one app) or `models.teacher`, with
-    `inference` (teacher); the `reward` section (reward).
+    `inference` (teacher); the `reward` section (reward). Serve's logs (access logs included) go to
+    `<output_dir>/logs/` unless `verbose` (jobs/console.py).
     """
     job = stages_of(cfg)[0][1]
     if service == "reward":
         job.reward.check_model_folders()  # before Ray starts
-    with ray_session(cfg.ray) as ray_ctx:
+    with RunConsole(Path(cfg.output_dir) / "logs", verbose) as console, ray_session(cfg.ray) as ray_ctx:
+        console.attach(ray_ctx.logs_dir)
         if service == "reward":
             from serve.reward import deploy_reward
 

@@ -28,7 +28,7 @@ from distill_ray.data.part_store import PartStore, StoreTotals, export_rejected
 from distill_ray.data.sources import resolve_source
 from distill_ray.models.teachers import Teacher, teacher_roster
 from distill_ray.summary import StageResult
-from jobs.data.resumable import drain, new_run_id, open_store, resumable_map, stage_result
+from jobs.data.resumable import drain, new_run_id, open_store, resumable_map, rows_to_do, stage_result
 from jobs.data.sources import problems_dataset
 from jobs.stage import LIGHT, StageEnv
 from jobs.teachers import reach_teachers
@@ -86,7 +86,7 @@ def generate_samples(
             key_column="id", key_prefix=f"{teacher.name}|",
             concurrency=teacher.inference.concurrency, batch_size=teacher.inference.batch_size,
         ))  # fmt: skip
-    totals = drain(stage, store, run_id, manifests, schemas.SAMPLE)
+    totals = drain(stage, store, run_id, manifests, schemas.SAMPLE, total=rows_to_do(problems, store, len(teachers)))
     if kept_dir is not None:
         shutil.rmtree(kept_dir, ignore_errors=True)
         written = ray.data.read_parquet(str(store.root), ray_remote_args=LIGHT)

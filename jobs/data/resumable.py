@@ -28,6 +28,7 @@ from distill_ray.config import JobConfig
 from distill_ray.data.part_store import PartStore, StoreTotals, export_rejected, fingerprint
 from distill_ray.models.teachers import model_teacher
 from distill_ray.summary import StageResult
+from jobs.console import StageProgress
 from jobs.stage import StageEnv
 from jobs.teachers import reach_teachers
 
@@ -56,9 +57,15 @@ def resumable_map(ds: ray.data.Dataset, store: PartStore, run_id: str, processor
     """`ds` through a pool of PartWriter actors; the result is a dataset of manifest rows."""
     return ds.map_batches(
         PartWriter,
-        fn_constructor_kwargs=dict(processor_cls=processor_cls, processor_kwargs=processor_kwargs,
-                                   store_root=str(store.root), fingerprint=store.fingerprint, run_id=run_id,
-                                   key_column=key_column, key_prefix=key_prefix),  # fmt: skip
+        fn_constructor_kwargs=dict(
+            processor_cls=processor_cls,
+            processor_kwargs=processor_kwargs,
+            store_root=str(store.root),
+            fingerprint=store.fingerprint,
+            run_id=run_id,
+            key_column=key_column,
+            key_prefix=key_prefix,
+        ),  # fmt: skip
         batch_size=batch_size,
         batch_format="pyarrow",
         concurrency=concurrency,
@@ -67,17 +74,21 @@ def resumable_map(ds: ray.data.Dataset, store: PartStore, run_id: str, processor
 
 
 def drain(stage: StageEnv, store: PartStore, run_id: str, manifests: list[ray.data.Dataset],
-          schema: pa.Schema) -> StoreTotals:  # fmt: skip
-    """Run the pipeline(s) to the end with a progress line, then total every committed part."""
+          schema: pa.Schema, total: int | None = None) -> StoreTotals:  # fmt: skip
+    """Run the pipeline(s) to the end with a progress bar (rows done of `total`, the rows this run has to do, when
+    known; teacher tokens/s), then total every committed part."""
     ds = manifests[0].union(*manifests[1:]) if len(manifests) > 1 else manifests[0]
     done = rejected = parts = 0
     last = time.time()
     try:
-        for m in ds.iter_rows():
-            done, rejected, parts = done + m["rows_in"], rejected + m["rows_rejected"], parts + 1
-            if time.time() - last >= PROGRESS_EVERY_S:
-                log.info("%s: %d rows done in %d part(s), %d rejected", stage.name, done, parts, rejected)
-                last = time.time()
+        with StageProgress(stage.name, total, _relative(store.root, stage.output_dir)) as bar:
+            for m in ds.iter_rows():
+                done, rejected, parts = done + m["rows_in"], rejected + m["rows_rejected"], parts + 1
+                bar.update(m["rows_in"], m["completion_tokens"])
+                if time.time() - last >= PROGRESS_EVERY_S:
+                    log.debug("%s: %d rows done in %d part(s), %d rejected", stage.name, done, parts, rejected)
+                    last = time.time()
+            bar.finish()
     except Exception as exc:  # noqa: BLE001 - re-raised with what the user needs to know
         reason = _teacher_down(exc)
         if reason is None:
@@ -110,6 +121,19 @@ def _teacher_down(exc: BaseException) -> str | None:
     return None
 
 
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(Path(path).relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def rows_to_do(inputs: ray.data.Dataset, store: PartStore, passes: int = 1) -> int:
+    """How many rows the stage's manifests will report this run: the input rows once per pass (per teacher), less
+    those committed by an earlier run. Counting reads the input once more, a small cost next to the teacher calls."""
+    return max(0, inputs.count() * passes - len(store.done_keys()))
+
+
 def stage_result(stage: StageEnv, job_type: str, totals: StoreTotals, outputs: dict[str, Path | str]) -> StageResult:
     """summary.json's entry: counts over all committed parts, and what this run reused."""
     c = totals.counts
@@ -137,6 +161,6 @@ def run_teacher_stage(job: JobConfig, stage: StageEnv, *, job_type: str, out_nam
         manifests = resumable_map(ds, store, run_id, processor_cls, {"teacher": teacher, **processor_kwargs},
                                   key_column=key_column, concurrency=job.inference.concurrency,
                                   batch_size=job.inference.batch_size)  # fmt: skip
-        totals = drain(stage, store, run_id, [manifests], output_schema)
+        totals = drain(stage, store, run_id, [manifests], output_schema, total=rows_to_do(ds, store))
     export_rejected([store], stage.rejected_file, stage.name)
     return stage_result(stage, job_type, totals, {out_name: store.root}), store

@@ -41,3 +41,10 @@ def test_tagged_rows_are_rejected_with_their_reason_and_the_others_processed(tmp
     (reject,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert reject["reason"] == "blank line: line 2" and reject["row"] == {"where": "line 2", "text": ""}
     assert store.totals("run").counts.reasons == {"blank line": 1}
+
+
+def test_manifest_counts_the_teacher_tokens_the_rows_hold():
+    from actors.part_writer import completion_tokens
+
+    rows = [{"completion_tokens": 3}, {"completion_tokens": [1, 2, None]}, {"response": "no count"}]
+    assert completion_tokens(rows) == 6 and completion_tokens([]) == 0

@@ -1,0 +1,80 @@
+"""What `distill-ray run` prints (jobs/console.py): a bar and a summary per stage and warnings on the console, Ray's
+INFO output (Serve access logs, Ray Data's progress dumps) in `<output_dir>/logs/`; `--verbose` shows it again.
+
+One small real generate stage per mode, each with its own embedded cluster, as a user runs it; the routing itself
+is checked in this process, without a cluster.
+"""
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, free_port
+
+SUMMARY = re.compile(r"\[distill-ray\] stage 'generate' done in [\d.]+s: 4 in, 4 out, 0 rejected")
+# What Serve's replicas log per call (access logs), its controller's notes, Ray Data's progress dumps.
+RAY_NOISE = ("CALL chat OK", "(ServeController", "(ServeReplica", "Running Dataset", "Total Progress")
+
+
+def _run(tmp_path, *flags: str) -> tuple[str, object]:
+    state_dir, out = f"/tmp/dr-con-{free_port()}", tmp_path / "out"
+    cfg = tmp_path / "generate.yaml"
+    cfg.write_text(
+        "job_type: generate\n"
+        f"output_dir: {out}\n"
+        "models: {teacher: 'tiny:smollm2'}\n"
+        "dataset: {instruction_path: 'procedural:arithmetic', limit: 4}\n"
+        f"inference: {{max_new_tokens: 4, batch_size: 2, concurrency: 1, serve: {{port: {free_port()}}}}}\n"
+        f"ray: {{state_dir: {state_dir}}}\n"
+    )
+    try:
+        proc = subprocess.run([sys.executable, "-m", "jobs.cli", "run", str(cfg), *flags], cwd=REPO, timeout=380,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)  # fmt: skip
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return proc.stdout, out
+
+
+def test_ray_info_goes_to_the_run_log_and_warnings_stay_on_the_console(tmp_path, capsys):
+    from jobs.console import QUIET_ENV, RunConsole
+
+    before = os.environ.get("RAY_SERVE_LOG_TO_STDERR")
+    with RunConsole(tmp_path / "logs") as console:
+        assert {k: os.environ[k] for k in QUIET_ENV} == QUIET_ENV  # what Ray's processes start with
+        console.attach(ray_logs_dir=None)
+        logging.getLogger("ray.data.demo").info("Execution plan of Dataset demo")
+        logging.getLogger("ray.serve").warning("a replica is slow")
+    err = capsys.readouterr().err
+    assert "Execution plan" not in err and "a replica is slow" in err
+    written = (tmp_path / "logs" / "ray.log").read_text()
+    assert "Execution plan of Dataset demo" in written and "a replica is slow" in written
+    assert os.environ.get("RAY_SERVE_LOG_TO_STDERR") == before  # put back on the way out
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(400)
+def test_console_shows_bar_and_summary_and_ray_output_goes_to_the_run_logs(tmp_path):
+    console, out = _run(tmp_path)
+    assert SUMMARY.search(console), console[-3000:]
+    assert re.search(r"stage 'generate' generations: 100%[^\n]*4/4", console), console[-3000:]  # its bar, finished
+    noise = [line for line in console.splitlines() if any(n in line for n in RAY_NOISE)]
+    assert not noise, noise[:5]
+    logs = out / "logs"
+    assert "Running Dataset" in (logs / "ray.log").read_text()  # Ray Data's dumps, in this process's Ray log
+    replicas = list((logs / "serve").glob("replica_teacher-generate_TeacherDeployment_*.log"))
+    assert replicas and "CALL chat OK" in "".join(p.read_text() for p in replicas)  # Serve's access log
+    assert (logs / "ray-session").is_symlink()  # the embedded cluster's log folder, linked during the run
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(400)
+def test_verbose_brings_ray_output_back(tmp_path):
+    console, out = _run(tmp_path, "--verbose")
+    assert SUMMARY.search(console), console[-3000:]
+    assert "CALL chat OK" in console and "Running Dataset" in console
+    assert "Running Dataset" in (out / "logs" / "ray.log").read_text()
