@@ -40,8 +40,8 @@ QUICK = {"model": "tiny:smollm2", "min_tokens": 4, "max_tokens": 16}
 CONCURRENCY = (1, 8, 32)
 SAMPLES = (1, 8)
 PAGE = 64  # tokens per KV page of transformers' paged cache
-TOPICS = ["the sum of 17 and 25", "why the sky is blue", "the prime numbers below 30", "a proof that sqrt(2) is "
-          "irrational", "how a binary search works", "the area of a circle of radius 3", "what a derivative is",
+TOPICS = ["the sum of 17 and 25", "why the sky is blue", "the prime numbers below 30", ("a proof that sqrt(2) is "
+          "irrational"), "how a binary search works", "the area of a circle of radius 3", "what a derivative is",
           "the rules of chess in short"]  # fmt: skip
 
 

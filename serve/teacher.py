@@ -12,7 +12,11 @@ Shape of the app:
   there are several), each with its own replicas and autoscaling. Each replica owns one
   `distill_ray.models.engine.GenerationEngine`.
 
-Batching: every request is split into single sequences (n choices x prompts), each sent through a
+Batching: every request is split into single sequences (n choices x prompts). With `scheduling: continuous` (the
+default; docs/engines.md) each sequence is submitted to the replica's `ContinuousBatcher`
+(`distill_ray.models.continuous`) as it arrives and joins the running batch at the next decode step; the
+batcher's thread is the only one that touches the model, and scoring runs on it between two steps. With
+`scheduling: static` each sequence goes through a
 `@serve.batch` method, so sequences of concurrent requests share one engine batch. Prompts to score (legacy
 completions with `echo` and `logprobs`, or `prompt_logprobs`: the teacher scoring API of
 `distill_ray.models.openai_completions`) go one per prompt through a second `@serve.batch` method, so the
@@ -49,6 +53,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from distill_ray.config.schema import InferenceConfig, ServeConfig
+from distill_ray.models.continuous import ContinuousBatcher, supports
 from distill_ray.models.engine import GenerationEngine, GenRequest, GenResult, pick_device
 from distill_ray.models.loading import resolve_model
 from distill_ray.models.openai_completions import (
@@ -61,7 +66,6 @@ from distill_ray.models.openai_completions import (
 )
 from distill_ray.models.openai_protocol import ProtocolError, chat_response, models_response, parse_chat_request
 from distill_ray.models.openai_stream import DONE, ChatStream, CompletionStream, ReplyDeltas, sse_error, sse_event
-from distill_ray.models.continuous import ContinuousBatcher, supports
 from distill_ray.models.teachers import Teacher, model_teacher
 from serve.http import add_error_handlers, check_api_key, json_body, start_proxy
 from serve.metrics import TeacherMetrics
