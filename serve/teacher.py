@@ -12,7 +12,11 @@ Shape of the app:
   there are several), each with its own replicas and autoscaling. Each replica owns one
   `distill_ray.models.engine.GenerationEngine`.
 
-Batching: every request is split into single sequences (n choices x prompts), each sent through a
+Batching: every request is split into single sequences (n choices x prompts). With `scheduling: continuous` (the
+default; docs/engines.md) each sequence is submitted to the replica's `ContinuousBatcher`
+(`distill_ray.models.continuous`) as it arrives and joins the running batch at the next decode step; the
+batcher's thread is the only one that touches the model, and scoring runs on it between two steps. With
+`scheduling: static` each sequence goes through a
 `@serve.batch` method, so sequences of concurrent requests share one engine batch. Prompts to score (legacy
 completions with `echo` and `logprobs`, or `prompt_logprobs`: the teacher scoring API of
 `distill_ray.models.openai_completions`) go one per prompt through a second `@serve.batch` method, so the
@@ -49,6 +53,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from distill_ray.config.schema import InferenceConfig, ServeConfig
+from distill_ray.models.continuous import ContinuousBatcher, supports
 from distill_ray.models.engine import GenerationEngine, GenRequest, GenResult, pick_device
 from distill_ray.models.loading import resolve_model
 from distill_ray.models.openai_completions import (
@@ -103,6 +108,16 @@ class TeacherDeployment:
         self.engine = GenerationEngine(resolve_model(model_spec), device=device, dtype=dtype,
                                        torch_threads=serve_cfg.torch_threads)  # fmt: skip
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="teacher-engine")
+        # Continuous scheduling: one thread owns the model; sequences join and leave its running batch per step,
+        # and scoring runs on that thread between steps. Static: Serve's batch queue and the executor above.
+        self.batcher = None
+        if serve_cfg.scheduling == "continuous":
+            if supports(self.engine):
+                self.batcher = ContinuousBatcher(self.engine, max_slots=serve_cfg.max_batch_size)
+                self.batcher.start()
+            else:
+                logger.warning("%s: its KV cache cannot join and leave a running batch; static batches instead",
+                               served_name)  # fmt: skip
         # The decorator's sizes are placeholders; the config's win (the queue is built lazily on
         # the first call, so setting them here applies before any batch forms).
         for batched in (self._generate_one, self._score_one):
@@ -162,9 +177,15 @@ class TeacherDeployment:
             yield chunks
 
     async def stats(self) -> dict:
-        """Batching counters since start: generation batches run, sequences decoded, largest batch, and the same
-        for scoring (`score_batches`, `scored_sequences`, `max_score_batch`) with the tokens scored."""
-        return dict(self._stats)
+        """Batching counters since start: generation batches run (continuous scheduling: groups of sequences that
+        joined the running batch, one prefill each), sequences decoded, largest batch (continuous: most sequences
+        running at once), and the same for scoring (`score_batches`, `scored_sequences`, `max_score_batch`) with
+        the tokens scored. Continuous scheduling adds the scheduler's own counters under `continuous`."""
+        stats = dict(self._stats)
+        if self.batcher is not None:
+            live = dict(self.batcher.stats)
+            stats.update(batches=live["prefills"], max_batch=live["max_running"], continuous=live)
+        return stats
 
     # ---- internals ---------------------------------------------------------------------------
 
@@ -193,7 +214,7 @@ class TeacherDeployment:
         running = []
         for index, seq in enumerate(sequences):
             seq.on_token = functools.partial(_post_threadsafe, loop, events, index)
-            task = asyncio.ensure_future(self._generate_one(seq))
+            task = asyncio.ensure_future(self._generate(seq))
             task.add_done_callback(functools.partial(_post_outcome, events, index))
             running.append(task)
         while not stream.finished:
@@ -255,11 +276,26 @@ class TeacherDeployment:
 
     async def _sample(self, prompt_ids: list[int], req) -> list[GenResult]:
         """The request's n choices for one prompt, each as its own batched sequence."""
-        outcomes = await asyncio.gather(*(self._generate_one(seq) for seq in request_sequences(req, prompt_ids)))
+        outcomes = await asyncio.gather(*(self._generate(seq) for seq in request_sequences(req, prompt_ids)))
         for outcome in outcomes:
             if isinstance(outcome, Exception):
                 raise ProtocolError(str(outcome))
         return list(outcomes)
+
+    async def _generate(self, seq: GenRequest) -> GenResult | ValueError:
+        """One sequence's result, or the engine's ValueError for it: through the continuous scheduler when it
+        runs (the sequence joins the running batch at the next step), else through Serve's batch queue."""
+        if self.batcher is None:
+            return await self._generate_one(seq)
+        self._stats["sequences"] += 1
+        started = time.perf_counter()
+        try:
+            result = await asyncio.wrap_future(self.batcher.submit(seq))
+        except ValueError as exc:
+            return exc
+        self._metrics.record_batch(self.batcher.stats["running"] + 1, result.completion_tokens,
+                                   time.perf_counter() - started)  # fmt: skip
+        return result
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _generate_one(self, sequences: list[GenRequest]) -> list[GenResult | ValueError]:
@@ -289,7 +325,10 @@ class TeacherDeployment:
         loop = asyncio.get_running_loop()
 
         async def score(batch: list[tuple[list[int], int]]) -> list[list]:
-            return await loop.run_in_executor(self._executor, self.engine.score, [ids for ids, _ in batch], k)
+            sequences = [ids for ids, _ in batch]
+            if self.batcher is not None:  # the model's one thread, between two decode steps
+                return await asyncio.wrap_future(self.batcher.call(lambda: self.engine.score(sequences, k)))
+            return await loop.run_in_executor(self._executor, self.engine.score, sequences, k)
 
         return await _each_alone_on_rejection(score, jobs)
 

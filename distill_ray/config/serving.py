@@ -36,8 +36,15 @@ class ServeConfig(Section):
     )  # fmt: skip
     access_log: bool = Field(True, description="Log one line per request in each replica (Serve's access log).")
     max_ongoing_requests: int = Field(32, ge=1, description="Hard cap of in-flight requests per replica.")
-    max_batch_size: int = Field(8, ge=1, description="Sequences decoded (teacher) or items scored (reward models) together in one batch.")
-    batch_wait_timeout_s: float = Field(0.05, ge=0, description="How long a batch waits to fill up.")
+    max_batch_size: int = Field(8, ge=1, description="Sequences decoded (teacher) or items scored (reward models) together in one batch; with `scheduling: continuous`, the teacher's slots: sequences decoding at once.")
+    batch_wait_timeout_s: float = Field(0.05, ge=0, description="How long a batch waits to fill up (static batches and scoring; continuous scheduling never waits).")
+    scheduling: Literal["continuous", "static"] = Field(
+        "continuous",
+        description="How the teacher's transformers engine batches: `continuous` = a sequence joins the running "
+        "batch as soon as a slot is free and leaves when it ends, and the samples of one prompt share its prefill "
+        "(distill_ray/models/continuous.py); `static` = Serve's batch queue forms a batch that runs until its "
+        "longest sequence ends. Models with sliding-window or non-standard caches fall back to static.",
+    )
     num_cpus: float = Field(0.5, gt=0, description="CPU share reserved per replica (fractional on small boxes).")
     num_gpus: float = Field(0, ge=0, description="GPU share reserved per replica (Ray sets CUDA_VISIBLE_DEVICES).")
     device: Literal["auto", "cpu", "cuda"] = Field(
