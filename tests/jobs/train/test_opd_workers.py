@@ -161,7 +161,8 @@ def _worker(rank: int, root: str, student: str, teacher: str) -> None:
                                                5.0, [], teacher_dir=teacher)  # fmt: skip
                 out = f"{root}/{case}-{loss}"
                 config = {"objective": objective, "phases": [asdict(Phase("opd", f"{root}/rows.parquet", PROMPTS, 1))],
-                          "output_dir": out, "training": t, "fit_started": 0.0}  # fmt: skip
+                          "output_dir": out, "training": t, "fit_started": 0.0, "run_dir": out, "stage": "opd",
+                          "student": str(student)}  # fmt: skip
                 run = TrainRun(config, rank, world, torch.device("cpu"))
                 seen = {}
 
