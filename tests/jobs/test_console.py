@@ -5,8 +5,6 @@ One small real generate stage per mode, each with its own embedded cluster, as a
 is checked in this process, without a cluster.
 """
 
-import logging
-import os
 import re
 import shutil
 import subprocess
