@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import os
 import random
 import sys
@@ -69,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def log(message: str) -> None:
-    print(f"[soak] {message}", file=sys.stderr, flush=True)
+    logging.getLogger("soak").info(message)
 
 
 # ---- what is sent --------------------------------------------------------------------------------
@@ -313,6 +314,7 @@ def measure(args: argparse.Namespace, state_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[soak] %(message)s", stream=sys.stderr)
     with ray_state_dir("soak") as state_dir:
         result = measure(args, state_dir)
     for name in ("teacher", "reward"):
