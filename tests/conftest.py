@@ -72,16 +72,18 @@ def ray_worker_pids(title: str) -> list[int]:
     return pids
 
 
-def sigkill_ray_worker(title: str, timeout_s: float = 60.0) -> int:
+def sigkill_ray_worker(title: str, timeout_s: float = 60.0, several: bool = False) -> int:
     """SIGKILL the one Ray worker process titled with `title` (waiting up to `timeout_s` for it to exist) and
-    return its PID: a crash as the OS sees it, not a polite `ray.kill`. Fails if none or several match."""
+    return its PID: a crash as the OS sees it, not a polite `ray.kill`. Fails if none or, unless `several` (then
+    the one with the lowest PID dies, e.g. one Ray Train worker of a group), several match."""
     deadline = time.time() + timeout_s
     while not (pids := ray_worker_pids(title)):
         assert time.time() < deadline, f"no Ray worker process titled {title!r}"
         time.sleep(0.1)
-    assert len(pids) == 1, f"several Ray worker processes titled {title!r}: {pids}"
-    os.kill(pids[0], signal.SIGKILL)
-    return pids[0]
+    assert several or len(pids) == 1, f"several Ray worker processes titled {title!r}: {pids}"
+    victim = min(pids)
+    os.kill(victim, signal.SIGKILL)
+    return victim
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from distill_ray.config.openrlhf import OpenRLHFConfig
 from distill_ray.config.section import Section
@@ -243,7 +243,7 @@ class TrainingConfig(Section):
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     max_length: int = Field(512, ge=8, description="Tokens per sequence (prompt + response), truncated.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip.")
-    num_workers: int = Field(2, ge=1, description="Ray Train workers (DDP over gloo on CPU).")
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (over gloo on CPU, NCCL on GPU).")
     cpus_per_worker: float = Field(0.5, gt=0, description="CPU share per worker (fractional avoids deadlocks).")
     use_gpu: bool = Field(False, description="Train on GPUs (NCCL) instead of CPU (gloo).")
     save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps (and at the end).")
@@ -279,10 +279,40 @@ class TrainingConfig(Section):
         "MLFLOW_TRACKING_URI is set). Empty: nothing is written or sent. wandb and mlflow need "
         "`pip install 'distill-ray[tracking]'`.",
     )
+    strategy: Literal["ddp", "deepspeed"] = Field(
+        "ddp",
+        description="How the workers share the training: `ddp` = every worker holds the whole model, its gradients "
+        "and AdamW state (16 bytes a parameter in fp32), gradients all-reduced; `deepspeed` = DeepSpeed ZeRO "
+        "(stage `zero_stage`) partitions the optimizer state and gradients (stage 2) and the weights too (stage 3) "
+        "over the workers, so a student that does not fit one device trains on several. Checkpoints are then "
+        "DeepSpeed's sharded ones; the final model is consolidated into one HF folder. Needs "
+        "`pip install deepspeed` (docs/training.md, 'Sharded training').",
+    )
+    zero_stage: Literal[2, 3] = Field(
+        3,
+        description="strategy: deepspeed: the ZeRO stage. 2 shards optimizer state and gradients (every worker keeps "
+        "all weights: every trainer); 3 shards the weights too (sft, advdistill, dpo, rm; kd reads the output "
+        "layer's weight outside the forward pass and grpo/opd generate on rank 0 alone, so those need stage 2). A "
+        "`zero_optimization.stage` in training.deepspeed wins over this key.",
+    )
     deepspeed: dict[str, Any] | str | None = Field(
         None,
-        description="A DeepSpeed ZeRO config (mapping or JSON file path) for GPU training. Not used on CPU "
-        "(a warning says so); the GPU trainers reject it until DeepSpeed checkpoints are wired in.",
+        description="strategy: deepspeed: your own DeepSpeed config (a mapping, or a JSON file path) merged over "
+        "the one built from training.* (ZeRO stage, micro-batch size, gradient accumulation, clipping, bf16); "
+        "your keys win, e.g. `zero_optimization: {offload_optimizer: {device: cpu}}`. `auto` values are filled in. "
+        "Batch sizes, gradient_accumulation_steps and gradient_clipping must agree with training.*, and "
+        "`optimizer` / `scheduler` are refused: the trainers own AdamW and the LR schedule.",
+    )
+    mixed_precision: Literal["auto", "bf16", "no"] = Field(
+        "auto",
+        description="Compute dtype of forward and backward: `bf16` (autocast under ddp; DeepSpeed's bf16 mode, "
+        "fp32 master weights in the optimizer, under deepspeed), `no` = fp32, `auto` = bf16 when use_gpu, else "
+        "fp32.",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Activation checkpointing: keep only each layer's inputs and recompute the rest in backward "
+        "(about a third more compute for a fraction of the activation memory; for long CoTs on big students).",
     )
 
     @field_validator("report_to", mode="before")
@@ -292,6 +322,14 @@ class TrainingConfig(Section):
             value = [] if value == "none" else [value]
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             value = list(dict.fromkeys(value))  # a repeated name is one tracker
+        return value
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _deepspeed_needs_strategy(cls, value, info: ValidationInfo):
+        if value is not None and info.data.get("strategy") == "ddp":  # strategy is declared (so validated) first
+            raise ValueError("a DeepSpeed config is only used with training.strategy: deepspeed; set that, or "
+                             "remove this key")  # fmt: skip
         return value
 
     @model_validator(mode="after")

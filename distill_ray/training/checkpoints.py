@@ -6,6 +6,9 @@ at most a `.tmp-step_*` folder, which the next run removes before looking for th
 Every checkpoint's `model/` is a servable HF folder (safetensors + tokenizer). A LoRA run's checkpoints hold
 `adapter/` instead (peft's adapter files + tokenizer: the base weights never change), and its final export is
 the adapter in `<stage>/adapter/` plus the merged model in `<stage>/model/` (`distill_ray/training/lora.py`).
+Under `training.strategy: deepspeed` a checkpoint holds every rank's ZeRO shards in `deepspeed/` (written by all
+ranks, `save_sharded_checkpoint`), the tokenizer in `tokenizer/` and the loop state; only the final model is
+gathered into an HF folder.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ def clear_partial_checkpoints(root: Path) -> None:
 
 
 def unwrap(model):
+    """The trained module inside a DDP wrapper or a DeepSpeed engine (else `model` itself)."""
     from torch.nn.parallel import DistributedDataParallel
 
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    wrapped = isinstance(model, DistributedDataParallel) or type(model).__module__.startswith("deepspeed.")
+    return model.module if wrapped else model
 
 
 def save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, tokenizer, annotate=None) -> Path:
@@ -65,6 +70,38 @@ def save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, tokeni
     return final
 
 
+def save_sharded_checkpoint(root: Path, state: dict, tokenizer, rank: int, write_shards) -> Path:
+    """A checkpoint every rank writes a part of (DeepSpeed ZeRO): `write_shards(folder)` on every rank, then rank 0
+    adds the tokenizer and the loop state and renames the folder to `root/step_N`, atomically as above.
+
+    Collective: every rank must call it at the same step (barriers around the writes). The temp folder's name is
+    fixed (`.tmp-step_N-sharded`), since every rank must find it; a killed run's is removed by
+    `clear_partial_checkpoints` like any other."""
+    import torch.distributed as dist
+
+    final = root / f"step_{state['step']}"
+    if final.is_dir():  # resumed from it with nothing left to do (every rank sees the same folder)
+        return final
+    tmp = root / f".tmp-step_{state['step']}-sharded"
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True, mode=0o755)
+    _barrier(dist)
+    write_shards(tmp)
+    _barrier(dist)
+    if rank == 0:
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        (tmp / STATE_FILE).write_text(json.dumps(state))
+        os.rename(tmp, final)
+    _barrier(dist)  # no rank looks for step_N before it exists
+    return final
+
+
+def _barrier(dist) -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def model_folder(model) -> str:
     """What a checkpoint calls its weights: `adapter` for a LoRA (peft) model, else `model`."""
     from distill_ray.training.lora import ADAPTER, is_peft
@@ -72,8 +109,9 @@ def model_folder(model) -> str:
     return ADAPTER if is_peft(unwrap(model)) else "model"
 
 
-def save_final_model(dest: Path, model, tokenizer, annotate=None) -> None:
-    """The trained model as an HF folder (safetensors + tokenizer), replacing any older one.
+def save_final_model(dest: Path, model, tokenizer, annotate=None, state_dict: dict | None = None) -> None:
+    """The trained model as an HF folder (safetensors + tokenizer), replacing any older one. `state_dict`: the
+    weights to write instead of the module's own (ZeRO-3 gathers them; its module holds only this rank's part).
 
     A LoRA model also leaves its adapter in `dest`'s sibling `adapter/`, then is merged (in place: the last use of
     it) so `dest` is a plain HF folder like any other trainer's."""
@@ -83,7 +121,7 @@ def save_final_model(dest: Path, model, tokenizer, annotate=None) -> None:
     if is_peft(inner):
         _replace_folder(dest.with_name(ADAPTER), lambda tmp: _save_model(tmp, inner, tokenizer, annotate))
         inner = merge(inner)
-    _replace_folder(dest, lambda tmp: _save_model(tmp, inner, tokenizer, annotate))
+    _replace_folder(dest, lambda tmp: _save_model(tmp, inner, tokenizer, annotate, state_dict))
 
 
 def _replace_folder(dest: Path, write) -> None:
@@ -100,8 +138,8 @@ def _replace_folder(dest: Path, write) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _save_model(folder: Path, model, tokenizer, annotate) -> None:
-    unwrap(model).save_pretrained(folder)
+def _save_model(folder: Path, model, tokenizer, annotate, state_dict: dict | None = None) -> None:
+    unwrap(model).save_pretrained(folder, **({"state_dict": state_dict} if state_dict is not None else {}))
     tokenizer.save_pretrained(folder)  # so every saved model is a servable HF folder
     if annotate is not None:
         annotate(folder)

@@ -57,8 +57,7 @@ class DPOObjective(Objective):
 
         spec = self.options.reference_model or self.model_spec
         key = "training.dpo.reference_model" if self.options.reference_model else "models.student"
-        self.reference = load_causal_lm(resolve_model(spec, key)).to(device).eval()
-        self.reference.requires_grad_(False)
+        self.reference = self.place_frozen(load_causal_lm(resolve_model(spec, key)), device)
 
     def units(self, batch):
         return len(batch["betas"])

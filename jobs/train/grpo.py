@@ -52,8 +52,7 @@ class GRPOObjective(RolloutObjective):
         super().setup_worker(device)
         self.client = RewardClient(self.reward_url, self.api_key, self.timeout_s)
         if self.options.beta > 0:
-            self.reference = load_causal_lm(self.start_path()).to(device).eval()
-            self.reference.requires_grad_(False)
+            self.reference = self.place_frozen(load_causal_lm(self.start_path()), device)
 
     def loss(self, model, batch, denom):
         import torch

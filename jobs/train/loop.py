@@ -2,7 +2,7 @@
 
 Where it sits: a trainer job's driver checks its rows, writes the clean ones to Parquet in its stage
 folder and calls `fit(job, stage, objective, phases)`. `fit` starts a `TorchTrainer`; every worker
-runs `train_loop_per_worker`, the plain loop below (DDP over gloo on CPU, NCCL on GPU). What differs
+runs `train_loop_per_worker`, the plain loop below (DDP over gloo on CPU, NCCL on GPU; or DeepSpeed ZeRO, see below). What differs
 between jobs is the `Objective`: how rows become micro-batches, which model is trained, and how a
 micro-batch becomes a loss. Rank 0 writes `<stage>/checkpoints/step_N/` and the final HF model to
 `<stage>/model/` (see `distill_ray/training/checkpoints.py`).
@@ -40,6 +40,13 @@ LoRA (`training.lora`, `distill_ray/training/lora.py`): `load_student` is where 
 so adapters are attached here once, for all of them; checkpoints then hold the adapter (and the optimizer
 state of its parameters), a resume loads it onto the student's start weights, and the end of training writes
 the adapter and the merged model. The driver checks the settings against the student and any checkpoint first.
+
+Strategy (`training.strategy`): `ddp` wraps the student in DDP (Ray Train's `prepare_model`); `deepspeed` hands the
+student, AdamW and the LR schedule to a DeepSpeed ZeRO engine (`distill_ray/training/zero.py`), which then reduces
+gradients, clips and steps; the normalisation above is unchanged (backward without DeepSpeed's own division by
+the accumulation steps). Its checkpoints are sharded (every rank writes its part, rank 0 the loop state) and its
+final model is gathered into one HF folder. `training.mixed_precision` bf16 is autocast under ddp and DeepSpeed's
+bf16 mode under deepspeed; `training.gradient_checkpointing` is set in `load_student`.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ from distill_ray.training.checkpoints import (
     latest_step,
     save_checkpoint,
     save_final_model,
+    save_sharded_checkpoint,
 )
 from distill_ray.training.lora import ADAPTER
 from distill_ray.training.schedule import Phase, lr_factor
@@ -88,7 +96,7 @@ def fit(job: JobConfig, stage: StageEnv, objective: Objective, phases: list[Phas
 
     t = job.training
     out = stage.output_dir.resolve()
-    _check_deepspeed(t)
+    _check_strategy(t, objective, out / "checkpoints")
     _check_lora(t, objective, out / "checkpoints")
     _check_trackers(t)
     _check_free_cpus(t, stage)
@@ -126,13 +134,31 @@ def fit(job: JobConfig, stage: StageEnv, objective: Objective, phases: list[Phas
     return metrics
 
 
-def _check_deepspeed(t: TrainingConfig) -> None:
-    if t.deepspeed is None:
+def _check_strategy(t: TrainingConfig, objective: Objective, ckpt_root: Path) -> None:
+    """training.strategy can run this objective and continue the newest checkpoint: ConfigErrors before any worker
+    starts (a DeepSpeed config that does not build, a job stage 3 cannot train, a checkpoint of another strategy
+    or, for ZeRO's sharded checkpoints, of another worker count)."""
+    if t.strategy == "deepspeed":
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError("training.strategy", "deepspeed is not installed: pip install 'distill-ray[gpu]' (or "
+                              "deepspeed alone)")  # fmt: skip
+        from distill_ray.training import zero
+
+        zero.check_objective(objective.job_type, zero.deepspeed_config(t), t.lora is not None)
+    latest = latest_checkpoint(ckpt_root)
+    if latest is None:
         return
-    if t.use_gpu:
-        raise ConfigError("training.deepspeed", "DeepSpeed is not wired into the trainers yet; remove it to train "
-                          "with DDP (NCCL)")  # fmt: skip
-    log.warning("training.deepspeed is ignored on CPU (use_gpu: false); training with DDP over gloo")
+    saved = json.loads((latest / STATE_FILE).read_text())
+    strategy = saved.get("strategy", "ddp")
+    if strategy != t.strategy:
+        raise ConfigError("training.strategy", f"the newest checkpoint ({latest}) was trained with {strategy!r}; "
+                          f"resume with that strategy, or remove {ckpt_root} to start over")  # fmt: skip
+    if strategy == "deepspeed" and saved.get("world_size") != t.num_workers:
+        raise ConfigError("training.num_workers", f"the newest checkpoint ({latest}) holds ZeRO shards of "
+                          f"{saved.get('world_size')} workers; resume with that many (DeepSpeed's ds_to_universal "
+                          "converts a checkpoint for another count)")  # fmt: skip
 
 
 def _check_lora(t: TrainingConfig, objective: Objective, ckpt_root: Path) -> None:
@@ -190,15 +216,16 @@ def train_loop_per_worker(config: dict) -> dict | None:
     torch.set_num_threads(1)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ctx = ray.train.get_context()
+    os.environ.setdefault("LOCAL_RANK", str(ctx.get_local_rank()))  # DeepSpeed reads it (torchrun's name)
     run = TrainRun(config, ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
     started, steps_before, units_before = time.time(), run.state["step"], run.state["units"]
     ok = False
     try:
         run.train()
+        run.save_final()  # every rank: ZeRO-3 gathers the weights from all of them
         if run.rank != 0:
             ok = True
             return None
-        run.save_final()
         metrics = run.metrics(started, steps_before, units_before, config["fit_started"])
         (run.out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
         ok = True
@@ -209,15 +236,22 @@ def train_loop_per_worker(config: dict) -> dict | None:
 
 def load_student(objective: Objective, t: TrainingConfig, checkpoint: Path | None):
     """The model a trainer trains: the student from its start spec or the checkpoint's `model/`; with
-    training.lora, the student from its start spec with fresh adapters or the checkpoint's `adapter/`."""
+    training.lora, the student from its start spec with fresh adapters or the checkpoint's `adapter/`; with
+    training.gradient_checkpointing, set to recompute activations in backward. (Under strategy deepspeed the
+    caller passes no checkpoint: the engine loads its shards over the start weights.)"""
     from distill_ray.training import lora
 
     if checkpoint is not None:  # the driver checked it already; a worker still refuses a mismatch
         lora.check_resume(t.lora, _saved_lora(checkpoint), checkpoint)
+    base = objective.load_model(checkpoint / "model" if checkpoint and t.lora is None else objective.start_path())
+    if t.gradient_checkpointing:
+        # Non-reentrant checkpointing also works when the inputs' embeddings are frozen (LoRA).
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if t.lora is None:
-        return objective.load_model(checkpoint / "model" if checkpoint else objective.start_path())
+        return base
     adapter = checkpoint / ADAPTER if checkpoint else None
-    return lora.attach(objective.load_model(objective.start_path()), t.lora, objective.peft_task_type, t.seed, adapter)
+    model = lora.attach(base, t.lora, objective.peft_task_type, t.seed, adapter)
+    return model
 
 
 def _saved_lora(checkpoint: Path) -> dict | None:
@@ -255,26 +289,39 @@ class TrainRun:
         import torch
 
         t, latest = self.t, self.latest
+        from distill_ray.training import zero
         from distill_ray.training.lora import trainable_parameters
 
-        student = load_student(self.objective, t, latest)
+        self.zero_config = zero.deepspeed_config(t) if t.strategy == "deepspeed" else None
+        # Stage 3: alive while models load, so from_pretrained builds them partitioned (also a frozen reference).
+        self._zero3 = zero.zero3_init(self.zero_config) if self.zero_config else None
+        student = load_student(self.objective, t, None if self.zero_config else latest)
         self.param_counts = trainable_parameters(student)  # (trainable, all): before the final export merges LoRA
-        self.model = ray.train.torch.prepare_model(student)
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in student.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
         total = sum(p.steps for p in self.phases)
         warmup = math.ceil(t.warmup_ratio * total)
         schedule = lambda s: lr_factor(t.lr_scheduler_type, s, warmup, total)  # noqa: E731
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        if self.zero_config:
+            self.model = zero.initialize(student, self.optimizer, self.scheduler, self.zero_config)
+            if zero.zero_stage(self.zero_config) == 3:
+                self.objective.frozen_config = self.zero_config  # a reference model gets partitioned too
+        else:
+            self.model = ray.train.torch.prepare_model(student)
+        self.autocast = zero.use_bf16(t) and not self.zero_config  # DeepSpeed runs its own bf16 mode
         # Seed info travels with the state: per-rank RNGs are re-derived from (seed, rank, step) on resume.
         self.state = {"step": 0, "phase": 0, "epoch": 0, "samples_in_epoch": 0, "losses": [], "units": 0, "evals": [],
                       "metrics": {m: [] for m in self.objective.metric_names}, "total_steps": total,
                       "phases": [asdict(p) for p in self.phases], "seed": t.seed, "world_size": self.world,
                       "per_device_train_batch_size": t.per_device_train_batch_size,
-                      "lora": t.lora.model_dump(mode="json") if t.lora else None}  # fmt: skip
-        if latest:
+                      "lora": t.lora.model_dump(mode="json") if t.lora else None, "strategy": t.strategy}  # fmt: skip
+        if latest and self.zero_config:
+            zero.load(self.model, latest / zero.CHECKPOINT_DIR)  # weights, optimizer and scheduler shards
+        elif latest:
             self.optimizer.load_state_dict(torch.load(latest / "optimizer.pt", map_location="cpu", weights_only=True))
             self.scheduler.load_state_dict(torch.load(latest / "scheduler.pt", map_location="cpu", weights_only=True))
+        if latest:
             saved = json.loads((latest / STATE_FILE).read_text())
             self.state.update({k: saved[k] for k in RESUMED_KEYS if k in saved})
             self.state["phase"] = min(self.state["phase"], len(self.phases) - 1)  # the curriculum got shorter
@@ -333,7 +380,7 @@ class TrainRun:
             every = self.objective.eval_steps
             if every and (self.state["step"] % every == 0 or self.state["step"] == total):
                 self._evaluate()
-            if self.rank == 0 and self.state["step"] % self.t.save_steps == 0 and self.state["step"] < total:
+            if self.state["step"] % self.t.save_steps == 0 and self.state["step"] < total:
                 self._save_checkpoint()  # the final one is written after the loop
 
     def _step(self, micro: list[dict], total: int) -> None:
@@ -345,22 +392,34 @@ class TrainRun:
         denom = max(step_units, 1.0) / self.world
         totals = [0.0] * (1 + len(names))  # loss, then each metric, as shares of the step's global mean
         tokens = 0
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it on after it)
         for i, batch in enumerate(micro):
             # DDP all-reduces gradients on every backward; only the step's last micro-batch needs it.
             last = i == len(micro) - 1
-            sync = nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
+            sync = nullcontext() if last or self.zero_config or not hasattr(self.model, "no_sync") else self.model.no_sync()
+            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else nullcontext()
             with sync:
-                loss, metrics = self.objective.loss(self.model, {k: v.to(self.device) for k, v in batch.items()}, denom)
-                loss.backward()
+                with autocast:
+                    loss, metrics = self.objective.loss(self.model, {k: v.to(self.device) for k, v in batch.items()},
+                                                        denom)  # fmt: skip
+                if self.zero_config:
+                    # The loss is already a share of the whole step; DeepSpeed reduces, clips and steps
+                    # (optimizer and scheduler) on the step's last micro-batch.
+                    self.model.backward(loss, scale_wrt_gas=False)
+                    self.model.step()
+                else:
+                    loss.backward()
             totals[0] += loss.item()
             tokens += self.objective.tokens(batch)
             for j, name in enumerate(names):
                 totals[1 + j] += metrics[name] * units[i] / denom
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.max_grad_norm)
-        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it on below)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.zero_config:
+            grad_norm = self.model.get_global_grad_norm()
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
         self.state["step"] += 1
         self.state["units"] += int(step_units)
         wants_report = self.rank == 0 and _report_due(self.state["step"], total, self.t.logging_steps,
@@ -425,15 +484,28 @@ class TrainRun:
                           "epoch": state["epoch"], "phase": self.phases[state["phase"]].name, **extra})  # fmt: skip
         self._reports.update(time=time.time(), step=state["step"])
 
-    # -- saving and metrics (rank 0)
+    # -- saving (every rank calls these; under DDP rank 0 alone writes) and metrics (rank 0)
 
     def _save_checkpoint(self) -> None:
-        save_checkpoint(self.ckpt_root, self.model, self.optimizer, self.scheduler, self.state, self.tokenizer,
-                        self.objective.annotate)  # fmt: skip
+        if self.zero_config:
+            from distill_ray.training import zero
+
+            save_sharded_checkpoint(self.ckpt_root, self.state, self.tokenizer, self.rank,
+                                    lambda folder: zero.save(self.model, folder / zero.CHECKPOINT_DIR))  # fmt: skip
+        elif self.rank == 0:
+            save_checkpoint(self.ckpt_root, self.model, self.optimizer, self.scheduler, self.state, self.tokenizer,
+                            self.objective.annotate)  # fmt: skip
 
     def save_final(self) -> None:
+        """The last checkpoint, then the trained model as one HF folder (gathered from the shards under ZeRO-3)."""
         self._save_checkpoint()
-        save_final_model(self.out / "model", self.model, self.tokenizer, self.objective.annotate)
+        weights = None
+        if self.zero_config:
+            from distill_ray.training import zero
+
+            weights = zero.consolidated_state_dict(self.model)  # collective under stage 3
+        if self.rank == 0:
+            save_final_model(self.out / "model", self.model, self.tokenizer, self.objective.annotate, weights)
 
     def metrics(self, started: float, steps_before: int, units_before: int, fit_started: float) -> dict:
         seconds = time.time() - started

@@ -59,7 +59,19 @@ class Objective:
         raise NotImplementedError
 
     def setup_worker(self, device) -> None:
-        """Per-worker state beyond the trained model (e.g. a frozen reference model)."""
+        """Per-worker state beyond the trained model (e.g. a frozen reference model, placed with `place_frozen`)."""
+
+    frozen_config: dict | None = None  # set by the loop under ZeRO-3: frozen models are partitioned like the student
+
+    def place_frozen(self, model, device):
+        """A frozen model (no gradients, eval mode) on `device`, or partitioned by a ZeRO-3 engine when the student
+        is (`distill_ray/training/zero.py`)."""
+        model.requires_grad_(False)
+        if self.frozen_config is not None:
+            from distill_ray.training.zero import frozen
+
+            return frozen(model, self.frozen_config)
+        return model.to(device).eval()
 
     def units(self, batch: dict) -> int:
         raise NotImplementedError
