@@ -1,5 +1,6 @@
-"""training.strategy: deepspeed against DDP: the same SFT steps under ZeRO-2 and ZeRO-3 as under DDP, and a
-ZeRO-3 run resumed from a sharded checkpoint ending where the uninterrupted run ends.
+"""training.strategy: deepspeed against DDP: the same SFT steps under ZeRO-2 and ZeRO-3 as under DDP, the same
+DPO steps under ZeRO-3 (the frozen reference partitioned too) as under DDP, and a ZeRO-3 run resumed from a
+sharded checkpoint ending where the uninterrupted run ends.
 
 The trainer's own code runs in every worker: `jobs.train.loop.TrainRun` (rows from Parquet, seeded shards, the
 step's unit all-reduce, the loss normalisation) with `SFTObjective`, on 2 local processes in one gloo group on
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.timeout(900)
 
 STEPS, SAVE_EVERY = 4, 2
 CASES = {"ddp": None, "zero2": 2, "zero3": 3}
+DPO_CASES = {"dpo_ddp": None, "dpo_zero3": 3}  # DPO's frozen reference is partitioned too under stage 3
 
 
 def _stand_in_prepare_model(model):
@@ -48,14 +50,16 @@ def _training(stage: int | None):
 
 def _run(rank: int, root: str, student: str, name: str, stage: int | None) -> list[float]:
     from distill_ray.training.schedule import Phase
+    from jobs.train.dpo import DPOObjective
     from jobs.train.loop import TrainRun
     from jobs.train.sft import SFTObjective
 
     t = _training(stage)
     out = f"{root}/{name}"
-    config = {"objective": SFTObjective(student, None, "{problem}", t),
-              "phases": [asdict(Phase("sft", f"{root}/rows.parquet", 16, STEPS))], "output_dir": out, "training": t,
-              "fit_started": 0.0, "run_dir": out, "stage": "sft", "student": student}  # fmt: skip
+    kind, objective = ("dpo", DPOObjective) if name.startswith("dpo") else ("sft", SFTObjective)
+    config = {"objective": objective(student, None, "{problem}", t),
+              "phases": [asdict(Phase(kind, f"{root}/{kind}.parquet", 16, STEPS))], "output_dir": out, "training": t,
+              "fit_started": 0.0, "run_dir": out, "stage": kind, "student": student}  # fmt: skip
     run = TrainRun(config, rank, 2, torch.device("cpu"))
     run.train()
     run.save_final()
@@ -77,7 +81,7 @@ def _worker(rank: int, root: str, student: str) -> None:
     ray.train.report = lambda metrics, **_: None
     ray.train.torch.prepare_model = _stand_in_prepare_model
     try:
-        for name, stage in CASES.items():
+        for name, stage in {**CASES, **DPO_CASES}.items():
             losses = _run(rank, root, student, name, stage)
             if rank == 0:
                 torch.save(losses, f"{root}/{name}.pt")
@@ -107,10 +111,15 @@ def runs(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("zero")
     rows = [{"problem": f"What is {a} + {a + 3}?", "response": f"{a} + {a + 3} = {2 * a + 3}. The answer is "
              f"\\boxed{{{2 * a + 3}}}."} for a in range(16)]  # fmt: skip
-    pq.write_table(pa.Table.from_pylist(rows), root / "rows.parquet")
+    pq.write_table(pa.Table.from_pylist(rows), root / "sft.parquet")
+    pairs = [{"problem": r["problem"], "chosen": r["response"], "rejected": f"It is {i}.", "beta": None}
+             for i, r in enumerate(rows)]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(pairs, schema=pa.schema(
+        [("problem", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()), ("beta", pa.float64())])),
+        root / "dpo.parquet")  # fmt: skip
     mp.spawn(_worker, args=(str(root), str(tiny_model_dir)), nprocs=2, join=True)
     out = {}
-    for name in [*CASES, "zero3_resumed"]:
+    for name in [*CASES, *DPO_CASES, "zero3_resumed"]:
         model = load_causal_lm(root / name / "model")
         out[name] = (torch.load(root / f"{name}.pt"), {k: v.float() for k, v in model.state_dict().items()})
     out["start"] = (None, load_causal_lm(tiny_model_dir).state_dict())
@@ -150,3 +159,12 @@ def test_zero3_resumed_run_ends_where_the_uninterrupted_one_ends(runs):
     assert losses[SAVE_EVERY:] == pytest.approx(full_losses[SAVE_EVERY:], rel=1e-6)
     moved = _max_weight_gap(full_weights, runs["start"][1])
     assert _max_weight_gap(weights, full_weights) <= 1e-6 * moved
+
+
+def test_dpo_under_zero3_matches_ddp_with_its_reference_partitioned(runs):
+    ddp_losses, ddp_weights = runs["dpo_ddp"]
+    losses, weights = runs["dpo_zero3"]
+    assert ddp_losses[0] == pytest.approx(0.6931, abs=1e-3)  # policy = reference at step 1: -log sigmoid(0)
+    assert losses == pytest.approx(ddp_losses, rel=1e-5)
+    moved = _max_weight_gap(ddp_weights, runs["start"][1])
+    assert _max_weight_gap(weights, ddp_weights) <= 1e-3 * moved
