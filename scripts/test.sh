@@ -7,4 +7,6 @@ bash scripts/setup.sh
 .venv/bin/distill-ray models prepare builtin:smollm2-135m-instruct tiny:smollm2 >/dev/null
 # The layer contract of docs/architecture.md (pyproject.toml [tool.importlinter]): arrows only point down.
 .venv/bin/lint-imports
+# DeepSpeed builds its CPU communication op on first use (about a minute); keep the build for later runs.
+export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

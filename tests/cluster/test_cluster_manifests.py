@@ -34,6 +34,7 @@ EXPECTED_KINDS = {
     "rayservice-teacher.yaml": {"RayService"},
     "rayservice-reward.yaml": {"RayService"},
     "rayjob-recipe.yaml": {"RayJob"},
+    "rayjob-sft-7b.yaml": {"RayJob"},
 }
 # rayproject/ray:<ray version>[-py<XY>][-gpu|-cpu|-cu<NNN>]
 IMAGE = re.compile(r"^rayproject/ray:(?P<version>\d+\.\d+\.\d+)(?:-(?P<py>py\d+))?(?:-(?P<platform>gpu|cpu|cu\d+))?$")
@@ -369,12 +370,13 @@ def test_manifest_args_build_exactly_the_listed_deployments(file, builder, prefi
 # ---- RayJob -------------------------------------------------------------------------------------------
 
 
-def test_rayjob_runs_a_recipe_with_distill_ray_run(monkeypatch):
+@pytest.mark.parametrize("file", ["rayjob-recipe.yaml", "rayjob-sft-7b.yaml"])
+def test_rayjob_runs_a_recipe_with_distill_ray_run(monkeypatch, file):
     from cluster.embedded import state_paths
     from distill_ray.config import load_config
     from jobs.cli import _parser
 
-    job = manifest("rayjob-recipe.yaml", "RayJob")["spec"]
+    job = manifest(file, "RayJob")["spec"]
     argv = shlex.split(job["entrypoint"])
     assert argv[:2] == ["distill-ray", "run"], job["entrypoint"]
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
@@ -400,6 +402,13 @@ def test_rayjob_runs_a_recipe_with_distill_ray_run(monkeypatch):
     RuntimeEnv(**runtime_env)
     assert runtime_env["working_dir"].endswith(".zip")
     assert any(str(p).replace(" ", "").startswith("distill-ray@") for p in runtime_env["pip"])
+    t = getattr(cfg, "training", None)  # a pipeline's stages have their own
+    if t is not None and t.use_gpu:  # the job's cluster has a GPU for every Ray Train worker, and what its strategy imports
+        gpus = sum(gpu_limit(c) * g["maxReplicas"] for g in job["rayClusterSpec"]["workerGroupSpecs"]
+                   for c in g["template"]["spec"]["containers"])  # fmt: skip
+        assert gpus >= t.num_workers, f"{file}: {gpus} GPUs for {t.num_workers} workers"
+        if t.strategy == "deepspeed":
+            assert any(str(p).startswith("deepspeed") for p in runtime_env["pip"]), file
 
 
 # ---- cluster launcher ---------------------------------------------------------------------------------
