@@ -138,3 +138,40 @@ def test_gradient_checkpointing_is_set_on_the_student(tiny_model_dir):
             model = load_student(SFTObjective(str(tiny_model_dir), "", "{problem}", t), t, None)
             inner = model.get_base_model() if lora else model
             assert inner.is_activation_checkpointing is on
+
+
+@pytest.mark.parametrize(("mode", "dtype"), [("bf16", "torch.bfloat16"), ("auto", "torch.float32")])
+def test_mixed_precision_autocasts_the_ddp_forward(tmp_path, tiny_model_dir, monkeypatch, mode, dtype):
+    """One real TrainRun step (world 1, Ray Train's calls stood in) records the dtype of the logits the loss saw:
+    bf16 under `mixed_precision: bf16`; fp32 under `auto` on CPU. The weights stay fp32 either way."""
+    from dataclasses import asdict
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray.train
+    import ray.train.torch
+
+    from distill_ray.training.schedule import Phase
+    from jobs.train.loop import TrainRun
+    from jobs.train.sft import SFTObjective
+
+    monkeypatch.setattr(ray.train, "report", lambda *a, **k: None)
+    monkeypatch.setattr(ray.train.torch, "prepare_model", lambda model: model)
+    seen = []
+
+    class Recording(SFTObjective):
+        def loss(self, model, batch, denom):
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            seen.append(str(out.logits.dtype))
+            return super().loss(model, batch, denom)
+
+    pq.write_table(pa.Table.from_pylist([{"problem": "1+1?", "response": "2"}] * 2), tmp_path / "rows.parquet")
+    t = TrainingConfig(max_steps=1, num_workers=1, per_device_train_batch_size=2, mixed_precision=mode)
+    config = {"objective": Recording(str(tiny_model_dir), "", "{problem}", t), "training": t, "fit_started": 0.0,
+              "phases": [asdict(Phase("sft", str(tmp_path / "rows.parquet"), 2, 1))], "output_dir": str(tmp_path / "o"),
+              "run_dir": str(tmp_path), "stage": "sft", "student": str(tiny_model_dir)}  # fmt: skip
+    run = TrainRun(config, 0, 1, __import__("torch").device("cpu"))
+    run.train()
+    assert seen == [dtype]
+    assert {str(p.dtype) for p in run.model.parameters()} == {"torch.float32"}
+    assert run.state["losses"][0] > 0
