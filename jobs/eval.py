@@ -3,11 +3,10 @@
 Every model (`evaluation.models`, else `evaluation.model`, else `models.student`) is deployed once, all in one
 Serve app (`eval-<stage>`, one deployment per model, routed by the OpenAI `model` field, which is the model's label
 here), and the models answer every benchmark (`evaluation.benchmarks`, else `dataset`) `evaluation.num_samples`
-times, one model after another; every answer is verified. One after another, not side by side: on a small box the
-models would share the same cores, and one model at a time keeps its engine's slots full (docs/engines.md,
-"Keeping the engine full"). Per-row results go to
-`<stage>/results/<model>/<benchmark>/` (Parquet, so anyone can re-score) and the report
-(`report.md`, `report.json`, PNG plots) to `<stage>/`.
+times, one model after another (measured against side by side: docs/engines.md, "Keeping the engine full"), so
+they share one replica's CPU share (`eval_roster`); every answer is verified. Per-row results go to
+`<stage>/results/<model>/<benchmark>/` (Parquet, so anyone can re-score) and the report (`report.md`, `report.json`,
+PNG plots) to `<stage>/`.
 """
 
 from __future__ import annotations
@@ -43,13 +42,21 @@ def models_to_evaluate(job: JobConfig) -> dict[str, str]:
 
 
 def eval_roster(models: dict[str, str], inference: InferenceConfig) -> list[Teacher]:
-    """The models under evaluation as teachers (label order), to be deployed together in one app: on a served engine
+    """The models under evaluation as teachers (label order), to be deployed together in one app. On a served engine
     (transformers, vllm) each answers to its label, which is unique where specs may not be (one model twice, or
-    specs that derive the same name); an `openai` model keeps its own id at its endpoint."""
+    specs that derive the same name), and its replicas reserve `1/len(models)` of `inference.serve`'s CPU and GPU
+    shares: the models take turns, so together they reserve what one model did when each had an app of its own (a
+    2-core box could not otherwise place the callers and Ray Data's light tasks beside three replicas). All of them
+    are loaded at once, so they must fit in memory together. An `openai` model keeps its own id at its endpoint."""
+    served = sum(1 for spec in models.values() if model_teacher(spec, inference).engine != "openai")
+    serve = inference.serve.model_copy(update={"num_cpus": inference.serve.num_cpus / max(served, 1),
+                                               "num_gpus": inference.serve.num_gpus / max(served, 1)})  # fmt: skip
     roster = []
     for label, spec in models.items():
         teacher = model_teacher(spec, inference)
-        roster.append(teacher if teacher.engine == "openai" else replace(teacher, served_name=label))
+        if teacher.engine != "openai":
+            teacher = replace(teacher, served_name=label, inference=inference.model_copy(update={"serve": serve}))
+        roster.append(teacher)
     return roster
 
 

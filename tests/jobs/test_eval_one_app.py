@@ -8,12 +8,21 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from distill_ray.config import build_config
+from distill_ray.config import InferenceConfig, build_config
 from jobs.stage import StageEnv
 
-pytestmark = pytest.mark.ray
+
+def test_the_models_answer_to_their_labels_and_share_one_replicas_cpu():
+    from jobs.eval import eval_roster
+
+    inference = InferenceConfig(serve={"num_cpus": 0.6, "max_batch_size": 4})
+    roster = eval_roster({"before": "tiny:smollm2", "after": "tiny:smollm2", "third": "tiny:smollm2?seed=1"}, inference)
+    assert [t.served_name for t in roster] == ["before", "after", "third"]
+    assert [t.inference.serve.num_cpus for t in roster] == pytest.approx([0.2] * 3)
+    assert {t.inference.serve.max_batch_size for t in roster} == {4} and inference.serve.num_cpus == 0.6
 
 
+@pytest.mark.ray
 def test_eval_of_two_models_deploys_one_app_serving_both(tmp_path, ray_cluster, serve_port, caplog):
     from ray import serve
 
