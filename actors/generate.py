@@ -28,12 +28,13 @@ log = logging.getLogger(__name__)
 
 
 class CoTGenerator(TeacherCaller):
-    """Calls one teacher for each (problem, temperature); one outcome per problem."""
+    """Calls one teacher for each (problem, temperature); one outcome per problem. At most `max_in_flight` requests
+    of a batch are sent at once (the stage sizes it: `distill_ray.models.in_flight`)."""
 
     output_schema = schemas.SAMPLE
 
-    def __init__(self, teacher: Teacher, distillation: DistillationConfig):
-        super().__init__(teacher)
+    def __init__(self, teacher: Teacher, distillation: DistillationConfig, max_in_flight: int = 16):
+        super().__init__(teacher, max_in_flight)
         self.inference, self.distillation = teacher.inference, distillation
 
     def process(self, problems: list[dict[str, Any]]) -> list[Outcome]:

@@ -1,27 +1,30 @@
 """Job `eval`: models side by side on benchmarks, through the same service machinery as the teacher.
 
-Each model (`evaluation.models`, else `evaluation.model`, else `models.student`) is deployed as its own
-Serve app and answers every benchmark (`evaluation.benchmarks`, else `dataset`)
-`evaluation.num_samples` times; every answer is verified. Per-row results go to
-`<stage>/results/<model>/<benchmark>/` (Parquet, so anyone can re-score) and the report
-(`report.md`, `report.json`, PNG plots) to `<stage>/`.
+Every model (`evaluation.models`, else `evaluation.model`, else `models.student`) is deployed once, all in one
+Serve app (`eval-<stage>`, one deployment per model, routed by the OpenAI `model` field, which is the model's label
+here), and the models answer every benchmark (`evaluation.benchmarks`, else `dataset`) `evaluation.num_samples`
+times, one model after another (measured against side by side: docs/engines.md, "Keeping the engine full"), so
+they share one replica's CPU share (`eval_roster`); every answer is verified. Per-row results go to
+`<stage>/results/<model>/<benchmark>/` (Parquet, so anyone can re-score) and the report (`report.md`, `report.json`,
+PNG plots) to `<stage>/`.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from distill_ray.config import JobConfig
+from distill_ray.config import InferenceConfig, JobConfig
 from distill_ray.data.part_store import export_rejected
 from distill_ray.errors import ConfigError
 from distill_ray.eval.eval_sets import Benchmark, group_lookup, resolve_benchmarks
 from distill_ray.eval.report import write_report
-from distill_ray.models.teachers import model_teacher
+from distill_ray.models.teachers import Teacher, model_teacher
 from distill_ray.summary import StageResult
-from jobs.data.generate import generate_samples
+from jobs.data.generate import generate_samples, warn_if_underfilled
 from jobs.stage import StageEnv
 from jobs.teachers import reach_teachers
 
@@ -38,6 +41,25 @@ def models_to_evaluate(job: JobConfig) -> dict[str, str]:
     return {"model": spec}
 
 
+def eval_roster(models: dict[str, str], inference: InferenceConfig) -> list[Teacher]:
+    """The models under evaluation as teachers (label order), to be deployed together in one app. On a served engine
+    (transformers, vllm) each answers to its label, which is unique where specs may not be (one model twice, or
+    specs that derive the same name), and its replicas reserve `1/len(models)` of `inference.serve`'s CPU and GPU
+    shares: the models take turns, so together they reserve what one model did when each had an app of its own (a
+    2-core box could not otherwise place the callers and Ray Data's light tasks beside three replicas). All of them
+    are loaded at once, so they must fit in memory together. An `openai` model keeps its own id at its endpoint."""
+    served = sum(1 for spec in models.values() if model_teacher(spec, inference).engine != "openai")
+    serve = inference.serve.model_copy(update={"num_cpus": inference.serve.num_cpus / max(served, 1),
+                                               "num_gpus": inference.serve.num_gpus / max(served, 1)})  # fmt: skip
+    roster = []
+    for label, spec in models.items():
+        teacher = model_teacher(spec, inference)
+        if teacher.engine != "openai":
+            teacher = replace(teacher, served_name=label, inference=inference.model_copy(update={"serve": serve}))
+        roster.append(teacher)
+    return roster
+
+
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
     ev = job.evaluation
     inference = job.inference.model_copy(update={
@@ -52,14 +74,15 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     result = StageResult(name=stage.name, job_type="eval")
     rows: list[dict] = []
     stores = []
-    for index, (label, spec) in enumerate(models.items()):
-        app_name = f"eval-{stage.name}-{index}"
-        with reach_teachers([model_teacher(spec, inference)], app_name, inference.serve) as (model,):
+    roster = eval_roster(models, inference)
+    warn_if_underfilled(stage.name, roster)
+    with reach_teachers(roster, f"eval-{stage.name}", inference.serve) as reached:
+        for label, model in zip(models, reached):
             for bench in benchmarks:
                 bench_job = job.model_copy(update={"dataset": bench.dataset})
                 bench_inf = inference.model_copy(update={"user_template": bench.user_template})
                 out = generate_samples(bench_job, stage, [model.with_inference(bench_inf)], distillation,
-                                       f"results/{label}/{bench.name}", kept_dir=None)  # fmt: skip
+                                       f"results/{label}/{bench.name}", kept_dir=None, check_fill=False)  # fmt: skip
                 result.rows_in += out.records_in
                 result.rows_out += out.totals.counts.rows_out
                 result.count_rejects(list(out.totals.counts.reasons.elements()))

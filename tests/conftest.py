@@ -162,14 +162,31 @@ def assert_declared_schema(folder: Path, declared) -> None:
 
 @pytest.fixture
 def scripted():
-    """A loopback OpenAI-style server answering each POST with the next (status, body) of `answers`; counts requests."""
-    state = {"answers": [], "requests": 0}
+    """A loopback OpenAI-style server answering each POST with the next (status, body) of `answers` (then `default`
+    if set, else 503), after `delay_s`; counts requests, and the sequences in flight (a request's `n`, default 1)
+    now and at most (`max_sequences`)."""
+    state = {"answers": [], "requests": 0, "default": None, "delay_s": 0.0, "sequences": 0, "max_sequences": 0}
+    lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 - http.server's naming
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            state["requests"] += 1
-            status, body = state["answers"].pop(0) if state["answers"] else (503, {"error": {"message": "busy"}})
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            try:
+                n = int(json.loads(raw).get("n") or 1)
+            except (ValueError, AttributeError, TypeError):
+                n = 1
+            with lock:
+                state["requests"] += 1
+                state["sequences"] += n
+                state["max_sequences"] = max(state["max_sequences"], state["sequences"])
+            try:
+                time.sleep(state["delay_s"])
+                with lock:
+                    answer = state["answers"].pop(0) if state["answers"] else state["default"]
+            finally:
+                with lock:
+                    state["sequences"] -= n
+            status, body = answer or (503, {"error": {"message": "busy"}})
             payload = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

@@ -110,8 +110,13 @@ class InferenceConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
     num_samples: int = Field(1, ge=1, description="Samples per problem per temperature (OpenAI `n`).")
     seed: int | None = Field(None, description="Base sampling seed; each (row, temperature) derives its own.")
-    concurrency: int = Field(2, ge=1, description="Ray Data actors calling the teacher at once.")
-    batch_size: int = Field(4, ge=1, description="Rows per Ray Data batch handed to one caller.")
+    concurrency: int = Field(2, ge=1, description="Ray Data actors calling the teacher at once (callers).")
+    batch_size: int = Field(
+        4, ge=1,
+        description="Rows per Ray Data batch handed to one caller, whose requests it sends at once: a stage keeps "
+        "concurrency x batch_size x temperatures x num_samples sequences in flight, and warns when that is below "
+        "the teacher engine's slots (serve.max_replicas x serve.max_batch_size; docs/engines.md).",
+    )  # fmt: skip
     request_timeout_s: float = Field(600, gt=0, description="Per-request timeout.")
     max_retries: int = Field(3, ge=0, description="Retries with exponential backoff on transient teacher errors.")
     tokenizer: str | None = Field(

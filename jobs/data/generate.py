@@ -4,14 +4,17 @@ Streaming on Ray Data: the source is read lazily and every teacher (`models.teac
 `models.teacher`) gets its own Serve deployment and its own pool of `CoTGenerator` callers
 (`concurrency` each); the pools run side by side and commit scored samples as parts of
 `<stage>/generations/` (see jobs/data/resumable.py: a killed run resumes without repeating a problem a
-teacher already answered). Kept samples (per `distillation.keep`) are then streamed from the parts to
-`dataset.labeled_path` or `<stage>/kept/`, ready for SFT or the next stage.
+teacher already answered). Each caller sends a batch's requests at once; the stage warns once, with the numbers,
+when the callers cannot keep a teacher engine's slots busy (distill_ray/models/in_flight.py, docs/engines.md).
+Kept samples (per `distillation.keep`) are then streamed from the parts to `dataset.labeled_path` or
+`<stage>/kept/`, ready for SFT or the next stage.
 
 Counts are per (problem, teacher): rows_in = rows_out + rows_rejected; `records_written` is samples.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +29,15 @@ from distill_ray.config import DistillationConfig, InferenceConfig, JobConfig
 from distill_ray.data import schemas
 from distill_ray.data.part_store import PartStore, StoreTotals, export_rejected
 from distill_ray.data.sources import resolve_source
+from distill_ray.models.in_flight import fill_plan, fill_warning
 from distill_ray.models.teachers import Teacher, teacher_roster
 from distill_ray.summary import StageResult
 from jobs.data.resumable import drain, new_run_id, open_store, resumable_map, rows_to_do, stage_result
 from jobs.data.sources import problems_dataset
 from jobs.stage import LIGHT, StageEnv
 from jobs.teachers import reach_teachers
+
+log = logging.getLogger(__name__)
 
 STAT_COLUMNS = ["id", "teacher", "correct", "kept", "format_reward", "completion_tokens"]
 
@@ -65,9 +71,13 @@ def generate_samples(
     distillation: DistillationConfig,
     samples_name: str,
     kept_dir: Path | None,
+    check_fill: bool = True,
 ) -> GenerationRun:
     """Generate (or finish generating) every sample into `<stage>/<samples_name>/` from the reachable
-    `teachers` (each asked with its own `inference`), then rewrite `kept_dir` (if given) from it."""
+    `teachers` (each asked with its own `inference`), then rewrite `kept_dir` (if given) from it. With `check_fill`,
+    first log one warning if the callers cannot keep a teacher engine's slots busy (`warn_if_underfilled`)."""
+    if check_fill:
+        warn_if_underfilled(stage.name, teachers)
     settings = {
         "teachers": {t.name: [t.served_name, t.endpoint.base_url, _sampling(t.inference)] for t in teachers},
         "distillation": distillation.model_dump(),
@@ -82,7 +92,7 @@ def generate_samples(
         rows = problems if index == 0 else problems.filter(expr=col("error").is_null(), **LIGHT)
         manifests.append(resumable_map(
             rows, store, run_id, CoTGenerator,
-            dict(teacher=teacher, distillation=distillation),
+            dict(teacher=teacher, distillation=distillation, max_in_flight=fill_plan(teacher).requests_per_caller),
             key_column="id", key_prefix=f"{teacher.name}|",
             concurrency=teacher.inference.concurrency, batch_size=teacher.inference.batch_size,
         ))  # fmt: skip
@@ -96,6 +106,15 @@ def generate_samples(
     # Only the small columns that the statistics need are read into this process.
     stats = sample_stats(pq.read_table(store.root, columns=STAT_COLUMNS))
     return GenerationRun(store.root, kept_dir, totals.counts.rows_in, stats, totals, store)
+
+
+def warn_if_underfilled(stage_name: str, teachers: list[Teacher]) -> str | None:
+    """Log (once) and return the warning of `distill_ray.models.in_flight.fill_warning` for these teachers' callers
+    against their engines' slots, or None when every engine can be kept full."""
+    message = fill_warning(stage_name, [fill_plan(t) for t in teachers])
+    if message:
+        log.warning(message)
+    return message
 
 
 def _sampling(inference: InferenceConfig) -> dict:

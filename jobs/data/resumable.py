@@ -29,7 +29,7 @@ from distill_ray.data.part_store import PartStore, StoreTotals, export_rejected,
 from distill_ray.models.teachers import model_teacher
 from distill_ray.summary import StageResult
 from jobs.console import StageProgress
-from jobs.stage import StageEnv
+from jobs.stage import LIGHT, StageEnv
 from jobs.teachers import reach_teachers
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,9 @@ def open_store(stage: StageEnv, name: str, settings: Any) -> PartStore:
 def resumable_map(ds: ray.data.Dataset, store: PartStore, run_id: str, processor_cls: type,
                   processor_kwargs: dict[str, Any], *, key_column: str, key_prefix: str = "",
                   concurrency: int = 2, batch_size: int = 4) -> ray.data.Dataset:  # fmt: skip
-    """`ds` through a pool of PartWriter actors; the result is a dataset of manifest rows."""
-    return ds.map_batches(
+    """`ds` through a pool of PartWriter actors; the result is a dataset of manifest rows. The input is cut into
+    blocks of `batch_size` rows first, so that every caller of the pool gets batches (see `split_blocks`)."""
+    return split_blocks(ds, batch_size).map_batches(
         PartWriter,
         fn_constructor_kwargs=dict(
             processor_cls=processor_cls,
@@ -71,6 +72,18 @@ def resumable_map(ds: ray.data.Dataset, store: PartStore, run_id: str, processor
         concurrency=concurrency,
         num_cpus=CALLER_CPUS,
     )
+
+
+def split_blocks(ds: ray.data.Dataset, rows: int) -> ray.data.Dataset:
+    """`ds` in blocks of at most `rows` rows. Ray Data hands a whole block to one actor of a pool, and our sources
+    are read as blocks of up to 1024 rows (jobs/data/sources.py), so without this one caller would get every batch
+    while the others idle, halving (or worse) the sequences in flight at the teacher. Ray's streaming repartition
+    takes no remote args and would ask 1 CPU per task, which a 2-core box with replicas and callers holding their
+    shares cannot give (the stage hangs): it gets the light tasks' share, which also lets Ray fuse it into the
+    reading task before it."""
+    out = ds.repartition(target_num_rows_per_block=rows)
+    out._logical_plan.dag.ray_remote_args.update(LIGHT)  # no public way to size it (Ray 2.60)
+    return out
 
 
 def drain(stage: StageEnv, store: PartStore, run_id: str, manifests: list[ray.data.Dataset],
