@@ -44,13 +44,13 @@ def models_to_evaluate(job: JobConfig) -> dict[str, str]:
 def eval_roster(models: dict[str, str], inference: InferenceConfig) -> list[Teacher]:
     """The models under evaluation as teachers (label order), to be deployed together in one app. On a served engine
     (transformers, vllm) each answers to its label, which is unique where specs may not be (one model twice, or
-    specs that derive the same name), and its replicas reserve `1/len(models)` of `inference.serve`'s CPU and GPU
-    shares: the models take turns, so together they reserve what one model did when each had an app of its own (a
-    2-core box could not otherwise place the callers and Ray Data's light tasks beside three replicas). All of them
-    are loaded at once, so they must fit in memory together. An `openai` model keeps its own id at its endpoint."""
+    specs that derive the same name), and its replicas reserve `1/len(models)` of `inference.serve`'s CPU share:
+    the models take turns, so together they reserve what one model did when each had an app of its own (a 2-core
+    box could not otherwise place the callers and Ray Data's light tasks beside three replicas). The GPU share is
+    not divided: all the models are loaded at once, and on GPUs each needs its own memory (on CPU they must fit in
+    host memory together). An `openai` model keeps its own id at its endpoint."""
     served = sum(1 for spec in models.values() if model_teacher(spec, inference).engine != "openai")
-    serve = inference.serve.model_copy(update={"num_cpus": inference.serve.num_cpus / max(served, 1),
-                                               "num_gpus": inference.serve.num_gpus / max(served, 1)})  # fmt: skip
+    serve = inference.serve.model_copy(update={"num_cpus": inference.serve.num_cpus / max(served, 1)})
     roster = []
     for label, spec in models.items():
         teacher = model_teacher(spec, inference)

@@ -15,11 +15,12 @@ from jobs.stage import StageEnv
 def test_the_models_answer_to_their_labels_and_share_one_replicas_cpu():
     from jobs.eval import eval_roster
 
-    inference = InferenceConfig(serve={"num_cpus": 0.6, "max_batch_size": 4})
+    inference = InferenceConfig(serve={"num_cpus": 0.6, "num_gpus": 1, "max_batch_size": 4})
     roster = eval_roster({"before": "tiny:smollm2", "after": "tiny:smollm2", "third": "tiny:smollm2?seed=1"}, inference)
     assert [t.served_name for t in roster] == ["before", "after", "third"]
     assert [t.inference.serve.num_cpus for t in roster] == pytest.approx([0.2] * 3)
     assert {t.inference.serve.max_batch_size for t in roster} == {4} and inference.serve.num_cpus == 0.6
+    assert {t.inference.serve.num_gpus for t in roster} == {1}  # loaded at once: each keeps its GPU share
 
 
 @pytest.mark.ray
