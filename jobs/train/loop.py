@@ -217,6 +217,10 @@ def train_loop_per_worker(config: dict) -> dict | None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ctx = ray.train.get_context()
     os.environ.setdefault("LOCAL_RANK", str(ctx.get_local_rank()))  # DeepSpeed reads it (torchrun's name)
+    if not config["training"].use_gpu:
+        # Where deepspeed is installed, accelerate imports it inside every save_pretrained, and its device probe
+        # would warn on each CPU worker that it fell back to the CPU; naming the CPU says the same without a warning.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     run = TrainRun(config, ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
     started, steps_before, units_before = time.time(), run.state["step"], run.state["units"]
     ok = False
