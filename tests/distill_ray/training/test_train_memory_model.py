@@ -55,8 +55,14 @@ def test_lora_parameter_count_of_one_square_layer_shape():
     assert lora_parameters(4, 8, 2, 3, 16) == 3 * 16 * 64
 
 
+def test_lora_count_matches_peft_on_smollm2_135m():
+    # builtin:smollm2-135m-instruct (hidden 576, intermediate 1536, 3 KV heads x 64, 30 layers) with
+    # training.lora r=16 all-linear: peft's trainable count in benchmarks/train_memory.py's run was 4,884,480
+    assert lora_parameters(576, 1536, 192, 30, 16) == 4_884_480
+
+
 def test_qwen_7b_lora_r16_fraction_is_about_half_a_percent():
-    # Qwen2.5-7B: hidden 3584, intermediate 18944, 4 KV heads x 128, 28 layers; peft reports 40.4M for r=16
+    # Qwen2.5-7B: hidden 3584, intermediate 18944, 4 KV heads x 128, 28 layers
     count = lora_parameters(3584, 18944, 512, 28, 16)
     assert count == 28 * 16 * (2 * 7168 + 2 * 4096 + 3 * (3584 + 18944))
     assert count / SEVEN_B == pytest.approx(0.0053, abs=2e-4)
