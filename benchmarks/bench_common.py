@@ -56,3 +56,12 @@ def ray_state_dir(tag: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def status_bytes(field: str) -> int:
+    """One memory figure of this process from /proc/self/status (VmRSS, VmHWM, VmSize, ...), in bytes (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} missing from /proc/self/status")

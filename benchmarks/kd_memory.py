@@ -36,6 +36,8 @@ import sys
 import tempfile
 import time
 
+from bench_common import status_bytes  # this folder is on sys.path
+
 FULL = dict(vocabs=(49152, 151936), batch=4, length=2048, hidden=64, ks=(10, 20, 64), loss_k=20,
             chunk_tokens=1024, parquet_tokens=8192)
 # --quick keeps the large vocabulary (so its JSON has the same headline keys) but runs 128 tokens.
@@ -57,14 +59,6 @@ def mem_available_bytes() -> int:
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("MemAvailable missing from /proc/meminfo")
-
-
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} missing from /proc/self/status")
 
 
 def teacher_logits_block(n: int, vocab: int, generator):
@@ -162,9 +156,9 @@ def run_child(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     hidden, weight, mask, teacher = _child_inputs(spec)
-    vm_size = _status_bytes("VmSize")
+    vm_size = status_bytes("VmSize")
     resource.setrlimit(resource.RLIMIT_AS, (vm_size + CHILD_CAP_BYTES, resource.RLIM_INFINITY))
-    baseline = _status_bytes("VmRSS")
+    baseline = status_bytes("VmRSS")
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the peak-RSS mark (VmHWM) to the current RSS
@@ -179,7 +173,7 @@ def run_child(spec: dict) -> dict:
         loss = dense_kl_loss(hidden @ weight.T, teacher[0], mask)
     loss.backward()
     seconds = time.perf_counter() - start
-    peak = _status_bytes("VmHWM")
+    peak = status_bytes("VmHWM")
     ru_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return dict(tokens=spec["batch"] * spec["length"], baseline_bytes=baseline, peak_bytes=peak,
                 increment_bytes=peak - baseline, ru_maxrss_bytes=ru_maxrss, hwm_reset=hwm_reset,

@@ -48,7 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for distill_ray and jobs
 
-from bench_common import fill_defaults
+from bench_common import fill_defaults, status_bytes
 
 log = logging.getLogger("train_memory")
 
@@ -65,14 +65,6 @@ STRATEGIES = {
     "zero2_lora": {"strategy": "deepspeed", "zero_stage": 2,
                    "lora": {"r": 16, "target_modules": "all-linear", "dropout": 0.0}},
 }  # fmt: skip
-
-
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} missing from /proc/self/status")
 
 
 def _reset_peak_rss() -> bool:
@@ -126,10 +118,10 @@ def _worker(rank: int, root: str, model_dir: str, name: str, args: dict) -> None
                   "student": model_dir}  # fmt: skip
         gc.collect()
         dist.barrier()
-        baseline = _status_bytes("VmRSS")
+        baseline = status_bytes("VmRSS")
         reset = _reset_peak_rss()
         run = TrainRun(config, rank, WORKERS, torch.device("cpu"))
-        setup_rss, load_peak = _status_bytes("VmRSS"), _status_bytes("VmHWM")
+        setup_rss, load_peak = status_bytes("VmRSS"), status_bytes("VmHWM")
         reset = _reset_peak_rss() and reset  # from here VmHWM covers the training steps alone
         times: list[float] = []
         step = run._step
@@ -141,14 +133,14 @@ def _worker(rank: int, root: str, model_dir: str, name: str, args: dict) -> None
 
         run._step = timed
         run.train()
-        train_peak = _status_bytes("VmHWM")
+        train_peak = status_bytes("VmHWM")
         # ZeRO-3 leaves each parameter a 0-element stand-in; ds_numel is its full size.
         sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in run.model.parameters()]
         trainable, total = sum(n for n, g in sizes if g), sum(n for n, _ in sizes)
         mb = 2**20
         figures = {"baseline_mb": baseline / mb, "peak_mb": (max(load_peak, train_peak) - baseline) / mb,
                    "load_peak_mb": (load_peak - baseline) / mb, "train_peak_mb": (train_peak - baseline) / mb,
-                   "setup_mb": (setup_rss - baseline) / mb, "end_mb": (_status_bytes("VmRSS") - baseline) / 2**20,
+                   "setup_mb": (setup_rss - baseline) / mb, "end_mb": (status_bytes("VmRSS") - baseline) / 2**20,
                    "step_times": times, "hwm_reset": reset, "trainable_params": trainable, "params": total,
                    "losses": run.state["losses"]}  # fmt: skip
         Path(root, f"{name}.{rank}.json").write_text(json.dumps(figures))

@@ -72,6 +72,34 @@ def ray_worker_pids(title: str) -> list[int]:
     return pids
 
 
+class Background:
+    """`fn()` running in a daemon thread, for fault tests that kill a process while a stage runs: `result` or
+    `error` (any exception, kept to be asserted) once it ends."""
+
+    def __init__(self, fn, timeout_s: float):
+        self.outcome: dict = {}
+        self.deadline = time.time() + timeout_s
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn) -> None:
+        try:
+            self.outcome["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - the test asserts on it
+            self.outcome["error"] = exc
+
+    def wait_until(self, ready, what: str, poll_s: float = 0.02) -> None:
+        """Poll `ready()` until true; fail with the run's error, or `the run ended before <what>`, if the run ends
+        first or the deadline passes."""
+        while not ready():
+            assert self.thread.is_alive() and time.time() < self.deadline, self.outcome.get(
+                "error", f"the run ended before {what}")  # fmt: skip
+            time.sleep(poll_s)
+
+    def join(self) -> None:
+        self.thread.join(timeout=max(1.0, self.deadline - time.time()))
+
+
 def sigkill_ray_worker(title: str, timeout_s: float = 60.0, several: bool = False) -> int:
     """SIGKILL the one Ray worker process titled with `title` (waiting up to `timeout_s` for it to exist) and
     return its PID: a crash as the OS sees it, not a polite `ray.kill`. Fails if none or, unless `several` (then

@@ -7,13 +7,11 @@ Loopback only, bounded: 16 tiny problems, one kill, the stage's own retry budget
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import ray_worker_pids, sigkill_ray_worker
+from conftest import Background, ray_worker_pids, sigkill_ray_worker
 
 from distill_ray.config import build_config
 from distill_ray.data.part_store import MANIFESTS
@@ -42,26 +40,15 @@ def test_teacher_replica_killed_mid_generation_loses_and_repeats_nothing(tmp_pat
         "distillation": {"keep": "all"},
     })  # fmt: skip
     env = StageEnv("generate", tmp_path / "out", tmp_path / "out" / "rejected", ray_cluster)
-    outcome: dict = {}
-
-    def stage() -> None:
-        try:
-            outcome["result"] = generate.run(job, env)
-        except BaseException as exc:  # noqa: BLE001 - asserted below
-            outcome["error"] = exc
-
-    runner = threading.Thread(target=stage, daemon=True)
-    runner.start()
+    run = Background(lambda: generate.run(job, env), timeout_s=300)
     manifests = tmp_path / "out" / "generations" / MANIFESTS
-    deadline = time.time() + 300
-    while not (manifests.is_dir() and any(manifests.iterdir())):  # the first part is committed
-        assert runner.is_alive() and time.time() < deadline, outcome.get("error", "the stage ended before a part")
-        time.sleep(0.05)
+    run.wait_until(lambda: manifests.is_dir() and any(manifests.iterdir()), "a part", poll_s=0.05)  # first committed
     victim = sigkill_ray_worker(REPLICA)
     parts_at_kill = len(list(manifests.iterdir()))
-    runner.join(timeout=max(1.0, deadline - time.time()))
+    run.join()
+    outcome = run.outcome
 
-    assert not runner.is_alive(), "the stage did not finish after the kill"
+    assert not run.thread.is_alive(), "the stage did not finish after the kill"
     assert "error" not in outcome, f"the stage failed after the kill: {outcome.get('error')!r}"
     assert parts_at_kill < PROBLEMS // BATCH, "the kill came after the last part: nothing was tested"
     result = outcome["result"]

@@ -6,11 +6,8 @@ Loopback only, bounded: one tiny student, one kill."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
-from conftest import sigkill_ray_worker
+from conftest import Background, sigkill_ray_worker
 from test_sft import _job, _stage, _write_rows
 
 pytestmark = pytest.mark.ray
@@ -26,25 +23,14 @@ def test_worker_killed_mid_run_resumes_from_its_last_checkpoint(tmp_path, ray_cl
     _write_rows(rows)
     stage = _stage(tmp_path / "run", ray_cluster)
     job = _job(rows, tmp_path / "run", num_workers=1, max_steps=STEPS, save_steps=SAVE, gradient_accumulation_steps=1)
-    outcome: dict = {}
-
-    def train() -> None:
-        try:
-            outcome["result"] = sft.run(job, stage)
-        except BaseException as exc:  # noqa: BLE001 - asserted below
-            outcome["error"] = exc
-
-    runner = threading.Thread(target=train, daemon=True)
-    runner.start()
+    run = Background(lambda: sft.run(job, stage), timeout_s=400)
     checkpoints = stage.output_dir / "checkpoints"
-    deadline = time.time() + 400
-    while (latest_step(latest_checkpoint(checkpoints)) or 0) < SAVE:  # a complete checkpoint exists
-        assert runner.is_alive() and time.time() < deadline, outcome.get("error", "the run ended before a checkpoint")
-        time.sleep(0.02)
+    run.wait_until(lambda: (latest_step(latest_checkpoint(checkpoints)) or 0) >= SAVE, "a checkpoint")  # complete
     sigkill_ray_worker("RayTrainWorker")
-    runner.join(timeout=max(1.0, deadline - time.time()))
+    run.join()
+    outcome = run.outcome
 
-    assert not runner.is_alive(), "the run did not finish after the kill"
+    assert not run.thread.is_alive(), "the run did not finish after the kill"
     assert "error" not in outcome, f"the run failed after the kill: {outcome.get('error')!r}"
     metrics = outcome["result"].metrics
     assert metrics["steps"] == STEPS

@@ -14,11 +14,9 @@ Loopback only, bounded: tiny student, a few steps, one kill.
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import pytest
-from conftest import sigkill_ray_worker
+from conftest import Background, sigkill_ray_worker
 from trainer_fixtures import arithmetic, job, stage, write_parquet
 
 pytest.importorskip("deepspeed")
@@ -72,24 +70,14 @@ def test_zero3_worker_killed_mid_run_resumes_from_its_shards(tmp_path, ray_clust
     env = stage("sft", tmp_path, ray_cluster)
     cfg = job("sft", rows, tmp_path, max_steps=steps, save_steps=save, strategy="deepspeed", zero_stage=3,
               per_device_train_batch_size=2)  # fmt: skip
-    outcome: dict = {}
-
-    def train() -> None:
-        try:
-            outcome["result"] = sft.run(cfg, env)
-        except BaseException as exc:  # noqa: BLE001 - asserted below
-            outcome["error"] = exc
-
-    runner = threading.Thread(target=train, daemon=True)
-    runner.start()
-    deadline = time.time() + 600
-    while (latest_step(latest_checkpoint(env.output_dir / "checkpoints")) or 0) < save:
-        assert runner.is_alive() and time.time() < deadline, outcome.get("error", "the run ended before a checkpoint")
-        time.sleep(0.02)
+    run = Background(lambda: sft.run(cfg, env), timeout_s=600)
+    run.wait_until(lambda: (latest_step(latest_checkpoint(env.output_dir / "checkpoints")) or 0) >= save,
+                   "a checkpoint")  # fmt: skip
     sigkill_ray_worker("RayTrainWorker", several=True)  # one rank of two
-    runner.join(timeout=max(1.0, deadline - time.time()))
+    run.join()
+    outcome = run.outcome
 
-    assert not runner.is_alive(), "the run did not finish after the kill"
+    assert not run.thread.is_alive(), "the run did not finish after the kill"
     assert "error" not in outcome, f"the run failed after the kill: {outcome.get('error')!r}"
     metrics = outcome["result"].metrics
     assert metrics["steps"] == steps
