@@ -49,9 +49,9 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     assert evaluation["models"]["student_after"] == str(out / "sft" / "model")
     assert set(evaluation["results"]) == {"student_before", "student_after", "teacher"}
     for label, per_bench in evaluation["results"].items():
-        assert 0.0 <= per_bench["arithmetic"]["pass@1"] <= per_bench["arithmetic"]["pass@2"] <= 1.0
+        assert 0.0 <= per_bench["arithmetic"]["pass@1"] <= 1.0
         assert (out / "eval" / "results" / label / "arithmetic").is_dir()
-    assert stages["eval"]["rows_out"] == 3 * 3  # models x problems (each answered twice)
+    assert stages["eval"]["rows_out"] == 3 * 3  # models x problems (one greedy answer each)
     for name in ("report.md", "report.json"):
         assert (out / "eval" / name).stat().st_size > 0
     assert len(list((out / "eval").glob("*.png"))) >= 3
