@@ -88,9 +88,22 @@ def test_yaml_and_json_files(tmp_path):
     assert "bad.yaml" in str(err.value)
 
 
-@pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+# recipes/ and its subfolders (recipes/gpu/: the cluster-only recipes with the papers' settings), each id its
+# path under recipes/ since a GPU recipe may share a CPU recipe's file name.
+@pytest.mark.parametrize("recipe", sorted((REPO / "recipes").rglob("*.yaml")),
+                         ids=lambda p: p.relative_to(REPO / "recipes").as_posix())
 def test_every_recipe_validates(recipe):
     from jobs.runner import preflight
 
     cfg = load_config(recipe)
     preflight(cfg)
+
+
+def test_gpu_recipes_run_only_on_a_cluster():
+    # Their models and data are paths on the cluster's shared volume: `run` here must refuse them at once.
+    recipes = sorted((REPO / "recipes" / "gpu").glob("*.yaml"))
+    assert recipes
+    for recipe in recipes:
+        cfg = load_config(recipe)
+        assert cfg.ray.cluster_only, recipe.name
+        assert cfg.output_dir.startswith("/mnt/distill/"), recipe.name
