@@ -18,17 +18,20 @@ BENCHMARK = "arithmetic"
 ROW_COLUMNS = ["id", "correct", "completion_tokens", "finish_reason"]
 LEVELS = ("easy", "medium", "hard")
 DIFFICULTY_SOURCE = ("response length: the kept teacher replies ranked by completion tokens, shortest third easy, "
-                     "middle third medium, longest third hard (the judge needs a teacher that can grade; a 135M "
+                     "longest third hard, the rest medium (the judge needs a teacher that can grade; a 135M "
                      "one cannot)")  # fmt: skip
 BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 1000, 0
 
 
 def length_terciles(tokens: list[int]) -> list[str]:
-    """easy / medium / hard by rank of length (ties by position): the proxy the curriculum filters on."""
+    """easy / medium / hard by rank of length (ties by position): the proxy the curriculum filters on. The shortest
+    floor(n/3) are easy, the longest floor(n/3) hard, the rest medium, so medium (the curriculum's first stage) is
+    never empty when there is a row at all."""
     order = sorted(range(len(tokens)), key=lambda i: (tokens[i], i))
+    third = len(tokens) // 3
     labels = [""] * len(tokens)
     for rank, i in enumerate(order):
-        labels[i] = LEVELS[min(2, rank * 3 // max(1, len(tokens)))]
+        labels[i] = "easy" if rank < third else "hard" if rank >= len(tokens) - third else "medium"
     return labels
 
 

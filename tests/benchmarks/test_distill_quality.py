@@ -136,6 +136,9 @@ def test_length_terciles_split_by_rank():
     assert length_terciles([30, 10, 20]) == ["hard", "easy", "medium"]
     labels = length_terciles([5] * 6)
     assert labels.count("easy") == labels.count("medium") == labels.count("hard") == 2
+    # few rows: medium, the curriculum's first stage, is never empty
+    assert length_terciles([9]) == ["medium"] and length_terciles([9, 3]) == ["medium", "medium"]
+    assert length_terciles([4, 1, 3, 2]) == ["hard", "easy", "medium", "medium"]
 
 
 def test_headline_names_a_best_method_only_without_a_tie():
