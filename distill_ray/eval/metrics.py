@@ -181,3 +181,59 @@ def _mean(values: list[float]) -> float | None:
 def _r(value: float | None) -> float | None:
     """Plain-float rounding, so numpy scalars never reach json.dumps."""
     return None if value is None else round(float(value), DIGITS)
+
+
+# ---- uncertainty of a greedy pass@1 (benchmarks/distill_quality.py) ---------------------------------------------
+# Hand-written: neither scipy nor statsmodels is a dependency of this project.
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion `correct / n` (Wilson 1927, "Probable inference, the law of
+    succession, and statistical inference", JASA 22:209-212); z = 1.96 gives 95 %.
+
+        centre = (p + z^2 / 2n) / (1 + z^2 / n),  half = z * sqrt(p (1 - p) / n + z^2 / 4n^2) / (1 + z^2 / n)
+
+    Unlike the normal (Wald) interval it stays inside [0, 1] and is not empty at 0/n or n/n, which matter here:
+    a base student may solve nothing. Raises ValueError for n < 1 or correct outside [0, n].
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not 0 <= correct <= n:
+        raise ValueError(f"correct={correct} must lie in [0, n={n}]")
+    p, z2 = correct / n, z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def gap_closed(model: float, base: float, teacher: float) -> float | None:
+    """(model - base) / (teacher - base): 0 = no better than the base student, 1 = as good as the teacher. None
+    when the teacher is no different from the base (the ratio is undefined)."""
+    return None if teacher == base else (model - base) / (teacher - base)
+
+
+def bootstrap_gap_closed(model_correct: Any, base_correct: Any, teacher_correct: Any, resamples: int = 1000,
+                         seed: int = 0, level: float = 0.95) -> dict[str, float | None] | None:
+    """Gap closed with a percentile-bootstrap interval (Efron & Tibshirani 1993, "An Introduction to the
+    Bootstrap", ch. 13), resampling PROBLEMS: the three arrays hold each model's 0/1 correctness on the same
+    problems in the same order, so a resample keeps the pairing (a hard problem is hard for all three).
+
+    Returns {"gap_closed", "low", "high", "resamples_used"}, or None when teacher and base solve the same share of
+    the problems (the point estimate is undefined, see `gap_closed`). Resamples whose teacher and base shares tie
+    are left out (counted by `resamples_used`); low/high are None when none is left. Raises ValueError when the
+    arrays differ in length or are empty.
+    """
+    m, b, t = (np.asarray(x, dtype=np.float64) for x in (model_correct, base_correct, teacher_correct))
+    if not len(m) or not (len(m) == len(b) == len(t)):
+        raise ValueError(f"need three equally long non-empty arrays, got {len(m)}, {len(b)}, {len(t)}")
+    point = gap_closed(m.mean(), b.mean(), t.mean())
+    if point is None:
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(m), size=(resamples, len(m)))
+    mm, bb, tt = m[idx].mean(axis=1), b[idx].mean(axis=1), t[idx].mean(axis=1)
+    ok = tt != bb
+    gaps = (mm[ok] - bb[ok]) / (tt[ok] - bb[ok])
+    tail = (1 - level) / 2 * 100
+    low, high = (np.percentile(gaps, [tail, 100 - tail]) if len(gaps) else (None, None))
+    return {"gap_closed": _r(point), "low": _r(low), "high": _r(high), "resamples_used": int(ok.sum())}

@@ -170,3 +170,24 @@ def plot_accuracy(summary: Summary, path: Path | str) -> Path:
         ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def plot_pass_intervals(points: dict[str, tuple[float, float, float]], path: Path | str,
+                        title: str = "Greedy pass@1 with 95% interval") -> Path:
+    """One bar per model (label -> (pass@1, low, high)) with its confidence interval as an error bar."""
+    labels = list(points)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 + 0.8 * len(labels)), 4.5))
+    if not labels:
+        _no_data(ax)
+    values = np.array([points[k][0] for k in labels], dtype=float)
+    errors = np.array([[points[k][0] - points[k][1] for k in labels], [points[k][2] - points[k][0] for k in labels]])
+    x = np.arange(len(labels))
+    ax.bar(x, values, 0.6, yerr=errors if labels else None, capsize=4, color="tab:blue", alpha=0.8)
+    for xi, v in zip(x, values):
+        ax.text(xi, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, labels, rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("pass@1")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,319 @@
+"""Benchmark (issue 17): which distillation method gives the best student on held-out problems, with 95% intervals.
+
+From one base student and one teacher it runs the real pipeline (`jobs.runner.run_config`, the job types a user
+runs) in two runs of the runner:
+  data:  generate (train problems x G samples x temperatures, graded; keep correct) -> select (one correct
+         response per problem) -> curate (answer groups, AdvDistill) -> pairs (correct vs incorrect) -> logits
+         (teacher top-k, white-box KD);
+  (between them, in this process: the curriculum's difficulty labels, see `quality_report.difficulty_rows`)
+  train: one trainer per method, each from the same base student with the same optimizer-step budget, batch and
+         learning rate: sft_all (every kept response), sft_best (select's one per problem), advdistill (the group
+         loss), curriculum (sft, medium rows first, then medium + hard), kd (top-k KD mixed with cross-entropy),
+         dpo (on pairs, starting from sft_all's model) -> eval: every trained model, `base` and `teacher`, greedy,
+         on the arithmetic test split (or dev with --dev).
+Only the stages the chosen methods need are run.
+
+Resumable: `<out>/ledger.json` lists the finished stages (read from `<out>/summary.json`, which the runner rewrites
+after every stage, whether the run ends or fails); the same command skips them and continues. The ledger holds the
+arguments' fingerprint: other arguments are refused (exit 2) unless --fresh, which deletes the old outputs.
+
+    python benchmarks/distill_quality.py                   # full run (hours on 2 CPU cores)
+    python benchmarks/distill_quality.py --dev             # choose settings on the dev split
+    python benchmarks/distill_quality.py --quick           # tiny models, minutes: a smoke test
+
+Writes `<out>/report.md`, `<out>/report.json` and PNG plots; prints a table, then as the last line one JSON
+object (per model pass@1 with its interval and gap closed; seconds per stage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from bench_common import fill_defaults, free_loopback_port, ray_state_dir  # this folder is on sys.path
+
+log = logging.getLogger("distill_quality")
+
+METHODS = ("sft_all", "sft_best", "advdistill", "curriculum", "kd", "dpo")
+# A random tiny teacher solves nothing (no groups for advdistill, no pairs for dpo); sft_best is left out for time.
+QUICK_METHODS = ("sft_all", "curriculum", "kd")
+DEFAULTS = dict(
+    student="builtin:smollm2-135m-instruct?layers=28",  # the teacher less 2 of its 30 layers: same tokenizer (KD)
+    teacher="builtin:smollm2-135m-instruct",
+    methods=",".join(METHODS),
+    train_problems=256,  # of the 1371 train questions; x samples x temperatures teacher replies
+    eval_problems=376,  # the whole arithmetic test split (max_operand=30); dev holds 197
+    samples=4,  # G: replies per problem and temperature (AdvDistill's group, DPO's pairs)
+    temperatures="0.7",
+    max_new_tokens=192,  # the teacher needs ~75 tokens for arithmetic; 64 cut its replies
+    steps=60,  # optimizer steps, the same for every trainer
+    lr=5e-5,
+    batch_size=8,  # sequences (pairs for dpo, groups for advdistill) per optimizer step, over all workers
+)
+QUICK = dict(student="tiny:smollm2", teacher="tiny:smollm2", methods=",".join(QUICK_METHODS), train_problems=6,
+             eval_problems=4, samples=2, temperatures="1.0", max_new_tokens=12, steps=2, lr=1e-4,
+             batch_size=2)  # fmt: skip
+WORKERS = 2  # Ray Train workers (gloo), each with half a core, as in recipes/quickstart.yaml
+SEED = 7
+SPLITS = {False: "test", True: "dev"}
+ARITHMETIC = "procedural:arithmetic?max_operand=30&split={split}"
+# What a method trains on, beyond its own stage (dpo starts from sft_all's model).
+NEEDS = {
+    "sft_all": ["generate"], "sft_best": ["generate", "select"], "advdistill": ["generate", "curate"],
+    "curriculum": ["generate"], "kd": ["generate", "logits"], "dpo": ["generate", "pairs", "sft_all"],
+}  # fmt: skip
+DATA_STAGES = ("generate", "select", "curate", "pairs", "logits")
+DIFFICULTY = "difficulty"  # the in-process step between the two runs, recorded in the ledger like a stage
+NOT_FINGERPRINTED = ("out", "fresh", "verbose")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/distill_quality", help="output folder (default runs/distill_quality)")
+    p.add_argument("--quick", action="store_true", help="tiny models, a handful of problems, 2 steps: a smoke test")
+    p.add_argument("--methods", help=f"comma list of {', '.join(METHODS)} (default all; --quick "
+                   f"{','.join(QUICK_METHODS)})")  # fmt: skip
+    p.add_argument("--train-problems", type=int, help="train-split problems the teacher answers (default 256)")
+    p.add_argument("--eval-problems", type=int, help="held-out problems (default 376, the whole test split)")
+    p.add_argument("--dev", action="store_true", help="evaluate on the dev split (choosing settings), not test")
+    p.add_argument("--samples", type=int, help="G, teacher replies per problem and temperature (default 4)")
+    p.add_argument("--temperatures", help="comma list of sampling temperatures (default 0.7)")
+    p.add_argument("--max-new-tokens", type=int, help="reply cap, generation and eval (default 192)")
+    p.add_argument("--steps", type=int, help="optimizer steps of every trainer (default 60)")
+    p.add_argument("--lr", type=float, help="peak learning rate of every trainer (default 5e-5)")
+    p.add_argument("--batch-size", type=int, help=f"sequences per optimizer step, a multiple of {WORKERS} (default 8)")
+    p.add_argument("--student", help=f"base student spec (default {DEFAULTS['student']})")
+    p.add_argument("--teacher", help=f"teacher spec (default {DEFAULTS['teacher']})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override as in `distill-ray run --set` (stages.<name>.* reaches one stage)")
+    p.add_argument("--fresh", action="store_true", help="delete earlier outputs and the ledger, start over")
+    p.add_argument("--verbose", action="store_true", help="Ray's INFO output on the console")
+    args = fill_defaults(p.parse_args(argv), DEFAULTS, QUICK)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown or not args.methods:
+        p.error(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
+    if "dpo" in args.methods and "sft_all" not in args.methods:
+        args.methods.insert(0, "sft_all")  # dpo starts from sft_all's model
+    args.temperatures = [float(t) for t in str(args.temperatures).split(",")]
+    for key in ("train_problems", "eval_problems", "samples", "max_new_tokens", "steps", "batch_size"):
+        if getattr(args, key) < 1:
+            p.error(f"--{key.replace('_', '-')} must be at least 1")
+    if args.batch_size % WORKERS:
+        p.error(f"--batch-size must be a multiple of {WORKERS} (the workers), got {args.batch_size}")
+    return args
+
+
+# ---- the ledger (pure: plain data in and out) -----------------------------------------------------------------
+
+
+def fingerprint(args: argparse.Namespace) -> str:
+    """What makes two invocations the same run: every argument except where it writes and how it talks."""
+    chosen = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_FINGERPRINTED}
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def new_ledger(fp: str, args: argparse.Namespace) -> dict:
+    return {"fingerprint": fp, "args": {k: v for k, v in vars(args).items() if k not in NOT_FINGERPRINTED},
+            "stages": {}}  # fmt: skip
+
+
+def ledger_mismatch(ledger: dict, fp: str) -> str | None:
+    """None when the ledger belongs to this invocation's arguments, else the one-line reason to refuse."""
+    if ledger.get("fingerprint") == fp:
+        return None
+    return (f"{ledger.get('fingerprint')} in the ledger, {fp} now: these arguments differ from the run in this "
+            "folder; use the same ones, another --out, or --fresh to delete it and start over")  # fmt: skip
+
+
+def pending(planned: list[str], ledger: dict) -> list[str]:
+    """The planned stages the ledger does not list as finished, in order."""
+    return [name for name in planned if name not in ledger["stages"]]
+
+
+def record_finished(ledger: dict, summary: dict) -> list[str]:
+    """Copy every stage `summary` (summary.json) lists as finished into the ledger; returns the new ones. The
+    runner adds a stage to the summary only once it has finished, so a failed or killed stage is not there."""
+    added = []
+    for stage in summary.get("stages", []):
+        if stage["name"] not in ledger["stages"]:
+            added.append(stage["name"])
+        ledger["stages"][stage["name"]] = {k: stage.get(k) for k in ("job_type", "seconds", "rows_out", "metrics")}
+    return added
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_ledger(out: Path, ledger: dict) -> None:
+    tmp = out / "ledger.json.tmp"
+    tmp.write_text(json.dumps(ledger, indent=2, default=str))
+    tmp.replace(out / "ledger.json")
+
+
+# ---- the plan: one pipeline config, in two runs ------------------------------------------------------------------
+
+
+def planned_stages(methods: list[str]) -> tuple[list[str], list[str]]:
+    """(data stages, train + eval stages) the methods need, in pipeline order."""
+    needed = {s for m in methods for s in NEEDS[m]}
+    data = [s for s in DATA_STAGES if s in needed]
+    train = [m for m in METHODS if m in methods] + ["eval"]
+    return data, train
+
+
+def stage_sections(args: argparse.Namespace) -> dict[str, dict]:
+    """Every stage's own config; `{output_dir}` is the runner's interpolation of the run folder."""
+    generations, kept = "{output_dir}/generate/generations", "{output_dir}/generate/kept"
+    half = max(1, args.steps // 2)
+    curriculum = [{"name": "medium", "difficulty": ["medium"], "max_steps": half},
+                  {"name": "medium_hard", "difficulty": ["medium", "hard"], "max_steps": max(1, args.steps - half)}]
+    models = {"base": args.student, "teacher": args.teacher}
+    models |= {m: f"{{output_dir}}/{m}/model" for m in METHODS if m in args.methods}
+    bench = {"name": "arithmetic", "preset": "arithmetic", "limit": args.eval_problems,
+             "path": ARITHMETIC.format(split=SPLITS[args.dev])}
+    return {
+        "generate": {"job_type": "generate", "dataset": {"instruction_path": ARITHMETIC.format(split="train"),
+                                                         "limit": args.train_problems, "seed": SEED}},
+        "select": {"job_type": "select", "dataset": {"labeled_path": generations}},
+        "curate": {"job_type": "curate", "dataset": {"labeled_path": generations}},
+        "pairs": {"job_type": "pairs", "dataset": {"labeled_path": generations}},
+        "logits": {"job_type": "logits", "dataset": {"labeled_path": kept}},
+        "sft_all": {"job_type": "sft", "dataset": {"labeled_path": kept}},
+        "sft_best": {"job_type": "sft", "dataset": {"labeled_path": "{output_dir}/select/selected"}},
+        "advdistill": {"job_type": "advdistill", "dataset": {"labeled_path": "{output_dir}/curate/groups"},
+                       # one group per micro-batch: accumulate so a step sees batch_size groups, as the others do
+                       "training": {"gradient_accumulation_steps": args.batch_size // WORKERS}},
+        "curriculum": {"job_type": "sft", "dataset": {"labeled_path": f"{{output_dir}}/{DIFFICULTY}/rows.parquet"},
+                       "training": {"curriculum": curriculum}},
+        "kd": {"job_type": "kd", "dataset": {"labeled_path": kept},
+               "training": {"kd": {"logits_path": "{output_dir}/logits/logits"}}},
+        "dpo": {"job_type": "dpo", "dataset": {"labeled_path": "{output_dir}/pairs/pairs"},
+                "models": {"student": "{output_dir}/sft_all/model"}},
+        "eval": {"job_type": "eval", "evaluation": {"models": models, "benchmarks": [bench], "num_samples": 1,
+                                                    "temperature": 0.0, "ks": [1]}},
+    }  # fmt: skip
+
+
+def pipeline_raw(args: argparse.Namespace, out: Path, names: list[str], state_dir: Path, port: int) -> dict:
+    """The pipeline config (before validation) with only the stages `names`, in that order."""
+    quick = args.quick  # a random tiny teacher is never right: keep every reply so the trainers get rows
+    sections = stage_sections(args)
+    return {
+        "job_type": "pipeline",
+        "output_dir": str(out),
+        "ray": {"state_dir": str(state_dir)},
+        "models": {"teacher": args.teacher, "student": args.student},
+        "inference": {"max_new_tokens": args.max_new_tokens, "temperature": args.temperatures,
+                      "num_samples": args.samples, "seed": SEED, "concurrency": 2, "batch_size": 4,
+                      "serve": {"port": port, "max_batch_size": 16, "num_cpus": 0.5, "torch_threads": 2}},
+        "distillation": {"keep": "all" if quick else "correct"},
+        "processing": {"select": {"max_per_problem": 1, "require_correct": not quick},
+                       "curate": {"min_correct": 1}, "pairs": {"mode": "correctness", "max_pairs_per_problem": 1}},
+        "training": {"max_steps": args.steps, "learning_rate": args.lr, "warmup_ratio": 0.1,
+                     "per_device_train_batch_size": args.batch_size // WORKERS, "num_workers": WORKERS,
+                     "cpus_per_worker": 0.5, "max_length": args.max_new_tokens + 128, "save_steps": args.steps,
+                     "seed": SEED},
+        "stages": [{"name": n, **sections[n]} for n in names],
+    }  # fmt: skip
+
+
+def overrides_for(items: list[str], names: list[str]) -> list[str]:
+    """The --set items that apply to a run of `names` (a stages.<name>.* item reaches only its own stage's run)."""
+    kept = []
+    for item in items:
+        parts = item.split("=", 1)[0].split(".")
+        if parts[0] != "stages" or len(parts) < 2 or parts[1] in names:
+            kept.append(item)
+    return kept
+
+
+# ---- running -------------------------------------------------------------------------------------------------
+
+
+def run_stages(args: argparse.Namespace, out: Path, ledger: dict, names: list[str], state_dir: Path) -> None:
+    """One run of the runner over `names`; whatever it finished goes into the ledger, even when it fails."""
+    from distill_ray.config import apply_overrides, build_config
+    from jobs.runner import run_config
+
+    raw = pipeline_raw(args, out, names, state_dir, free_loopback_port())
+    cfg = build_config(apply_overrides(raw, overrides_for(args.set, names)))
+    log.info("running %s (finished before: %s)", ", ".join(names), ", ".join(ledger["stages"]) or "none")
+    try:
+        run_config(cfg, verbose=args.verbose)
+    finally:
+        added = record_finished(ledger, read_json(out / "summary.json") or {})
+        write_ledger(out, ledger)
+        log.info("ledger: %s finished in this run", ", ".join(added) or "nothing")
+
+
+def run_difficulty(out: Path, ledger: dict) -> None:
+    """The curriculum's rows: generate's kept replies with a `difficulty` column (quality_report.difficulty_rows)."""
+    from quality_report import difficulty_rows
+
+    started = time.time()
+    counts = difficulty_rows(out / "generate" / "kept", out / DIFFICULTY / "rows.parquet")
+    ledger["stages"][DIFFICULTY] = {"job_type": "in-process", "seconds": round(time.time() - started, 2),
+                                    "rows_out": sum(counts.values()), "metrics": counts}  # fmt: skip
+    write_ledger(out, ledger)
+
+
+def open_ledger(args: argparse.Namespace, out: Path) -> dict | str:
+    """This invocation's ledger (created, or read back with what a killed run finished), or why to refuse."""
+    if args.fresh and out.exists():
+        shutil.rmtree(out)  # the stages' own resume would otherwise pick up parts written with other settings
+    out.mkdir(parents=True, exist_ok=True)
+    fp = fingerprint(args)
+    ledger = read_json(out / "ledger.json")
+    if ledger is None:
+        if any(out.iterdir()):
+            return f"{out} holds outputs but no ledger.json; use another --out or --fresh"
+        ledger = new_ledger(fp, args)
+    elif reason := ledger_mismatch(ledger, fp):
+        return reason
+    else:  # a run killed before its finally: summary.json still lists the stages it finished
+        record_finished(ledger, read_json(out / "summary.json") or {})
+    write_ledger(out, ledger)
+    return ledger
+
+
+def main(argv: list[str] | None = None) -> int:
+    from distill_ray.errors import StageFailed, UserError
+    from distill_ray.log import configure_logging
+    from quality_report import build_report, print_table
+
+    args = parse_args(argv)
+    configure_logging()
+    out = Path(args.out).resolve()
+    ledger = open_ledger(args, out)
+    if isinstance(ledger, str):
+        print(f"distill_quality: {ledger}", file=sys.stderr)
+        return 2
+    data, train = planned_stages(args.methods)
+    try:
+        with ray_state_dir("dq") as state_dir:
+            if todo := pending(data, ledger):
+                run_stages(args, out, ledger, todo, state_dir)
+            if "curriculum" in args.methods and DIFFICULTY not in ledger["stages"]:
+                run_difficulty(out, ledger)
+            if todo := pending(train, ledger):
+                run_stages(args, out, ledger, todo, state_dir)
+    except (UserError, StageFailed) as exc:
+        print(f"distill_quality: {exc} (finished stages are in {out / 'ledger.json'}; the same command resumes)",
+              file=sys.stderr)  # fmt: skip
+        return exc.exit_code
+    report = build_report(args, out, ledger)
+    print_table(report)
+    print(json.dumps(report["headline"]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The report of benchmarks/distill_quality.py, and the curriculum's difficulty labels it derives between its runs.
+
+Reads the eval stage's per-reply rows (`<out>/eval/results/<model>/arithmetic/`, Parquet) and the ledger (train
+steps and seconds per stage); the statistics are the pure functions of distill_ray/eval/metrics.py (Wilson
+interval, paired bootstrap of the gap closed). Writes report.md, report.json and two PNG plots into `<out>/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+BENCHMARK = "arithmetic"
+ROW_COLUMNS = ["id", "correct", "completion_tokens", "finish_reason"]
+LEVELS = ("easy", "medium", "hard")
+DIFFICULTY_SOURCE = ("response length: the kept teacher replies ranked by completion tokens, shortest third easy, "
+                     "longest third hard, the rest medium (the judge needs a teacher that can grade; a 135M "
+                     "one cannot)")  # fmt: skip
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 1000, 0
+
+
+def length_terciles(tokens: list[int]) -> list[str]:
+    """easy / medium / hard by rank of length (ties by position): the proxy the curriculum filters on. The shortest
+    floor(n/3) are easy, the longest floor(n/3) hard, the rest medium, so medium (the curriculum's first stage) is
+    never empty when there is a row at all."""
+    order = sorted(range(len(tokens)), key=lambda i: (tokens[i], i))
+    third = len(tokens) // 3
+    labels = [""] * len(tokens)
+    for rank, i in enumerate(order):
+        labels[i] = "easy" if rank < third else "hard" if rank >= len(tokens) - third else "medium"
+    return labels
+
+
+def difficulty_rows(kept_dir: Path, dest: Path) -> dict[str, int]:
+    """Write the kept rows with a `difficulty` column (`length_terciles`) to `dest`; returns rows per level."""
+    table = pq.read_table(kept_dir)
+    labels = length_terciles([int(t or 0) for t in table["completion_tokens"].to_pylist()])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.append_column("difficulty", pa.array(labels, pa.string())), dest)
+    return {level: labels.count(level) for level in LEVELS}
+
+
+def model_rows(out: Path, label: str) -> list[dict]:
+    return pq.read_table(out / "eval" / "results" / label / BENCHMARK, columns=ROW_COLUMNS).to_pylist()
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 1) if values else None
+
+
+def model_stats(rows: list[dict]) -> dict:
+    """Greedy pass@1 (one reply per problem) with its 95% Wilson interval, reply lengths, share cut at the cap."""
+    from distill_ray.eval.metrics import wilson_interval
+
+    n = len(rows)
+    right = [r for r in rows if r["correct"] is True]
+    low, high = wilson_interval(len(right), n) if n else (None, None)
+    return {
+        "n": n, "correct": len(right), "pass@1": round(len(right) / n, 4) if n else None,
+        "low": None if low is None else round(low, 4), "high": None if high is None else round(high, 4),
+        "mean_tokens_correct": _mean([r["completion_tokens"] for r in right]),
+        "mean_tokens_incorrect": _mean([r["completion_tokens"] for r in rows if r["correct"] is not True]),
+        "cap_share": round(sum(r["finish_reason"] == "length" for r in rows) / n, 4) if n else None,
+    }  # fmt: skip
+
+
+def paired_gap(rows: dict[str, list[dict]], label: str) -> dict | None:
+    """Gap closed of `label` between base and teacher, bootstrapped over the problems all three answered."""
+    from distill_ray.eval.metrics import bootstrap_gap_closed
+
+    by_id = {name: {r["id"]: r["correct"] is True for r in rows[name]} for name in (label, "base", "teacher")}
+    ids = sorted(set.intersection(*(set(v) for v in by_id.values())))
+    if not ids:
+        return None
+    arrays = [[by_id[name][i] for i in ids] for name in (label, "base", "teacher")]
+    return bootstrap_gap_closed(*arrays, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
+
+
+def build_report(args: argparse.Namespace, out: Path, ledger: dict) -> dict:
+    from distill_ray.eval.plots import plot_length_histograms, plot_pass_intervals
+
+    labels = list(ledger["stages"]["eval"]["metrics"]["models"])
+    rows = {label: model_rows(out, label) for label in labels}
+    table = []
+    for label in labels:
+        stage = ledger["stages"].get(label, {})
+        gap = paired_gap(rows, label) if label not in ("base", "teacher") else None
+        table.append({"model": label, **model_stats(rows[label]), "gap_closed": gap,
+                      "train_steps": (stage.get("metrics") or {}).get("steps"),
+                      "train_seconds": stage.get("seconds")})  # fmt: skip
+    settings = {k: getattr(args, k) for k in ("student", "teacher", "methods", "train_problems", "eval_problems",
+                                               "samples", "temperatures", "max_new_tokens", "steps", "lr",
+                                               "batch_size", "quick", "set")}  # fmt: skip
+    split = "dev" if args.dev else "test"
+    curriculum = ledger["stages"].get("difficulty", {}).get("metrics") if "curriculum" in args.methods else None
+    report = {"split": split, "benchmark": f"procedural:arithmetic?max_operand=30&split={split}",
+              "n_problems": max((r["n"] for r in table), default=0), "models": table, "settings": settings,
+              "curriculum_difficulty": {"source": DIFFICULTY_SOURCE, "rows": curriculum} if curriculum else None,
+              "stage_seconds": {name: s.get("seconds") for name, s in ledger["stages"].items()},
+              "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "unit": "problem"}}  # fmt: skip
+    report["headline"] = headline(report)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(render_markdown(report))
+    plot_pass_intervals({r["model"]: (r["pass@1"], r["low"], r["high"]) for r in table if r["n"]},
+                        out / "pass_at_1.png", f"Greedy pass@1 on arithmetic {split}, 95% Wilson interval")  # fmt: skip
+    plot_length_histograms([{**r, "model": label, "benchmark": BENCHMARK} for label in labels for r in rows[label]],
+                           out / "lengths.png")  # fmt: skip
+    return report
+
+
+def headline(report: dict) -> dict:
+    trained = [r for r in report["models"] if r["model"] not in ("base", "teacher") and r["pass@1"] is not None]
+    top = max((r["pass@1"] for r in trained), default=None)
+    leaders = [r["model"] for r in trained if r["pass@1"] == top]
+    best = leaders[0] if len(leaders) == 1 else None  # a tie names no winner (e.g. --quick, where all score 0)
+    return {
+        "benchmark": "distill_quality", "split": report["split"], "n_problems": report["n_problems"], "best": best,
+        "models": {r["model"]: {"pass@1": r["pass@1"], "ci95": [r["low"], r["high"]],
+                                "gap_closed": (r["gap_closed"] or {}).get("gap_closed"),
+                                "gap_ci95": [(r["gap_closed"] or {}).get("low"), (r["gap_closed"] or {}).get("high")]}
+                   for r in report["models"]},
+        "stage_seconds": report["stage_seconds"],
+    }  # fmt: skip
+
+
+def _cell(value, fmt: str = "{}") -> str:
+    return "n/a" if value is None else fmt.format(value)
+
+
+def _gap_cell(gap: dict | None) -> str:
+    if not gap:
+        return "n/a"
+    return f"{gap['gap_closed']:+.2f} [{_cell(gap['low'], '{:+.2f}')}, {_cell(gap['high'], '{:+.2f}')}]"
+
+
+def render_markdown(report: dict) -> str:
+    s = report["settings"]
+    lines = [
+        "# Distillation quality: which method gives the best student",
+        "",
+        f"Split **{report['split']}** of `{report['benchmark']}`, {report['n_problems']} problems, greedy (temperature "
+        f"0, one reply each). Student `{s['student']}`, teacher `{s['teacher']}`; {s['train_problems']} train "
+        f"problems x {s['samples']} samples x temperatures {s['temperatures']}, {s['max_new_tokens']} new tokens; "
+        f"every trainer {s['steps']} optimizer steps of {s['batch_size']} at lr {s['lr']}"
+        + (" (--quick)." if s["quick"] else "."),
+        "",
+        "| model | pass@1 [95% CI] | gap closed [95% CI] | mean tokens correct / incorrect | cap share | train steps "
+        "| train s |",
+        "|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for r in report["models"]:
+        ci = f"{_cell(r['pass@1'], '{:.3f}')} [{_cell(r['low'], '{:.3f}')}, {_cell(r['high'], '{:.3f}')}]"
+        lines.append(f"| {r['model']} | {ci} | {_gap_cell(r['gap_closed'])} | {_cell(r['mean_tokens_correct'])} / "
+                     f"{_cell(r['mean_tokens_incorrect'])} | {_cell(r['cap_share'], '{:.3f}')} | "
+                     f"{_cell(r['train_steps'])} | {_cell(r['train_seconds'])} |")  # fmt: skip
+    cur = report["curriculum_difficulty"]
+    lines += ["", "pass@1 interval: Wilson score (Wilson 1927). Gap closed = (model - base) / (teacher - base), "
+              f"percentile bootstrap over problems ({report['bootstrap']['resamples']} resamples, seed "
+              f"{report['bootstrap']['seed']}); n/a where teacher and base tie.", ""]  # fmt: skip
+    if cur:
+        lines.append(f"Curriculum difficulty source: {cur['source']}; rows per level {cur['rows']}.")
+    best = report["headline"]["best"]
+    lines.append(f"Best trained student (highest pass@1): **{best}**." if best else
+                 "Best trained student: none, the top pass@1 is shared.")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def print_table(report: dict) -> None:
+    print(f"distill quality on arithmetic {report['split']} ({report['n_problems']} problems, greedy)")
+    print(f"{'model':<12}{'pass@1':>8}{'95% CI':>18}{'gap closed':>24}{'cap':>7}{'steps':>7}{'train s':>9}")
+    for r in report["models"]:
+        ci = f"[{_cell(r['low'], '{:.3f}')}, {_cell(r['high'], '{:.3f}')}]"
+        print(f"{r['model']:<12}{_cell(r['pass@1'], '{:.3f}'):>8}{ci:>18}{_gap_cell(r['gap_closed']):>24}"
+              f"{_cell(r['cap_share'], '{:.2f}'):>7}{_cell(r['train_steps']):>7}{_cell(r['train_seconds']):>9}")

@@ -1,0 +1,187 @@
+"""benchmarks/distill_quality.py: the interval statistics (distill_ray/eval/metrics.py), the ledger and its
+fingerprint (pure, no Ray), and one `--quick` run end to end that is resumed as a no-op by the same command."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO  # the repository root
+
+from distill_ray.eval.metrics import bootstrap_gap_closed, gap_closed, wilson_interval
+
+sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmark scripts import their neighbours by name
+import distill_quality as dq  # noqa: E402
+from quality_report import headline, length_terciles  # noqa: E402
+
+BENCH = REPO / "benchmarks" / "distill_quality.py"
+
+
+# ---- Wilson interval ------------------------------------------------------------------------------------------
+
+
+def wilson_by_hand(k: int, n: int, z: float) -> tuple[float, float]:
+    """The score interval solved as the quadratic it is: the p with |phat - p| = z sqrt(p (1 - p) / n)."""
+    phat = k / n
+    a = 1 + z * z / n
+    b = -(2 * phat + z * z / n)
+    c = phat * phat
+    root = math.sqrt(b * b - 4 * a * c)
+    return (-b - root) / (2 * a), (-b + root) / (2 * a)
+
+
+@pytest.mark.parametrize(("k", "n", "expected"), [
+    (81, 263, (0.2553, 0.3662)),  # the textbook example (Newcombe 1998, Wilson without continuity correction)
+    (0, 10, (0.0, 0.2775)),
+    (5, 10, (0.2366, 0.7634)),
+    (10, 10, (0.7225, 1.0)),
+])  # fmt: skip
+def test_wilson_matches_known_values_and_the_quadratic(k, n, expected):
+    low, high = wilson_interval(k, n)
+    assert (round(low, 4), round(high, 4)) == expected
+    by_hand = wilson_by_hand(k, n, 1.96)
+    assert low == pytest.approx(max(0.0, by_hand[0]), abs=1e-12) and high == pytest.approx(min(1.0, by_hand[1]))
+    assert low <= k / n <= high
+
+
+def test_wilson_refuses_impossible_counts():
+    for k, n in ((0, 0), (-1, 5), (6, 5)):
+        with pytest.raises(ValueError):
+            wilson_interval(k, n)
+
+
+# ---- gap closed ---------------------------------------------------------------------------------------------
+
+
+def test_gap_closed_is_none_when_teacher_ties_base():
+    assert gap_closed(0.5, 0.3, 0.3) is None
+    assert bootstrap_gap_closed([1, 0, 1], [1, 0, 0], [0, 1, 0]) is None  # both 1/3: undefined, not an error
+    assert gap_closed(0.5, 0.25, 0.75) == 0.5
+
+
+def test_bootstrap_gap_closed_brackets_its_point_and_is_reproducible():
+    rng = __import__("numpy").random.default_rng(1)
+    base, teacher = rng.random(200) < 0.2, rng.random(200) < 0.8
+    model = base | (teacher & (rng.random(200) < 0.5))
+    first = bootstrap_gap_closed(model, base, teacher, seed=3)
+    assert first == bootstrap_gap_closed(model, base, teacher, seed=3)
+    assert first["low"] <= first["gap_closed"] <= first["high"]
+    assert first["gap_closed"] == pytest.approx((model.mean() - base.mean()) / (teacher.mean() - base.mean()), 1e-3)
+    assert first["resamples_used"] == 1000
+
+
+def test_bootstrap_gap_closed_at_the_ends():
+    same_as_base = bootstrap_gap_closed([0, 1, 0, 0], [0, 1, 0, 0], [1, 1, 1, 0])
+    assert (same_as_base["gap_closed"], same_as_base["low"], same_as_base["high"]) == (0.0, 0.0, 0.0)
+    as_teacher = bootstrap_gap_closed([1, 1, 1, 0], [0, 1, 0, 0], [1, 1, 1, 0])
+    assert as_teacher["gap_closed"] == as_teacher["low"] == as_teacher["high"] == 1.0
+    with pytest.raises(ValueError):
+        bootstrap_gap_closed([1, 0], [1], [0, 1])
+    with pytest.raises(ValueError):
+        bootstrap_gap_closed([], [], [])
+
+
+# ---- ledger, fingerprint, plan ------------------------------------------------------------------------------
+
+
+def test_fingerprint_ignores_where_and_how_but_not_what():
+    a = dq.parse_args(["--quick", "--out", "/tmp/a"])
+    assert dq.fingerprint(a) == dq.fingerprint(dq.parse_args(["--quick", "--out", "/tmp/b", "--verbose"]))
+    assert dq.fingerprint(a) != dq.fingerprint(dq.parse_args(["--quick", "--steps", "3"]))
+    assert dq.fingerprint(a) != dq.fingerprint(dq.parse_args(["--quick", "--dev"]))
+    ledger = dq.new_ledger(dq.fingerprint(a), a)
+    assert dq.ledger_mismatch(ledger, dq.fingerprint(a)) is None
+    assert "--fresh" in dq.ledger_mismatch(ledger, "0" * 16)
+
+
+def test_ledger_records_finished_stages_and_drops_them_from_the_plan():
+    ledger = {"fingerprint": "x", "stages": {}}
+    summary = {"status": "failed", "stages": [
+        {"name": "generate", "job_type": "generate", "seconds": 3.5, "rows_out": 6, "metrics": {}},
+        {"name": "select", "job_type": "select", "seconds": 1.0, "rows_out": 6, "metrics": {}},
+    ]}  # fmt: skip  (select finished, logits failed: the runner lists only finished stages)
+    assert dq.record_finished(ledger, summary) == ["generate", "select"]
+    assert dq.record_finished(ledger, summary) == []  # read twice (resume after a kill): nothing new
+    assert dq.pending(["generate", "select", "logits"], ledger) == ["logits"]
+    assert ledger["stages"]["generate"]["seconds"] == 3.5
+
+
+def test_plan_has_only_what_the_methods_need():
+    assert dq.planned_stages(["sft_all"]) == (["generate"], ["sft_all", "eval"])
+    assert dq.planned_stages(["kd", "advdistill"]) == (["generate", "curate", "logits"], ["advdistill", "kd", "eval"])
+    args = dq.parse_args(["--methods", "dpo"])
+    assert args.methods == ["sft_all", "dpo"]  # dpo starts from sft_all's model
+    assert dq.overrides_for(["stages.eval.x=1", "inference.seed=3"], ["generate"]) == ["inference.seed=3"]
+
+
+def test_every_full_stage_config_validates():
+    from pathlib import Path
+
+    from distill_ray.config import build_config
+
+    args = dq.parse_args([])
+    data, train = dq.planned_stages(args.methods)
+    cfg = build_config(dq.pipeline_raw(args, Path("/tmp/dq-plan"), data + train, Path("/tmp/dq-state"), 8000))
+    by_name = {s.name: s.job for s in cfg.stages}
+    assert all(by_name[m].training.max_steps == args.steps for m in args.methods)
+    assert by_name["dpo"].models.student == "/tmp/dq-plan/sft_all/model"
+    assert list(by_name["eval"].evaluation.models)[:2] == ["base", "teacher"]
+
+
+def test_length_terciles_split_by_rank():
+    assert length_terciles([30, 10, 20]) == ["hard", "easy", "medium"]
+    labels = length_terciles([5] * 6)
+    assert labels.count("easy") == labels.count("medium") == labels.count("hard") == 2
+    # few rows: medium, the curriculum's first stage, is never empty
+    assert length_terciles([9]) == ["medium"] and length_terciles([9, 3]) == ["medium", "medium"]
+    assert length_terciles([4, 1, 3, 2]) == ["hard", "easy", "medium", "medium"]
+
+
+def test_headline_names_a_best_method_only_without_a_tie():
+    def row(model, p):
+        return {"model": model, "pass@1": p, "low": 0.0, "high": 1.0, "gap_closed": None}
+
+    report = {"split": "test", "n_problems": 4, "stage_seconds": {},
+              "models": [row("base", 0.1), row("teacher", 0.9), row("kd", 0.3), row("sft_all", 0.2)]}
+    assert headline(report)["best"] == "kd"  # the teacher is not a candidate
+    report["models"][3] = row("sft_all", 0.3)
+    assert headline(report)["best"] is None
+
+
+# ---- end to end ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_quick_run_reports_every_model_and_resumes_as_a_no_op(tmp_path):
+    out = tmp_path / "dq"
+    command = [sys.executable, str(BENCH), "--quick", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's packages, also in a worktree of an editable install
+    first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=540)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    labels = [r["model"] for r in report["models"]]
+    assert labels == ["base", "teacher", *dq.QUICK_METHODS]
+    for row in report["models"]:
+        assert row["n"] > 0, row
+        assert row["low"] <= row["pass@1"] <= row["high"], row
+        if row["model"] not in ("base", "teacher"):
+            assert row["train_steps"] == 2 and row["train_seconds"] > 0, row
+    headline = json.loads(first.stdout.strip().splitlines()[-1])
+    assert set(headline["models"]) == set(labels) and headline["stage_seconds"]["eval"] > 0
+    assert (out / "report.md").stat().st_size > 0 and (out / "pass_at_1.png").is_file()
+    ledger = json.loads((out / "ledger.json").read_text())
+    assert {"generate", "logits", "difficulty", "eval", *dq.QUICK_METHODS} <= set(ledger["stages"])
+
+    summary_written = (out / "summary.json").stat().st_mtime_ns
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (out / "summary.json").stat().st_mtime_ns == summary_written  # the runner (which rewrites it) never ran
+    assert json.loads(again.stdout.strip().splitlines()[-1])["models"] == headline["models"]
+
+    refused = subprocess.run(command + ["--steps", "3"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--fresh" in refused.stderr
