@@ -119,6 +119,9 @@ def _leaf(rows: list[Row], ks: list[int], group_fields: list[str]) -> dict[str, 
         if 1 <= k <= min_n:
             scores = [pass_at_k(len(v), sum(v), k) for v in per_problem.values()]
             leaf[f"pass@{k}"] = _r(_mean(scores))
+    if min_n >= 1:
+        low, high = pass1_interval(list(per_problem.values()))
+        leaf["pass1_ci95"] = [_r(low), _r(high)]
     leaf["accuracy"] = _r(_mean([float(is_correct(r)) for r in valid]))
     leaf["format_rate"] = _r(_mean(formats))
     leaf["tokens"] = _token_stats(valid)
@@ -205,6 +208,24 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     centre = (p + z2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pass1_interval(per_problem: list[list[bool]], resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of pass@1, the mean over problems of each problem's share of correct samples.
+
+    `per_problem`: P >= 1 lists of sample correctness. One sample for every problem (a greedy eval): each problem
+    is a Bernoulli trial, so the Wilson interval. Otherwise the shares are not 0/1: a percentile bootstrap over
+    problems (Efron & Tibshirani 1993, ch. 13), fixed seed. Raises ValueError when there is no problem or a
+    problem has no sample.
+    """
+    if not per_problem or any(len(v) == 0 for v in per_problem):
+        raise ValueError("pass@1 needs at least one problem, each with at least one sample")
+    if all(len(v) == 1 for v in per_problem):
+        return wilson_interval(sum(bool(v[0]) for v in per_problem), len(per_problem))
+    shares = np.array([sum(map(bool, v)) / len(v) for v in per_problem], dtype=np.float64)
+    picks = np.random.default_rng(seed).integers(0, len(shares), size=(resamples, len(shares)))
+    means = shares[picks].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def gap_closed(model: float, base: float, teacher: float) -> float | None:

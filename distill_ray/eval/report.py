@@ -86,7 +86,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         *_main_table(report),
         "",
         "pass@k is the unbiased estimator averaged over problems; `-` where some problem has fewer than "
-        "k samples. Accuracy is per sample. Verbosity ratio = mean incorrect length / mean correct length.",
+        "k samples; pass@1's 95% interval is in brackets (Wilson for one sample per problem, else a bootstrap "
+        "over problems). Accuracy is per sample; cut at the cap: replies that hit the token limit. "
+        "Verbosity ratio = mean incorrect length / mean correct length.",
         "",
         "## CoT length (mean output tokens)",
         "",
@@ -124,19 +126,31 @@ def _main_table(report: dict[str, Any]) -> list[str]:
     lines = _header(
         ["model", "benchmark", "problems", "samples/problem", "errors"]
         + [f"pass@{k} (%)" for k in ks]
-        + ["accuracy (%)", "format rate (%)", "mean tokens (correct / incorrect)", "verbosity ratio"]
+        + ["accuracy (%)", "format rate (%)", "cut at the cap (%)", "mean tokens (correct / incorrect)",
+           "verbosity ratio"]
     )
     for model, cells in report["results"].items():
         for bench, leaf in cells.items():
             tok = leaf["tokens"]
             lines.append(_row(
                 [model, bench, leaf["problems"], leaf["samples_per_problem"], leaf["errors"]]
-                + [_pct(leaf.get(f"pass@{k}")) for k in ks]
-                + [_pct(leaf["accuracy"]), _pct(leaf["format_rate"]),
+                + [_pass_cell(leaf, k) for k in ks]
+                + [_pct(leaf["accuracy"]), _pct(leaf["format_rate"]), _pct(_share(leaf["truncated"], leaf["samples"])),
                    f"{_num(tok['mean_correct'])} / {_num(tok['mean_incorrect'])}",
                    _num(leaf["verbosity_ratio"], ".2f")]
             ))
     return lines
+
+
+def _pass_cell(leaf: dict[str, Any], k: int) -> str:
+    """pass@k in percent; pass@1 with its 95% interval (metrics.pass1_interval) in brackets."""
+    cell = _pct(leaf.get(f"pass@{k}"))
+    interval = leaf.get("pass1_ci95") if k == 1 else None
+    return f"{cell} [{_pct(interval[0])}, {_pct(interval[1])}]" if interval and cell != "-" else cell
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
 
 
 def _length_table(report: dict[str, Any]) -> list[str]:

@@ -176,3 +176,27 @@ def test_json_serialisable_and_dataframe_input_agrees(summary):
 def test_invalid_ks_rejected():
     with pytest.raises(ValueError):
         summarize(hand_rows(), ks=[0, 1], group_fields=[])
+
+
+def test_pass1_interval_is_wilson_for_one_sample_and_a_bootstrap_for_several():
+    from distill_ray.eval.metrics import pass1_interval, wilson_interval
+
+    greedy = [[True]] * 3 + [[False]] * 7
+    assert pass1_interval(greedy) == wilson_interval(3, 10)
+    several = [[True, False]] * 20 + [[True, True]] * 10 + [[False, False]] * 10  # pass@1 = 0.5
+    low, high = pass1_interval(several)
+    assert 0.3 < low < 0.5 < high < 0.7
+    assert pass1_interval(several) == (low, high)  # a fixed seed: the same report twice
+    assert pass1_interval([[True, True]] * 5) == (1.0, 1.0)  # every resample is perfect
+    with pytest.raises(ValueError):
+        pass1_interval([])
+
+
+def test_summary_leaf_carries_the_pass1_interval():
+    from distill_ray.eval.metrics import summarize
+
+    rows = [{"model": "m", "benchmark": "b", "id": f"q{i}", "correct": i < 4, "completion_tokens": 5}
+            for i in range(10)]
+    leaf = summarize(rows, [1], [])["m"]["b"]
+    assert leaf["pass@1"] == 0.4
+    assert leaf["pass1_ci95"][0] < 0.4 < leaf["pass1_ci95"][1]

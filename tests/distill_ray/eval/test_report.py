@@ -16,7 +16,7 @@ from distill_ray.eval.report import write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAIN_HEADER = ("| model | benchmark | problems | samples/problem | errors | pass@1 (%) | pass@2 (%) | "
-               "accuracy (%) | format rate (%) | mean tokens (correct / incorrect) | verbosity ratio |")
+               "accuracy (%) | format rate (%) | cut at the cap (%) | mean tokens (correct / incorrect) | verbosity ratio |")
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -87,9 +87,12 @@ def test_markdown_content(tmp_path):
     for model in ("qwen-1.5b-sft", "qwen-1.5b\\|adv", "base"):   # `|` escaped inside a table cell
         assert f"| {model} |" in md
     # sft / gsm8k: 4 problems, 2 samples each, pass@1 50%, errors 0.
-    assert "| qwen-1.5b-sft | gsm8k | 4 | 2 | 0 | 50.0 |" in md
-    # base never correct: no correct-length mean, no verbosity ratio.
-    assert "| base | gsm8k | 2 | 1 | 1 | 0.0 | - |" in md
+    # pass@1 with its bootstrap interval over the 4 problems (2 samples each), inside [0, 1] and around 50%.
+    line = next(l for l in md.splitlines() if l.startswith("| qwen-1.5b-sft | gsm8k | 4 | 2 | 0 | 50.0 ["))
+    low, high = (float(x) for x in line.split("50.0 [")[1].split("]")[0].split(", "))
+    assert 0.0 <= low < 50.0 < high <= 100.0
+    # base never correct: no correct-length mean, no verbosity ratio; its pass@1 interval is not empty.
+    assert "| base | gsm8k | 2 | 1 | 1 | 0.0 [0.0, " in md and "| - |" in md
     assert "## CoT length (mean output tokens)\n\n| model | gsm8k | math500 |" in md
     assert "| base | 717 | - |" in md                            # (700 + 800 + 650) / 3
     assert "## Accuracy by subject: math500" in md
