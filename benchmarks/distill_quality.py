@@ -13,8 +13,9 @@ runs) in two runs of the runner:
 Only the stages the chosen methods need are run.
 
 Resumable: `<out>/ledger.json` lists the finished stages (read from `<out>/summary.json`, which the runner rewrites
-after every stage, whether the run ends or fails); the same command skips them and continues. The ledger holds the
-arguments' fingerprint: other arguments are refused (exit 2) unless --fresh, which deletes the old outputs.
+after every stage, whether the run ends or fails), each with a fingerprint of the arguments its output depends on;
+the same command skips them and continues. Changed arguments redo only the stages they affect (their old folders
+deleted first): adding a method or resizing the eval reuses the teacher's replies. --fresh deletes everything.
 
     python benchmarks/distill_quality.py                   # full run (hours on 2 CPU cores)
     python benchmarks/distill_quality.py --dev             # choose settings on the dev split
@@ -70,7 +71,6 @@ NEEDS = {
 }  # fmt: skip
 DATA_STAGES = ("generate", "curate", "pairs", "logits")
 DIFFICULTY = "difficulty"  # the in-process step between the two runs, recorded in the ledger like a stage
-NOT_FINGERPRINTED = ("out", "fresh", "verbose")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -113,39 +113,58 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---- the ledger (pure: plain data in and out) -----------------------------------------------------------------
 
 
-def fingerprint(args: argparse.Namespace) -> str:
-    """What makes two invocations the same run: every argument except where it writes and how it talks."""
-    chosen = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_FINGERPRINTED}
+# What each stage's output depends on: a stage is redone (its old folder deleted first) only when one of these
+# changes, so adding a method or resizing the eval reuses the teacher's replies and the trained students.
+DATA_ARGS = ("teacher", "train_problems", "samples", "temperatures", "max_new_tokens", "quick", "set")
+TRAIN_ARGS = DATA_ARGS + ("student", "steps", "lr", "batch_size")
+EVAL_ARGS = TRAIN_ARGS + ("eval_problems", "dev", "methods")
+
+
+def stage_args(stage: str) -> tuple[str, ...]:
+    if stage == "eval":
+        return EVAL_ARGS
+    return DATA_ARGS if stage in DATA_STAGES or stage == DIFFICULTY else TRAIN_ARGS
+
+
+def fingerprint(args: argparse.Namespace, stage: str) -> str:
+    """What makes a stage's output reusable: the arguments it depends on (`stage_args`), hashed."""
+    chosen = {k: getattr(args, k) for k in stage_args(stage)}
     return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def new_ledger(fp: str, args: argparse.Namespace) -> dict:
-    return {"fingerprint": fp, "args": {k: v for k, v in vars(args).items() if k not in NOT_FINGERPRINTED},
-            "stages": {}}  # fmt: skip
+def new_ledger() -> dict:
+    return {"stages": {}}
 
 
-def ledger_mismatch(ledger: dict, fp: str) -> str | None:
-    """None when the ledger belongs to this invocation's arguments, else the one-line reason to refuse."""
-    if ledger.get("fingerprint") == fp:
-        return None
-    return (f"{ledger.get('fingerprint')} in the ledger, {fp} now: these arguments differ from the run in this "
-            "folder; use the same ones, another --out, or --fresh to delete it and start over")  # fmt: skip
-
-
-def pending(planned: list[str], ledger: dict) -> list[str]:
-    """The planned stages the ledger does not list as finished, in order."""
-    return [name for name in planned if name not in ledger["stages"]]
+def pending(planned: list[str], ledger: dict, args: argparse.Namespace) -> list[str]:
+    """The planned stages the ledger does not list as finished with this invocation's arguments, in order."""
+    return [name for name in planned
+            if ledger["stages"].get(name, {}).get("fingerprint") != fingerprint(args, name)]  # fmt: skip
 
 
 def record_finished(ledger: dict, summary: dict) -> list[str]:
-    """Copy every stage `summary` (summary.json) lists as finished into the ledger; returns the new ones. The
-    runner adds a stage to the summary only once it has finished, so a failed or killed stage is not there."""
+    """Copy every stage `summary` (summary.json) lists as finished into the ledger, with the fingerprint it ran under
+    (`ledger["running"]`, written before the run starts, so a run killed with other arguments is recorded as what it
+    was); returns the new ones. The runner adds a stage to the summary only once it has finished, so a failed or
+    killed stage is not there; a stage with no running fingerprint is of unknown origin and not recorded."""
     added = []
+    running = ledger.get("running", {})
     for stage in summary.get("stages", []):
-        if stage["name"] not in ledger["stages"]:
-            added.append(stage["name"])
-        ledger["stages"][stage["name"]] = {k: stage.get(k) for k in ("job_type", "seconds", "rows_out", "metrics")}
+        name, fp = stage["name"], running.get(stage["name"])
+        if fp is None or ledger["stages"].get(name, {}).get("fingerprint") == fp:
+            continue
+        added.append(name)
+        ledger["stages"][name] = {k: stage.get(k) for k in ("job_type", "seconds", "rows_out", "metrics")}
+        ledger["stages"][name]["fingerprint"] = fp
     return added
+
+
+def forget_stale(out: Path, ledger: dict, names: list[str]) -> None:
+    """Delete the outputs of `names` (about to be redone) so no stage resumes from parts written with other
+    arguments, and drop them from the ledger."""
+    for name in names:
+        if ledger["stages"].pop(name, None) is not None or (out / name).exists():
+            shutil.rmtree(out / name, ignore_errors=True)
 
 
 def read_json(path: Path) -> dict | None:
@@ -246,40 +265,43 @@ def run_stages(args: argparse.Namespace, out: Path, ledger: dict, names: list[st
     raw = pipeline_raw(args, out, names, state_dir, free_loopback_port())
     cfg = build_config(apply_overrides(raw, overrides_for(args.set, names)))
     log.info("running %s (finished before: %s)", ", ".join(names), ", ".join(ledger["stages"]) or "none")
+    (out / "summary.json").unlink(missing_ok=True)  # so only this run's stages can be read back under `running`
+    ledger["running"] = {name: fingerprint(args, name) for name in names}
+    write_ledger(out, ledger)
     try:
         run_config(cfg, verbose=args.verbose)
     finally:
         added = record_finished(ledger, read_json(out / "summary.json") or {})
+        ledger.pop("running", None)
         write_ledger(out, ledger)
         log.info("ledger: %s finished in this run", ", ".join(added) or "nothing")
 
 
-def run_difficulty(out: Path, ledger: dict) -> None:
+def run_difficulty(args: argparse.Namespace, out: Path, ledger: dict) -> None:
     """The curriculum's rows: generate's kept replies with a `difficulty` column (quality_report.difficulty_rows)."""
     from quality_report import difficulty_rows
 
     started = time.time()
     counts = difficulty_rows(out / "generate" / "kept", out / DIFFICULTY / "rows.parquet")
     ledger["stages"][DIFFICULTY] = {"job_type": "in-process", "seconds": round(time.time() - started, 2),
-                                    "rows_out": sum(counts.values()), "metrics": counts}  # fmt: skip
+                                    "rows_out": sum(counts.values()), "metrics": counts,
+                                    "fingerprint": fingerprint(args, DIFFICULTY)}  # fmt: skip
     write_ledger(out, ledger)
 
 
 def open_ledger(args: argparse.Namespace, out: Path) -> dict | str:
     """This invocation's ledger (created, or read back with what a killed run finished), or why to refuse."""
     if args.fresh and out.exists():
-        shutil.rmtree(out)  # the stages' own resume would otherwise pick up parts written with other settings
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    fp = fingerprint(args)
     ledger = read_json(out / "ledger.json")
     if ledger is None:
         if any(out.iterdir()):
             return f"{out} holds outputs but no ledger.json; use another --out or --fresh"
-        ledger = new_ledger(fp, args)
-    elif reason := ledger_mismatch(ledger, fp):
-        return reason
+        ledger = new_ledger()
     else:  # a run killed before its finally: summary.json still lists the stages it finished
         record_finished(ledger, read_json(out / "summary.json") or {})
+        ledger.pop("running", None)
     write_ledger(out, ledger)
     return ledger
 
@@ -299,11 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     data, train = planned_stages(args.methods)
     try:
         with ray_state_dir("dq") as state_dir:
-            if todo := pending(data, ledger):
+            if todo := pending(data, ledger, args):
+                forget_stale(out, ledger, todo)
                 run_stages(args, out, ledger, todo, state_dir)
-            if "curriculum" in args.methods and DIFFICULTY not in ledger["stages"]:
-                run_difficulty(out, ledger)
-            if todo := pending(train, ledger):
+            if "curriculum" in args.methods and pending([DIFFICULTY], ledger, args):
+                run_difficulty(args, out, ledger)
+            if todo := pending(train, ledger, args):
+                forget_stale(out, ledger, todo)
                 run_stages(args, out, ledger, todo, state_dir)
     except (UserError, StageFailed) as exc:
         print(f"distill_quality: {exc} (finished stages are in {out / 'ledger.json'}; the same command resumes)",
