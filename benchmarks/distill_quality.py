@@ -309,6 +309,7 @@ def open_ledger(args: argparse.Namespace, out: Path) -> dict | str:
 def main(argv: list[str] | None = None) -> int:
     from distill_ray.errors import StageFailed, UserError
     from distill_ray.log import configure_logging
+    from jobs.signals import Interrupted, stop_on_signals
     from quality_report import build_report, print_table
 
     args = parse_args(argv)
@@ -319,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distill_quality: {ledger}", file=sys.stderr)
         return 2
     data, train = planned_stages(args.methods)
-    try:
-        with ray_state_dir("dq") as state_dir:
+    try:  # SIGINT / SIGTERM unwind like an error, so the ledger records what finished and Ray stops cleanly
+        with stop_on_signals(), ray_state_dir("dq") as state_dir:
             if todo := pending(data, ledger, args):
                 forget_stale(out, ledger, todo)
                 run_stages(args, out, ledger, todo, state_dir)
@@ -329,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             if todo := pending(train, ledger, args):
                 forget_stale(out, ledger, todo)
                 run_stages(args, out, ledger, todo, state_dir)
-    except (UserError, StageFailed) as exc:
+    except (UserError, StageFailed, Interrupted) as exc:
         print(f"distill_quality: {exc} (finished stages are in {out / 'ledger.json'}; the same command resumes)",
               file=sys.stderr)  # fmt: skip
         return exc.exit_code
