@@ -7,8 +7,8 @@ runs) in two runs of the runner:
   (between them, in this process: the curriculum's difficulty labels, see `quality_report.difficulty_rows`)
   train: one trainer per method, each from the same base student with the same optimizer-step budget, batch and
          learning rate: sft_all (every kept response), sft_best (the highest-advantage reply of each group),
-         advdistill (the group loss), curriculum (sft, medium rows first, then medium + hard), kd (top-k KD mixed with cross-entropy),
-         dpo (on pairs, starting from sft_all's model) -> eval: every trained model, `base` and `teacher`, greedy,
+         advdistill (the group loss), curriculum (sft, medium rows first, then medium + hard), kd (top-k KD
+         mixed with cross-entropy), dpo (on pairs, starting from sft_all's model) -> eval: every trained model, `base` and `teacher`, greedy,
          on the arithmetic test split (or dev with --dev).
 Only the stages the chosen methods need are run.
 

@@ -9,8 +9,8 @@ A spec is one of:
 - `builtin:smollm2-135m-instruct?layers=N&keep_last=K`: N layers, the first N-K and the last K. Dropping
   middle layers costs far less than dropping the top ones: on 64 arithmetic problems (greedy, 160-token
   cap) the first 28 of 30 layers never stop (0/64 correct), while the first 26 plus the last 2 stop in 20%
-  of replies (1/64; 3/64 on the dev split with a 192-token cap); the teacher scores about 25%. Gromov et al. 2024 (arXiv:2403.17887) report the same
-  for larger models: the final layer must stay.
+  of replies (1/64; 3/64 on the dev split with a 192-token cap); the teacher scores about 25%. Gromov et al.
+  2024 (arXiv:2403.17887) report the same for larger models: the final layer must stay.
 - `tiny:smollm2` or `tiny:smollm2?layers=2&hidden=64&seed=0`: a tiny random Llama with the SmolLM2
   tokenizer, for tests.
 

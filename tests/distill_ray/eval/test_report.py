@@ -16,7 +16,8 @@ from distill_ray.eval.report import write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAIN_HEADER = ("| model | benchmark | problems | samples/problem | errors | pass@1 (%) | pass@2 (%) | "
-               "accuracy (%) | format rate (%) | cut at the cap (%) | mean tokens (correct / incorrect) | verbosity ratio |")
+               "accuracy (%) | format rate (%) | cut at the cap (%) | mean tokens (correct / incorrect) | "
+               "verbosity ratio |")
 
 
 def png_size(path: Path) -> tuple[int, int]:
