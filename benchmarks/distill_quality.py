@@ -8,8 +8,8 @@ runs) in two runs of the runner:
   train: one trainer per method, each from the same base student with the same optimizer-step budget, batch and
          learning rate: sft_all (every kept response), sft_best (the highest-advantage reply of each group),
          advdistill (the group loss), curriculum (sft, medium rows first, then medium + hard), kd (top-k KD
-         mixed with cross-entropy), dpo (on pairs, starting from sft_all's model) -> eval: every trained model, `base` and `teacher`, greedy,
-         on the arithmetic test split (or dev with --dev).
+         mixed with cross-entropy), dpo (on pairs, starting from sft_all's model) -> eval: every trained model,
+         `base` and `teacher`, greedy, on the arithmetic test split (or dev with --dev).
 Only the stages the chosen methods need are run.
 
 Resumable: `<out>/ledger.json` lists the finished stages (read from `<out>/summary.json`, which the runner rewrites
@@ -38,6 +38,8 @@ from pathlib import Path
 
 from bench_common import fill_defaults, free_loopback_port, ray_state_dir  # this folder is on sys.path
 
+from distill_ray.data.sources import split_size
+
 log = logging.getLogger("distill_quality")
 
 METHODS = ("sft_all", "sft_best", "advdistill", "curriculum", "kd", "dpo")
@@ -49,11 +51,11 @@ DEFAULTS = dict(
     teacher="builtin:smollm2-135m-instruct",
     methods=",".join(METHODS),
     train_problems=300,  # of the 1371 train questions; x samples x temperatures teacher replies
-    eval_problems=376,  # the whole arithmetic test split (max_operand=30); dev holds 197
+    eval_problems=None,  # the whole held-out split: 376 test problems (max_operand=30), 197 with --dev
     samples=1,  # replies per problem and temperature; a group (AdvDistill, DPO pairs) is one per temperature
-    temperatures="0.0,0.8",  # greedy plus one sample: 28% and 19% correct on train problems, 141 kept of 600
+    temperatures="0.0,0.8",  # greedy plus one sample: 127 of 600 teacher replies correct in the measured run
     max_new_tokens=192,  # the teacher needs ~75 tokens for arithmetic; 64 cut its replies
-    steps=36,  # optimizer steps, the same for every trainer: about 2 epochs of the 141 kept replies
+    steps=36,  # optimizer steps, the same for every trainer: about 2 epochs of the ~130 kept replies
     lr=2e-4,  # on dev, 36 steps of 8 at 2e-4 took the student from 3/64 to 21/64 (in-process check)
     batch_size=8,  # sequences (pairs for dpo, groups for advdistill) per optimizer step, over all workers
 )
@@ -63,7 +65,8 @@ QUICK = dict(student="tiny:smollm2", teacher="tiny:smollm2", methods=",".join(QU
 WORKERS = 2  # Ray Train workers (gloo), each with half a core, as in recipes/quickstart.yaml
 SEED = 7
 SPLITS = {False: "test", True: "dev"}
-ARITHMETIC = "procedural:arithmetic?max_operand=30&split={split}"
+MAX_OPERAND = 30  # 1944 distinct problems: 1371 train, 197 dev, 376 test (distill_ray/data/sources.py)
+ARITHMETIC = f"procedural:arithmetic?max_operand={MAX_OPERAND}&split={{split}}"
 # What a method trains on, beyond its own stage (dpo starts from sft_all's model).
 NEEDS = {
     "sft_all": ["generate"], "sft_best": ["generate", "curate"], "advdistill": ["generate", "curate"],
@@ -79,15 +82,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny models, a handful of problems, 2 steps: a smoke test")
     p.add_argument("--methods", help=f"comma list of {', '.join(METHODS)} (default all; --quick "
                    f"{','.join(QUICK_METHODS)})")  # fmt: skip
-    p.add_argument("--train-problems", type=int, help="train-split problems the teacher answers (default 256)")
-    p.add_argument("--eval-problems", type=int, help="held-out problems (default 376, the whole test split)")
+    d = DEFAULTS
+    p.add_argument("--train-problems", type=int,
+                   help=f"train-split problems the teacher answers (default {d['train_problems']})")
+    p.add_argument("--eval-problems", type=int, help="held-out problems (default: the whole split, 376 test / 197 dev)")
     p.add_argument("--dev", action="store_true", help="evaluate on the dev split (choosing settings), not test")
-    p.add_argument("--samples", type=int, help="G, teacher replies per problem and temperature (default 4)")
-    p.add_argument("--temperatures", help="comma list of sampling temperatures (default 0.7)")
-    p.add_argument("--max-new-tokens", type=int, help="reply cap, generation and eval (default 192)")
-    p.add_argument("--steps", type=int, help="optimizer steps of every trainer (default 60)")
-    p.add_argument("--lr", type=float, help="peak learning rate of every trainer (default 5e-5)")
-    p.add_argument("--batch-size", type=int, help=f"sequences per optimizer step, a multiple of {WORKERS} (default 8)")
+    p.add_argument("--samples", type=int, help=f"teacher replies per problem and temperature (default {d['samples']})")
+    p.add_argument("--temperatures", help=f"comma list of sampling temperatures (default {d['temperatures']})")
+    p.add_argument("--max-new-tokens", type=int, help=f"reply cap, generation and eval (default {d['max_new_tokens']})")
+    p.add_argument("--steps", type=int, help=f"optimizer steps of every trainer (default {d['steps']})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate of every trainer (default {d['lr']})")
+    p.add_argument("--batch-size", type=int,
+                   help=f"sequences per optimizer step, a multiple of {WORKERS} (default {d['batch_size']})")
     p.add_argument("--student", help=f"base student spec (default {DEFAULTS['student']})")
     p.add_argument("--teacher", help=f"teacher spec (default {DEFAULTS['teacher']})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -102,6 +108,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if "dpo" in args.methods and "sft_all" not in args.methods:
         args.methods.insert(0, "sft_all")  # dpo starts from sft_all's model
     args.temperatures = [float(t) for t in str(args.temperatures).split(",")]
+    held_out = split_size(MAX_OPERAND, SPLITS[args.dev])
+    if args.eval_problems is None:
+        args.eval_problems = held_out
+    for key, split, most in (("eval_problems", SPLITS[args.dev], held_out),
+                             ("train_problems", "train", split_size(MAX_OPERAND, "train"))):
+        if getattr(args, key) > most:
+            p.error(f"--{key.replace('_', '-')}: the {split} split holds only {most} distinct problems")
     for key in ("train_problems", "eval_problems", "samples", "max_new_tokens", "steps", "batch_size"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be at least 1")
@@ -114,7 +127,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # What each stage's output depends on: a stage is redone (its old folder deleted first) only when one of these
-# changes, so adding a method or resizing the eval reuses the teacher's replies and the trained students.
+# changes, so adding a method or resizing the eval reuses the teacher's replies and the trained students. Any
+# --set item counts as a data argument (it may reach any stage), so it redoes everything.
 DATA_ARGS = ("teacher", "train_problems", "samples", "temperatures", "max_new_tokens", "quick", "set")
 TRAIN_ARGS = DATA_ARGS + ("student", "steps", "lr", "batch_size")
 EVAL_ARGS = TRAIN_ARGS + ("eval_problems", "dev", "methods")
@@ -128,7 +142,7 @@ def stage_args(stage: str) -> tuple[str, ...]:
 
 def fingerprint(args: argparse.Namespace, stage: str) -> str:
     """What makes a stage's output reusable: the arguments it depends on (`stage_args`), hashed."""
-    chosen = {k: getattr(args, k) for k in stage_args(stage)}
+    chosen = {k: sorted(getattr(args, k)) if k == "methods" else getattr(args, k) for k in stage_args(stage)}
     return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -70,8 +70,8 @@ def resolve_source(spec: str | None, key: str = "dataset.instruction_path") -> S
             max_operand = int(params.get("max_operand", 99))
         except ValueError:
             raise ConfigError(key, "max_operand must be an integer") from None
-        if max_operand < 2:
-            raise ConfigError(key, "max_operand must be at least 2")
+        if not 2 <= max_operand <= MAX_OPERAND:
+            raise ConfigError(key, f"max_operand must be between 2 and {MAX_OPERAND}")
         return Source("procedural", name=name, max_operand=max_operand, split=split)
     if spec.startswith("bundled:"):
         return _bundled(spec.split(":", 1)[1], key)
@@ -99,13 +99,14 @@ def _bundled(name: str, key: str) -> Source:
 
 
 SPLITS = ("all", "train", "dev", "test")
+MAX_OPERAND = 1000  # split_size lists every question once: about 2 x max_operand^2 (2M at 1000, a second or two)
 
 
 def procedural_arithmetic(n: int, seed: int, max_operand: int = 99, split: str = "all") -> list[dict[str, Any]]:
     """`n` distinct integer problems (sums, differences, small products) of `split`, reproducible from `seed`.
 
     Raises ValueError when the split holds fewer than `n` distinct questions (e.g. max_operand=9 has 243 in all,
-    about 49 of them in test): a repeated question would count twice in an eval and hide the set's real size.
+    42 of them in test): a repeated question would count twice in an eval and hide the set's real size.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")

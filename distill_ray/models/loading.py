@@ -64,18 +64,18 @@ def resolve_model(spec: str, key: str = "models") -> Path:
     if kind == "builtin":
         if name not in BUILTIN_NAMES:
             raise ConfigError(key, f"unknown builtin model '{name}' (known: {', '.join(BUILTIN_NAMES)})")
-        base = _cached("smollm2-135m-instruct", _convert_smollm2_gguf)
         unknown = set(params) - {"layers", "keep_last"}
         if unknown:
             raise ConfigError(key, f"unknown builtin-model parameter '{sorted(unknown)[0]}' (known: layers, keep_last)")
-        if "layers" not in params:
-            if params:
-                raise ConfigError(key, "keep_last needs layers=N")
-            return base
-        n = _int_param(params, "layers", key)
+        if "keep_last" in params and "layers" not in params:
+            raise ConfigError(key, "keep_last needs layers=N")
+        n = _int_param(params, "layers", key) if "layers" in params else None
         last = _int_param(params, "keep_last", key) if "keep_last" in params else 0
-        if last > n:
+        if n is not None and last > n:
             raise ConfigError(key, f"keep_last={last} exceeds layers={n}")
+        base = _cached("smollm2-135m-instruct", _convert_smollm2_gguf)  # after the checks: a typo costs no conversion
+        if n is None:
+            return base
         name = f"smollm2-135m-instruct-layers{n}" + (f"-keep_last{last}" if last else "")
         return _cached(name, lambda out: _prune_layers(base, n, out, last))
     if name != "smollm2":
@@ -152,9 +152,7 @@ def _prune_layers(src: Path, n_layers: int, out: Path, keep_last: int = 0) -> No
     if n_layers > total:
         raise ConfigError("models", f"layers={n_layers} exceeds the model's {total} layers")
     keep = list(range(n_layers - keep_last)) + list(range(total - keep_last, total))
-    model.model.layers = torch.nn.ModuleList(model.model.layers[i] for i in keep)
-    for index, layer in enumerate(model.model.layers):  # the KV cache is indexed by position in the stack
-        layer.self_attn.layer_idx = index
+    model.model.layers = torch.nn.ModuleList(model.model.layers[i] for i in keep)  # reloading renumbers layer_idx
     model.config.num_hidden_layers = n_layers
     if getattr(model.config, "layer_types", None):
         model.config.layer_types = [model.config.layer_types[i] for i in keep]

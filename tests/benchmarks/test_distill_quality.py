@@ -122,6 +122,16 @@ def test_ledger_records_finished_stages_under_the_arguments_they_ran_with(tmp_pa
     assert not (tmp_path / "logits").exists() and "logits" not in ledger["stages"]
 
 
+def test_eval_size_defaults_to_the_whole_split_and_never_exceeds_it(capsys):
+    assert dq.parse_args([]).eval_problems == 376
+    assert dq.parse_args(["--dev"]).eval_problems == 197  # the dev split is smaller: its default follows it
+    for argv in (["--dev", "--eval-problems", "198"], ["--train-problems", "1372"]):
+        with pytest.raises(SystemExit) as stopped:
+            dq.parse_args(argv)
+        assert stopped.value.code == 2
+    assert "holds only 1371 distinct problems" in capsys.readouterr().err
+
+
 def test_plan_has_only_what_the_methods_need():
     assert dq.planned_stages(["sft_all"]) == (["generate"], ["sft_all", "eval"])
     assert dq.planned_stages(["kd", "advdistill"]) == (["generate", "curate", "logits"], ["advdistill", "kd", "eval"])

@@ -46,6 +46,11 @@ def test_procedural_splits_are_disjoint_and_never_repeat_a_question():
     assert split_size(30, "test") >= 300  # the benchmark's held-out set (benchmarks/distill_quality.py)
 
 
+def test_procedural_max_operand_is_bounded():
+    with pytest.raises(ConfigError, match="between 2 and 1000"):
+        resolve_source("procedural:arithmetic?max_operand=1001")
+
+
 def test_procedural_refuses_more_problems_than_its_split_holds():
     with pytest.raises(ValueError, match="only .* distinct problems in split 'test'"):
         procedural_arithmetic(split_size(9, "test") + 1, 1, 9, "test")
