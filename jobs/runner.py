@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cluster.embedded import ray_session, state_paths
 from distill_ray.config import JobConfig, PipelineConfig
-from distill_ray.data.sources import resolve_source
+from distill_ray.data.sources import Source, resolve_source, split_size
 from distill_ray.errors import ConfigError, StageFailed, UserError, one_line
 from distill_ray.eval.eval_sets import resolve_benchmarks
 from distill_ray.models.teachers import Teacher, by_engine, teacher_roster
@@ -68,14 +68,14 @@ def preflight(cfg: JobConfig | PipelineConfig, starts_ray: bool = False) -> None
         inputs, models = _inputs(job, prefix), _model_specs(job, prefix, roster)  # the shape: inputs named
         if not here:
             continue
-        for key, path in inputs:
+        for key, path, limit in inputs:
             if _produced_by_run(path, run_dir):
                 continue
             if input_key(job) == "labeled_path":
                 if not Path(path).exists():
                     raise ConfigError(key, f"'{path}' does not exist")
             else:
-                resolve_source(path, key=key)
+                _check_size(resolve_source(path, key=key), limit, key.rsplit(".", 1)[0] + ".limit")
         for key, spec in models:
             if ":" not in spec and not _produced_by_run(spec, run_dir) and not (Path(spec) / "config.json").is_file():
                 raise ConfigError(key, f"'{spec}' is not a local HF model folder")
@@ -95,18 +95,30 @@ def _require_cluster(cfg: JobConfig | PipelineConfig) -> None:
                       "`distill-ray submit CONFIG --address http://HEAD:8265`, or set ray.address")  # fmt: skip
 
 
-def _inputs(job: JobConfig, prefix: str) -> list[tuple[str, str]]:
-    """(config key, source spec) of every input the job reads."""
+def _inputs(job: JobConfig, prefix: str) -> list[tuple[str, str, int | None]]:
+    """(config key, source spec, row limit) of every input the job reads."""
     if job.job_type == "eval" and job.evaluation.benchmarks:
         benches = resolve_benchmarks(job.evaluation.benchmarks, job.dataset, job.inference.user_template)
-        return [(f"{prefix}evaluation.benchmarks.{b.name}.path", b.dataset.instruction_path) for b in benches]
+        return [(f"{prefix}evaluation.benchmarks.{b.name}.path", b.dataset.instruction_path, b.dataset.limit)
+                for b in benches]  # fmt: skip
     if job.job_type == "collect":
         return []  # checked by the collect job itself (processing.collect.sources)
     key = input_key(job)
     path = getattr(job.dataset, key)
     if path is None:
         raise ConfigError(f"{prefix}dataset.{key}", f"job '{job.job_type}' needs an input")
-    return [(f"{prefix}dataset.{key}", path)]
+    return [(f"{prefix}dataset.{key}", path, job.dataset.limit)]
+
+
+def _check_size(source: Source, limit: int | None, key: str) -> None:
+    """A procedural source asked for more distinct problems than its split holds fails here, before Ray starts,
+    naming the limit's key (it would otherwise fail when its stage reads, after the stages before it ran)."""
+    if source.kind != "procedural" or not limit:
+        return
+    most = split_size(source.max_operand, source.split)
+    if limit > most:
+        raise ConfigError(key, f"asks for {limit} problems; procedural arithmetic with max_operand="
+                          f"{source.max_operand} has only {most} in split '{source.split}'")  # fmt: skip
 
 
 def input_key(job: JobConfig) -> str:

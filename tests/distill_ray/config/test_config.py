@@ -107,3 +107,20 @@ def test_gpu_recipes_run_only_on_a_cluster():
         cfg = load_config(recipe)
         assert cfg.ray.cluster_only, recipe.name
         assert cfg.output_dir.startswith("/mnt/distill/"), recipe.name
+
+
+@pytest.mark.parametrize("body, key", [
+    ("job_type: generate\ndataset: {instruction_path: 'procedural:arithmetic?max_operand=9&split=test', limit: 43}\n",
+     "dataset.limit"),
+    ("job_type: eval\nevaluation:\n  models: {m: 'tiny:smollm2'}\n"
+     "  benchmarks: [{name: arith, preset: arithmetic, limit: 377}]\n", "evaluation.benchmarks.arith.limit"),
+])  # fmt: skip
+def test_preflight_refuses_more_procedural_problems_than_a_split_holds(tmp_path, body, key):
+    from distill_ray.errors import ConfigError
+    from jobs.runner import preflight
+
+    path = tmp_path / "job.yaml"
+    path.write_text(f"output_dir: {tmp_path / 'out'}\nmodels: {{student: 'tiny:smollm2'}}\n" + body)
+    with pytest.raises(ConfigError) as refused:
+        preflight(load_config(path))
+    assert refused.value.key == key and "has only" in str(refused.value)
