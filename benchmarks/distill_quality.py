@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     ledger = open_ledger(args, out)
     if isinstance(ledger, str):
-        print(f"distill_quality: {ledger}", file=sys.stderr)
+        log.error("distill_quality: %s", ledger)
         return 2
     data, train = planned_stages(args.methods)
     try:  # SIGINT / SIGTERM unwind like an error, so the ledger records what finished and Ray stops cleanly
@@ -345,8 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                 forget_stale(out, ledger, todo)
                 run_stages(args, out, ledger, todo, state_dir)
     except (UserError, StageFailed, Interrupted) as exc:
-        print(f"distill_quality: {exc} (finished stages are in {out / 'ledger.json'}; the same command resumes)",
-              file=sys.stderr)  # fmt: skip
+        log.error("distill_quality: %s (finished stages are in %s; the same command resumes)", exc, out / "ledger.json")
         return exc.exit_code
     report = build_report(args, out, ledger)
     print_table(report)
