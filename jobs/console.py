@@ -20,6 +20,8 @@ How, with Ray 2.60's own knobs (measured on a quickstart-sized run: `tests/jobs/
   Ray forwards to this console. Workers keep forwarding their own output (`log_to_driver`), so a warning that a
   Ray Data worker or a trainer logs still reaches the console.
 - Ray Data's progress bars (`DataContext.enable_progress_bars`) are off; each stage draws its own bar.
+- Ray Train's workers drop its per-step "Reporting training result" INFO line (`quiet_train_worker`, told by
+  `DISTILL_RAY_QUIET=1` in the same environment); their warnings and our own trainer messages still show.
 - The console handlers of Ray's loggers in this process ("ray", "ray.data", "ray.serve", "ray.train",
   "ray.tune") print WARNING and above; a file handler on each writes INFO and above to `ray.log`.
 
@@ -41,7 +43,8 @@ from tqdm import tqdm
 RAY_LOGGERS = ("ray", "ray.data", "ray.serve", "ray.train", "ray.tune")
 # The environment of Ray's processes in a quiet run: Serve logs to its files only; transformers draws no
 # "Loading weights" bars in the teacher replicas (a bar on a worker's stderr would be forwarded here).
-QUIET_ENV = {"RAY_SERVE_LOG_TO_STDERR": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+# DISTILL_RAY_QUIET tells our own code in Ray's workers (the train loop, `quiet_train_worker`) the same.
+QUIET_ENV = {"RAY_SERVE_LOG_TO_STDERR": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "DISTILL_RAY_QUIET": "1"}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s -- %(message)s"
 
 
@@ -185,3 +188,22 @@ class StageProgress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def quiet_train_worker() -> bool:
+    """In a Ray Train worker of a quiet run (`QUIET_ENV` set, not --verbose): drop Ray Train's per-step INFO line
+    ("Reporting training result N: TrainingReport(...) from rank R"), which each worker's root logger prints and Ray
+    forwards to the console once per step and rank. Warnings from the same logger still show. Returns whether it did.
+
+    Ray 2.60 names that logger after its source file (`logging.getLogger(__file__)` in
+    `ray/train/v2/_internal/execution/context.py`), outside "ray.train", so `RunConfig(logging_config=...)`, whose
+    level filter only reads "ray.train.*" records, cannot reach it; the logger is found through that module.
+    """
+    if os.environ.get("DISTILL_RAY_QUIET") != "1":
+        return False
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # Ray Train V1, or a Ray that moved the module: nothing of this kind to quiet
+        return False
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    return True

@@ -78,6 +78,7 @@ from distill_ray.training.lora import ADAPTER
 from distill_ray.training.schedule import Phase, lr_factor
 from distill_ray.training.sft_data import epoch_batches
 from distill_ray.training.tracking import Trackers
+from jobs.console import quiet_train_worker
 from jobs.stage import StageEnv
 from jobs.train.objective import Objective
 
@@ -212,6 +213,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     import torch
 
     configure_logging()  # a worker process starts without our handlers
+    quiet_train_worker()  # Ray Train's "Reporting training result" line per step and rank, unless --verbose
     # Fractional CPU shares: one intra-op thread per worker, or 2 workers fight over 2 cores.
     torch.set_num_threads(1)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -35,6 +35,8 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # A quiet console: Ray Train's per-step INFO line from each worker stays off it (jobs.console.quiet_train_worker).
+    assert "Reporting training result" not in proc.stdout + proc.stderr
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "ok"

@@ -86,3 +86,26 @@ def test_verbose_brings_ray_output_back(tmp_path):
     assert SUMMARY.search(console), console[-3000:]
     assert "CALL chat OK" in console and "Running Dataset" in console
     assert "Running Dataset" in (out / "logs" / "ray.log").read_text()
+
+
+QUIET_WORKER_CHECK = """
+import logging, os
+from jobs.console import quiet_train_worker
+from ray.train.v2._internal.execution import context
+
+logging.getLogger().setLevel(logging.INFO)  # as Ray Train sets a worker's root logger
+report_logger = logging.getLogger(context.__file__)
+os.environ.pop("DISTILL_RAY_QUIET", None)
+assert quiet_train_worker() is False and report_logger.isEnabledFor(logging.INFO)  # --verbose: left as Ray has it
+os.environ["DISTILL_RAY_QUIET"] = "1"
+assert quiet_train_worker() is True
+assert not report_logger.isEnabledFor(logging.INFO) and report_logger.isEnabledFor(logging.WARNING)
+"""
+
+
+def test_a_quiet_train_worker_drops_ray_trains_per_step_report_line_but_not_its_warnings():
+    # The logger Ray Train writes "Reporting training result N" to, as a worker's quiet run sets it (the end-to-end
+    # check that the line stays off the console is in tests/e2e/test_quickstart.py).
+    proc = subprocess.run([sys.executable, "-c", QUIET_WORKER_CHECK], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
