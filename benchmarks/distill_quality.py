@@ -118,6 +118,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key in ("train_problems", "eval_problems", "samples", "max_new_tokens", "steps", "batch_size"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be at least 1")
+    if "curriculum" in args.methods and args.steps < 2:  # one step per phase at least: it would train more
+        p.error(f"--steps: curriculum trains two phases (medium, then medium + hard), so at least 2, got {args.steps}")
     if args.batch_size % WORKERS:
         p.error(f"--batch-size must be a multiple of {WORKERS} (the workers), got {args.batch_size}")
     return args
@@ -205,7 +207,7 @@ def planned_stages(methods: list[str]) -> tuple[list[str], list[str]]:
 def stage_sections(args: argparse.Namespace) -> dict[str, dict]:
     """Every stage's own config; `{output_dir}` is the runner's interpolation of the run folder."""
     generations, kept = "{output_dir}/generate/generations", "{output_dir}/generate/kept"
-    half = max(1, args.steps // 2)
+    half = max(1, args.steps // 2)  # parse_args refuses --steps 1 with the curriculum
     curriculum = [{"name": "medium", "difficulty": ["medium"], "max_steps": half},
                   {"name": "medium_hard", "difficulty": ["medium", "hard"], "max_steps": max(1, args.steps - half)}]
     models = {"base": args.student, "teacher": args.teacher}

@@ -132,6 +132,14 @@ def test_eval_size_defaults_to_the_whole_split_and_never_exceeds_it(capsys):
     assert "holds only 1371 distinct problems" in capsys.readouterr().err
 
 
+def test_curriculum_needs_a_step_per_phase(capsys):
+    # one step each for medium, then medium + hard: --steps 1 would have trained 2, more than the other methods
+    with pytest.raises(SystemExit) as stopped:
+        dq.parse_args(["--quick", "--methods", "curriculum", "--steps", "1"])
+    assert stopped.value.code == 2 and "at least 2" in capsys.readouterr().err
+    assert dq.parse_args(["--quick", "--methods", "sft_all", "--steps", "1"]).steps == 1  # one phase: fine
+
+
 def test_plan_has_only_what_the_methods_need():
     assert dq.planned_stages(["sft_all"]) == (["generate"], ["sft_all", "eval"])
     assert dq.planned_stages(["kd", "advdistill"]) == (["generate", "curate", "logits"], ["advdistill", "kd", "eval"])
