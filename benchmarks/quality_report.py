@@ -21,6 +21,7 @@ DIFFICULTY_SOURCE = ("response length: the kept teacher replies ranked by comple
                      "longest third hard, the rest medium (the judge needs a teacher that can grade; a 135M "
                      "one cannot)")  # fmt: skip
 BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 1000, 0
+REFERENCE = "sft_all"  # the issue's bar for every other method: AdvDistill, KD, DPO-after-SFT >= SFT
 
 
 def length_terciles(tokens: list[int]) -> list[str]:
@@ -80,6 +81,21 @@ def paired_gap(rows: dict[str, list[dict]], label: str) -> dict | None:
     return bootstrap_gap_closed(*arrays, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
 
 
+def paired_difference(rows: dict[str, list[dict]], label: str, reference: str) -> dict | None:
+    """pass@1 of `label` minus `reference`'s, bootstrapped over the problems both answered; None when `label` is the
+    reference or either was not evaluated."""
+    from distill_ray.eval.metrics import bootstrap_paired_difference
+
+    if label == reference or reference not in rows or label not in rows:
+        return None
+    by_id = {name: {r["id"]: r["correct"] is True for r in rows[name]} for name in (label, reference)}
+    ids = sorted(set(by_id[label]) & set(by_id[reference]))
+    if not ids:
+        return None
+    return bootstrap_paired_difference([by_id[label][i] for i in ids], [by_id[reference][i] for i in ids],
+                                       resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)  # fmt: skip
+
+
 def build_report(args: argparse.Namespace, out: Path, ledger: dict) -> dict:
     from distill_ray.eval.plots import plot_length_histograms, plot_pass_intervals
 
@@ -88,8 +104,10 @@ def build_report(args: argparse.Namespace, out: Path, ledger: dict) -> dict:
     table = []
     for label in labels:
         stage = ledger["stages"].get(label, {})
-        gap = paired_gap(rows, label) if label not in ("base", "teacher") else None
-        table.append({"model": label, **model_stats(rows[label]), "gap_closed": gap,
+        trained = label not in ("base", "teacher")
+        gap = paired_gap(rows, label) if trained else None
+        versus = paired_difference(rows, label, REFERENCE) if trained else None
+        table.append({"model": label, **model_stats(rows[label]), "gap_closed": gap, f"vs_{REFERENCE}": versus,
                       "train_steps": (stage.get("metrics") or {}).get("steps"),
                       "train_seconds": stage.get("seconds")})  # fmt: skip
     settings = {k: getattr(args, k) for k in ("student", "teacher", "methods", "train_problems", "eval_problems",
@@ -121,10 +139,17 @@ def headline(report: dict) -> dict:
         "benchmark": "distill_quality", "split": report["split"], "n_problems": report["n_problems"], "best": best,
         "models": {r["model"]: {"pass@1": r["pass@1"], "ci95": [r["low"], r["high"]],
                                 "gap_closed": (r["gap_closed"] or {}).get("gap_closed"),
-                                "gap_ci95": [(r["gap_closed"] or {}).get("low"), (r["gap_closed"] or {}).get("high")]}
+                                "gap_ci95": [(r["gap_closed"] or {}).get("low"), (r["gap_closed"] or {}).get("high")],
+                                f"vs_{REFERENCE}": _versus(r)}
                    for r in report["models"]},
         "stage_seconds": report["stage_seconds"],
     }  # fmt: skip
+
+
+def _versus(row: dict) -> list | None:
+    """[difference, low, high] of pass@1 against the reference (paired bootstrap), or None."""
+    v = row.get(f"vs_{REFERENCE}")
+    return [v["difference"], v["low"], v["high"]] if v else None
 
 
 def _cell(value, fmt: str = "{}") -> str:
@@ -135,6 +160,13 @@ def _gap_cell(gap: dict | None) -> str:
     if not gap:
         return "n/a"
     return f"{gap['gap_closed']:+.2f} [{_cell(gap['low'], '{:+.2f}')}, {_cell(gap['high'], '{:+.2f}')}]"
+
+
+def _versus_cell(row: dict) -> str:
+    v = row.get(f"vs_{REFERENCE}")
+    if not v:
+        return "n/a"
+    return f"{100 * v['difference']:+.1f} [{100 * v['low']:+.1f}, {100 * v['high']:+.1f}]"
 
 
 def render_markdown(report: dict) -> str:
@@ -148,19 +180,22 @@ def render_markdown(report: dict) -> str:
         f"every trainer {s['steps']} optimizer steps of {s['batch_size']} at lr {s['lr']}"
         + (" (--quick)." if s["quick"] else "."),
         "",
-        "| model | pass@1 [95% CI] | gap closed [95% CI] | mean tokens correct / incorrect | cap share | train steps "
-        "| train s |",
-        "|---|---|---|---|---|---|---|",
+        f"| model | pass@1 [95% CI] | gap closed [95% CI] | vs {REFERENCE}, points [95% CI] | mean tokens correct / "
+        "incorrect | cap share | train steps | train s |",
+        "|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in report["models"]:
         ci = f"{_cell(r['pass@1'], '{:.3f}')} [{_cell(r['low'], '{:.3f}')}, {_cell(r['high'], '{:.3f}')}]"
-        lines.append(f"| {r['model']} | {ci} | {_gap_cell(r['gap_closed'])} | {_cell(r['mean_tokens_correct'])} / "
+        lines.append(f"| {r['model']} | {ci} | {_gap_cell(r['gap_closed'])} | {_versus_cell(r)} | "
+                     f"{_cell(r['mean_tokens_correct'])} / "
                      f"{_cell(r['mean_tokens_incorrect'])} | {_cell(r['cap_share'], '{:.3f}')} | "
                      f"{_cell(r['train_steps'])} | {_cell(r['train_seconds'])} |")  # fmt: skip
     cur = report["curriculum_difficulty"]
     lines += ["", "pass@1 interval: Wilson score (Wilson 1927). Gap closed = (model - base) / (teacher - base), "
               f"percentile bootstrap over problems ({report['bootstrap']['resamples']} resamples, seed "
-              f"{report['bootstrap']['seed']}); n/a where teacher and base tie.", ""]  # fmt: skip
+              f"{report['bootstrap']['seed']}); n/a where teacher and base tie. vs {REFERENCE}: pass@1 minus "
+              f"{REFERENCE}'s in percentage points, paired bootstrap over the same problems; an interval holding 0 "
+              "cannot tell the two apart.", ""]  # fmt: skip
     if cur:
         lines.append(f"Curriculum difficulty source: {cur['source']}; rows per level {cur['rows']}.")
     best = report["headline"]["best"]
@@ -171,8 +206,10 @@ def render_markdown(report: dict) -> str:
 
 def print_table(report: dict) -> None:
     print(f"distill quality on arithmetic {report['split']} ({report['n_problems']} problems, greedy)")
-    print(f"{'model':<12}{'pass@1':>8}{'95% CI':>18}{'gap closed':>24}{'cap':>7}{'steps':>7}{'train s':>9}")
+    print(f"{'model':<12}{'pass@1':>8}{'95% CI':>18}{'gap closed':>24}{'vs ' + REFERENCE + ' (pts)':>22}{'cap':>7}"
+          f"{'steps':>7}{'train s':>9}")
     for r in report["models"]:
         ci = f"[{_cell(r['low'], '{:.3f}')}, {_cell(r['high'], '{:.3f}')}]"
         print(f"{r['model']:<12}{_cell(r['pass@1'], '{:.3f}'):>8}{ci:>18}{_gap_cell(r['gap_closed']):>24}"
+              f"{_versus_cell(r):>22}"
               f"{_cell(r['cap_share'], '{:.2f}'):>7}{_cell(r['train_steps']):>7}{_cell(r['train_seconds']):>9}")

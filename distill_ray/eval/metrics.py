@@ -258,3 +258,25 @@ def bootstrap_gap_closed(model_correct: Any, base_correct: Any, teacher_correct:
     tail = (1 - level) / 2 * 100
     low, high = (np.percentile(gaps, [tail, 100 - tail]) if len(gaps) else (None, None))
     return {"gap_closed": _r(point), "low": _r(low), "high": _r(high), "resamples_used": int(ok.sum())}
+
+
+def bootstrap_paired_difference(a_correct: Any, b_correct: Any, resamples: int = 1000, seed: int = 0,
+                                level: float = 0.95) -> dict[str, float | int]:
+    """pass@1 of model A minus that of model B on the same problems, with a percentile-bootstrap interval
+    (Efron & Tibshirani 1993, ch. 13) that resamples PROBLEMS, keeping each problem's pair of answers together.
+
+    `a_correct`, `b_correct`: 0/1 correctness per problem, same problems in the same order, shape (P,). Paired,
+    the interval is narrower than two separate intervals suggest when both models find the same problems hard; an
+    interval that holds 0 means the data cannot tell the two apart. Returns {"difference", "low", "high",
+    "a_only", "b_only"} (shares, a minus b; the counts of problems only one of them solved). Raises ValueError
+    when the arrays differ in length or are empty.
+    """
+    a, b = (np.asarray(x, dtype=np.float64) for x in (a_correct, b_correct))
+    if not len(a) or len(a) != len(b):
+        raise ValueError(f"need two equally long non-empty arrays, got {len(a)} and {len(b)}")
+    d = a - b
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(resamples, len(d)))
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(d[idx].mean(axis=1), [tail, 100 - tail])
+    return {"difference": _r(d.mean()), "low": _r(low), "high": _r(high), "a_only": int((d > 0).sum()),
+            "b_only": int((d < 0).sum())}

@@ -12,11 +12,11 @@ import sys
 import pytest
 from conftest import REPO  # the repository root
 
-from distill_ray.eval.metrics import bootstrap_gap_closed, gap_closed, wilson_interval
+from distill_ray.eval.metrics import bootstrap_gap_closed, bootstrap_paired_difference, gap_closed, wilson_interval
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmark scripts import their neighbours by name
 import distill_quality as dq  # noqa: E402
-from quality_report import headline, length_terciles  # noqa: E402
+from quality_report import headline, length_terciles, paired_difference  # noqa: E402
 
 BENCH = REPO / "benchmarks" / "distill_quality.py"
 
@@ -83,6 +83,41 @@ def test_bootstrap_gap_closed_at_the_ends():
         bootstrap_gap_closed([1, 0], [1], [0, 1])
     with pytest.raises(ValueError):
         bootstrap_gap_closed([], [], [])
+
+
+def test_paired_difference_counts_the_problems_only_one_model_solved():
+    same = bootstrap_paired_difference([1, 0, 1, 0], [1, 0, 1, 0])
+    assert (same["difference"], same["low"], same["high"], same["a_only"], same["b_only"]) == (0.0, 0.0, 0.0, 0, 0)
+    better = bootstrap_paired_difference([1, 1, 1, 1], [0, 0, 0, 0])
+    assert better["difference"] == better["low"] == better["high"] == 1.0 and better["a_only"] == 4
+    with pytest.raises(ValueError):
+        bootstrap_paired_difference([1, 0], [1])
+    with pytest.raises(ValueError):
+        bootstrap_paired_difference([], [])
+
+
+def test_paired_difference_is_narrower_than_unpaired_when_models_share_hard_problems():
+    # B solves what A solves plus 10 more of 300: the paired interval sits near +10/300 and excludes 0, although
+    # the two models' own Wilson intervals overlap almost entirely.
+    rng = __import__("numpy").random.default_rng(0)
+    a = rng.random(300) < 0.3
+    b = a.copy()
+    b[[i for i in range(300) if not a[i]][:10]] = True
+    diff = bootstrap_paired_difference(b, a, seed=1)
+    assert diff["difference"] == pytest.approx(10 / 300, abs=1e-4) and (diff["a_only"], diff["b_only"]) == (10, 0)
+    assert 0 < diff["low"] <= diff["difference"] <= diff["high"]
+    (a_low, a_high), (b_low, b_high) = wilson_interval(int(a.sum()), 300), wilson_interval(int(b.sum()), 300)
+    assert b_low < a_high  # unpaired, the intervals overlap
+    assert diff == bootstrap_paired_difference(b, a, seed=1)  # a fixed seed reproduces
+
+
+def test_report_compares_each_method_with_sft_all_on_the_problems_both_answered():
+    rows = {"sft_all": [{"id": "p1", "correct": True}, {"id": "p2", "correct": False}, {"id": "p3", "correct": None}],
+            "kd": [{"id": "p1", "correct": True}, {"id": "p2", "correct": True}, {"id": "p9", "correct": True}]}
+    diff = paired_difference(rows, "kd", "sft_all")  # p1, p2 only; kd alone solved p2
+    assert (diff["difference"], diff["a_only"], diff["b_only"]) == (0.5, 1, 0)
+    assert paired_difference(rows, "sft_all", "sft_all") is None
+    assert paired_difference({"kd": rows["kd"]}, "kd", "sft_all") is None  # sft_all not evaluated
 
 
 # ---- ledger, fingerprint, plan ------------------------------------------------------------------------------
@@ -201,6 +236,11 @@ def test_quick_run_reports_every_model_and_resumes_as_a_no_op(tmp_path):
         assert row["low"] <= row["pass@1"] <= row["high"], row
         if row["model"] not in ("base", "teacher"):
             assert row["train_steps"] == 2 and row["train_seconds"] > 0, row
+        versus = row["vs_sft_all"]  # every trained method against sft_all on the same problems
+        if row["model"] in ("base", "teacher", "sft_all"):
+            assert versus is None, row
+        else:
+            assert versus["low"] <= versus["difference"] <= versus["high"], row
     headline = json.loads(first.stdout.strip().splitlines()[-1])
     assert set(headline["models"]) == set(labels) and headline["stage_seconds"]["eval"] > 0
     assert (out / "report.md").stat().st_size > 0 and (out / "pass_at_1.png").is_file()
