@@ -9,4 +9,5 @@ bash scripts/setup.sh
 .venv/bin/lint-imports
 # DeepSpeed builds its CPU communication op on first use (about a minute); keep the build for later runs.
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# --durations: the slowest tests at the end of every run (the suite has a 30-minute goal; start there).
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@"
