@@ -22,7 +22,8 @@ deleted first): adding a method or resizing the eval reuses the teacher's replie
     python benchmarks/distill_quality.py --quick           # tiny models, minutes: a smoke test
 
 Writes `<out>/report.md`, `<out>/report.json` and PNG plots; prints a table, then as the last line one JSON
-object (per model pass@1 with its interval and gap closed; seconds per stage).
+object (per model pass@1 with its interval, gap closed and difference from sft_all, each with its interval;
+seconds per stage).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Reads the eval stage's per-reply rows (`<out>/eval/results/<model>/arithmetic/`, Parquet) and the ledger (train
 steps and seconds per stage); the statistics are the pure functions of distill_ray/eval/metrics.py (Wilson
-interval, paired bootstrap of the gap closed). Writes report.md, report.json and two PNG plots into `<out>/`.
+interval, paired bootstraps of the gap closed and of each method's difference from sft_all). Writes report.md,
+report.json and two PNG plots into `<out>/`.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def paired_gap(rows: dict[str, list[dict]], label: str) -> dict | None:
 
 def paired_difference(rows: dict[str, list[dict]], label: str, reference: str) -> dict | None:
     """pass@1 of `label` minus `reference`'s, bootstrapped over the problems both answered; None when `label` is the
-    reference or either was not evaluated."""
+    reference, either was not evaluated or they share no problem."""
     from distill_ray.eval.metrics import bootstrap_paired_difference
 
     if label == reference or reference not in rows or label not in rows:
@@ -163,6 +164,7 @@ def _gap_cell(gap: dict | None) -> str:
 
 
 def _versus_cell(row: dict) -> str:
+    """The difference against the reference and its interval, in percentage points."""
     v = row.get(f"vs_{REFERENCE}")
     if not v:
         return "n/a"
@@ -206,10 +208,10 @@ def render_markdown(report: dict) -> str:
 
 def print_table(report: dict) -> None:
     print(f"distill quality on arithmetic {report['split']} ({report['n_problems']} problems, greedy)")
-    print(f"{'model':<12}{'pass@1':>8}{'95% CI':>18}{'gap closed':>24}{'vs ' + REFERENCE + ' (pts)':>22}{'cap':>7}"
+    print(f"{'model':<12}{'pass@1':>8}{'95% CI':>18}{'gap closed':>24}{'vs ' + REFERENCE + ' (pts)':>24}{'cap':>7}"
           f"{'steps':>7}{'train s':>9}")
     for r in report["models"]:
         ci = f"[{_cell(r['low'], '{:.3f}')}, {_cell(r['high'], '{:.3f}')}]"
         print(f"{r['model']:<12}{_cell(r['pass@1'], '{:.3f}'):>8}{ci:>18}{_gap_cell(r['gap_closed']):>24}"
-              f"{_versus_cell(r):>22}"
+              f"{_versus_cell(r):>24}"
               f"{_cell(r['cap_share'], '{:.2f}'):>7}{_cell(r['train_steps']):>7}{_cell(r['train_seconds']):>9}")

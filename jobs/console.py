@@ -20,8 +20,8 @@ How, with Ray 2.60's own knobs (measured on a quickstart-sized run: `tests/jobs/
   Ray forwards to this console. Workers keep forwarding their own output (`log_to_driver`), so a warning that a
   Ray Data worker or a trainer logs still reaches the console.
 - Ray Data's progress bars (`DataContext.enable_progress_bars`) are off; each stage draws its own bar.
-- Ray Train's workers drop its per-step "Reporting training result" INFO line (`quiet_train_worker`, told by
-  `DISTILL_RAY_QUIET=1` in the same environment); their warnings and our own trainer messages still show.
+- Ray Train's workers drop its per-step "Reporting training result" INFO line (`quiet_train_worker`; the train
+  loop's config says whether the driver runs quiet); their warnings and our own trainer messages still show.
 - The console handlers of Ray's loggers in this process ("ray", "ray.data", "ray.serve", "ray.train",
   "ray.tune") print WARNING and above; a file handler on each writes INFO and above to `ray.log`.
 
@@ -190,20 +190,27 @@ class StageProgress:
         self.close()
 
 
-def quiet_train_worker() -> bool:
-    """In a Ray Train worker of a quiet run (`QUIET_ENV` set, not --verbose): drop Ray Train's per-step INFO line
+def quiet_train_worker(quiet: bool) -> bool:
+    """In a Ray Train worker of a quiet run (`quiet`: the driver ran under `QUIET_ENV`, i.e. not --verbose; the train
+    loop's config carries it, so it reaches a remote cluster's workers too): drop Ray Train's per-step INFO line
     ("Reporting training result N: TrainingReport(...) from rank R"), which each worker's root logger prints and Ray
-    forwards to the console once per step and rank. Warnings from the same logger still show. Returns whether it did.
+    forwards to the console once per step and rank. The line is dropped, not moved: Ray's worker log files lose it
+    too. Warnings from the same logger still show. Returns whether it did.
 
     Ray 2.60 names that logger after its source file (`logging.getLogger(__file__)` in
     `ray/train/v2/_internal/execution/context.py`), outside "ray.train", so `RunConfig(logging_config=...)`, whose
-    level filter only reads "ray.train.*" records, cannot reach it; the logger is found through that module.
+    level filter only reads "ray.train.*" records, cannot reach it; the module's own `logger` object is used.
     """
-    if os.environ.get("DISTILL_RAY_QUIET") != "1":
+    if not quiet:
         return False
     try:
         from ray.train.v2._internal.execution import context
     except ImportError:  # Ray Train V1, or a Ray that moved the module: nothing of this kind to quiet
         return False
-    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    getattr(context, "logger", logging.getLogger(context.__file__)).setLevel(logging.WARNING)
     return True
+
+
+def quiet_run() -> bool:
+    """Whether this process runs under `QUIET_ENV` (a `RunConsole` without --verbose is open)."""
+    return os.environ.get("DISTILL_RAY_QUIET") == "1"

@@ -269,11 +269,13 @@ def bootstrap_paired_difference(a_correct: Any, b_correct: Any, resamples: int =
     the interval is narrower than two separate intervals suggest when both models find the same problems hard; an
     interval that holds 0 means the data cannot tell the two apart. Returns {"difference", "low", "high",
     "a_only", "b_only"} (shares, a minus b; the counts of problems only one of them solved). Raises ValueError
-    when the arrays differ in length or are empty.
+    when the arrays differ in length or are empty, resamples < 1 or level is outside (0, 1).
     """
     a, b = (np.asarray(x, dtype=np.float64) for x in (a_correct, b_correct))
     if not len(a) or len(a) != len(b):
         raise ValueError(f"need two equally long non-empty arrays, got {len(a)} and {len(b)}")
+    if resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"need resamples >= 1 and 0 < level < 1, got {resamples} and {level}")
     d = a - b
     idx = np.random.default_rng(seed).integers(0, len(d), size=(resamples, len(d)))
     tail = (1 - level) / 2 * 100

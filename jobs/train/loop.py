@@ -78,7 +78,7 @@ from distill_ray.training.lora import ADAPTER
 from distill_ray.training.schedule import Phase, lr_factor
 from distill_ray.training.sft_data import epoch_batches
 from distill_ray.training.tracking import Trackers
-from jobs.console import quiet_train_worker
+from jobs.console import quiet_run, quiet_train_worker
 from jobs.stage import StageEnv
 from jobs.train.objective import Objective
 
@@ -114,6 +114,7 @@ def fit(job: JobConfig, stage: StageEnv, objective: Objective, phases: list[Phas
         "run_dir": str(stage.run_dir.resolve()),
         "stage": stage.name,
         "student": job.models.student,
+        "quiet": quiet_run(),  # a quiet console (not --verbose): the workers drop Ray Train's per-step INFO line
     }
     (out / METRICS_FILE).unlink(missing_ok=True)
     trainer = TorchTrainer(
@@ -213,7 +214,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     import torch
 
     configure_logging()  # a worker process starts without our handlers
-    quiet_train_worker()  # Ray Train's "Reporting training result" line per step and rank, unless --verbose
+    quiet_train_worker(config.get("quiet", False))  # Ray Train's "Reporting training result" per step and rank
     # Fractional CPU shares: one intra-op thread per worker, or 2 workers fight over 2 cores.
     torch.set_num_threads(1)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -94,9 +94,11 @@ def test_paired_difference_counts_the_problems_only_one_model_solved():
         bootstrap_paired_difference([1, 0], [1])
     with pytest.raises(ValueError):
         bootstrap_paired_difference([], [])
+    with pytest.raises(ValueError):
+        bootstrap_paired_difference([1], [0], resamples=0)
 
 
-def test_paired_difference_is_narrower_than_unpaired_when_models_share_hard_problems():
+def test_paired_difference_separates_models_whose_own_intervals_overlap():
     # B solves what A solves plus 10 more of 300: the paired interval sits near +10/300 and excludes 0, although
     # the two models' own Wilson intervals overlap almost entirely.
     rng = __import__("numpy").random.default_rng(0)

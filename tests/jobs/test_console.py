@@ -90,16 +90,17 @@ def test_verbose_brings_ray_output_back(tmp_path):
 
 QUIET_WORKER_CHECK = """
 import logging, os
-from jobs.console import quiet_train_worker
+from jobs.console import QUIET_ENV, quiet_run, quiet_train_worker
 from ray.train.v2._internal.execution import context
 
 logging.getLogger().setLevel(logging.INFO)  # as Ray Train sets a worker's root logger
-report_logger = logging.getLogger(context.__file__)
-os.environ.pop("DISTILL_RAY_QUIET", None)
-assert quiet_train_worker() is False and report_logger.isEnabledFor(logging.INFO)  # --verbose: left as Ray has it
-os.environ["DISTILL_RAY_QUIET"] = "1"
-assert quiet_train_worker() is True
+report_logger = context.logger  # the logger "Reporting training result" is written to
+assert quiet_train_worker(False) is False and report_logger.isEnabledFor(logging.INFO)  # --verbose: as Ray has it
+assert quiet_train_worker(True) is True
 assert not report_logger.isEnabledFor(logging.INFO) and report_logger.isEnabledFor(logging.WARNING)
+assert not quiet_run()
+os.environ.update(QUIET_ENV)
+assert quiet_run()
 """
 
 
