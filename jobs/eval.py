@@ -4,7 +4,8 @@ Every model (`evaluation.models`, else `evaluation.model`, else `models.student`
 Serve app (`eval-<stage>`, one deployment per model, routed by the OpenAI `model` field, which is the model's label
 here), and the models answer every benchmark (`evaluation.benchmarks`, else `dataset`) `evaluation.num_samples`
 times, one model after another (measured against side by side: docs/engines.md, "Keeping the engine full"), so
-they share one replica's CPU share (`eval_roster`); every answer is verified. Per-row results go to
+they share one replica's CPU share (`eval_roster`) and each caller sends enough problems at once to fill the
+engine's slots (`eval_batch_size`); every answer is verified. Per-row results go to
 `<stage>/results/<model>/<benchmark>/` (Parquet, so anyone can re-score) and the report (`report.md`, `report.json`,
 PNG plots) to `<stage>/`.
 """
@@ -12,6 +13,7 @@ PNG plots) to `<stage>/`.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,12 +24,14 @@ from distill_ray.data.part_store import export_rejected
 from distill_ray.errors import ConfigError
 from distill_ray.eval.eval_sets import Benchmark, group_lookup, resolve_benchmarks
 from distill_ray.eval.report import write_report
+from distill_ray.models.in_flight import fill_plan
 from distill_ray.models.teachers import Teacher, model_teacher
 from distill_ray.summary import StageResult
 from jobs.data.generate import generate_samples, warn_if_underfilled
 from jobs.stage import StageEnv
 from jobs.teachers import reach_teachers
 
+log = logging.getLogger(__name__)
 ROW_COLUMNS = ["id", "sample_index", "correct", "completion_tokens", "format_reward", "finish_reason"]
 
 
@@ -39,6 +43,22 @@ def models_to_evaluate(job: JobConfig) -> dict[str, str]:
     if not spec:
         raise ConfigError("evaluation.model", "set evaluation.models, evaluation.model or models.student")
     return {"model": spec}
+
+
+def eval_batch_size(models: dict[str, str], inference: InferenceConfig, configured: int | None) -> int:
+    """Problems per caller batch: `configured` (evaluation.batch_size) when set, else the fewest rows that fill every
+    served model's engine slots with eval's sampling (`inference` already holds its temperature and num_samples;
+    `distill_ray.models.in_flight.FillPlan.rows_needed`), never fewer than `inference.batch_size`. Generation's
+    batch_size is often sized for several temperatures: eval asks one, so the same rows would fill half the slots
+    (the quickstart's eval: 2 callers x 4 rows x 1 temperature = 8 sequences for 16 slots)."""
+    if configured is not None:
+        return configured
+    needed = [plan.rows_needed() for plan in map(fill_plan, eval_roster(models, inference))]
+    rows = max([inference.batch_size, *[n for n in needed if n is not None]])
+    if rows > inference.batch_size:
+        log.info("eval: %d problems per caller batch (inference.batch_size %d) to fill the engine's slots; "
+                 "evaluation.batch_size sets it", rows, inference.batch_size)  # fmt: skip
+    return rows
 
 
 def eval_roster(models: dict[str, str], inference: InferenceConfig) -> list[Teacher]:
@@ -74,6 +94,7 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     result = StageResult(name=stage.name, job_type="eval")
     rows: list[dict] = []
     stores = []
+    inference = inference.model_copy(update={"batch_size": eval_batch_size(models, inference, ev.batch_size)})
     roster = eval_roster(models, inference)
     warn_if_underfilled(stage.name, roster)
     with reach_teachers(roster, f"eval-{stage.name}", inference.serve) as reached:

@@ -251,6 +251,12 @@ class EvaluationConfig(Section):
     temperature: float = Field(0.0, ge=0, description="Sampling temperature (0 = greedy).")
     max_new_tokens: int | None = Field(None, ge=1, description="Default: inference.max_new_tokens.")
     ks: list[int] = Field(default_factory=lambda: [1], description="k values of pass@k (k <= num_samples).")
+    batch_size: int | None = Field(
+        None, ge=1,
+        description="Problems each caller sends at once. Default: enough to fill the engine's slots "
+        "(serve.max_replicas x serve.max_batch_size) with eval's one temperature and num_samples, never below "
+        "inference.batch_size; generation's batch_size, sized for several temperatures, would leave slots idle.",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _ks_fit_samples(self):

@@ -23,6 +23,25 @@ def test_the_models_answer_to_their_labels_and_share_one_replicas_cpu():
     assert {t.inference.serve.num_gpus for t in roster} == {1}  # loaded at once: each keeps its GPU share
 
 
+def test_eval_batches_fill_the_slots_unless_configured():
+    from jobs.data.generate import warn_if_underfilled
+    from jobs.eval import eval_batch_size, eval_roster
+
+    models = {"before": "tiny:smollm2", "after": "tiny:smollm2?seed=1"}
+    # the quickstart's callers, sized for generation's two temperatures; eval asks one: 4 rows fill 8 of 16 slots
+    inference = InferenceConfig(concurrency=2, batch_size=4, temperature=0.0, num_samples=1,
+                                serve={"max_batch_size": 16})  # fmt: skip
+    assert eval_batch_size(models, inference, None) == 8
+    filled = inference.model_copy(update={"batch_size": 8})
+    assert warn_if_underfilled("eval", eval_roster(models, filled)) is None
+    assert eval_batch_size(models, inference, 3) == 3  # evaluation.batch_size wins
+    wide = inference.model_copy(update={"batch_size": 32})
+    assert eval_batch_size(models, wide, None) == 32  # never below inference.batch_size
+    two_samples = inference.model_copy(update={"num_samples": 2, "serve": inference.serve.model_copy(
+        update={"max_replicas": 2})})  # fmt: skip
+    assert eval_batch_size(models, two_samples, None) == 8  # 2 replicas x 16 slots / (2 callers x 2 samples)
+
+
 @pytest.mark.ray
 def test_eval_of_two_models_deploys_one_app_serving_both(tmp_path, ray_cluster, serve_port, caplog):
     from ray import serve
@@ -38,6 +57,7 @@ def test_eval_of_two_models_deploys_one_app_serving_both(tmp_path, ray_cluster, 
             "models": {"tiny_a": "tiny:smollm2", "tiny_b": "tiny:smollm2?seed=1"},
             "benchmarks": [{"name": "arith", "preset": "arithmetic", "limit": 2},
                            {"name": "arith2", "preset": "arithmetic", "limit": 1}],
+            "batch_size": 1,  # as configured: eval would otherwise size its batches to fill the slots
         },
     })  # fmt: skip
     env = StageEnv("eval", tmp_path / "out", tmp_path / "out" / "rejected", ray_cluster)
