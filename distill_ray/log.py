@@ -41,3 +41,23 @@ def configure_logging(level: int = logging.INFO) -> None:
             handler = _StderrHandler()
             handler.setFormatter(logging.Formatter(PREFIX + "%(message)s"))
             logger.addHandler(handler)
+
+
+# Ray's own loggers that, in a quiet run, say nothing a user can act on, with the level they are raised to.
+QUIET_RAY_LOGGERS = {
+    # Ray Train's PlacementGroupCleaner (a detached actor per trainer) asks the State API every second whether the
+    # train controller still lives. The State API is served by Ray's dashboard, which the embedded cluster does not
+    # start (ray.include_dashboard: false), so every ask fails and warns, hundreds of lines per trainer, and the
+    # cleaner can never clean then anyway.
+    "ray.train.v2._internal.execution.controller.placement_group_cleaner": logging.ERROR,
+}
+QUIET_ENV_VAR = "DISTILL_RAY_QUIET"  # "1" while a quiet console is open (jobs/console.py QUIET_ENV)
+QUIET_WORKER_HOOK = "distill_ray.log.quiet_ray_worker"  # Ray imports it by this name in each worker process
+
+
+def quiet_ray_worker() -> None:
+    """Ray's `worker_process_setup_hook` (runtime_env) of a quiet run: raise `QUIET_RAY_LOGGERS` in every worker
+    process the run starts, before any task or actor runs there. Written here because Ray has no setting for these
+    loggers' levels in its workers; `cluster/embedded.py` installs it. Idempotent; imports nothing."""
+    for name, level in QUIET_RAY_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)

@@ -20,6 +20,9 @@ How, with Ray 2.60's own knobs (measured on a quickstart-sized run: `tests/jobs/
   Ray forwards to this console. Workers keep forwarding their own output (`log_to_driver`), so a warning that a
   Ray Data worker or a trainer logs still reaches the console.
 - Ray Data's progress bars (`DataContext.enable_progress_bars`) are off; each stage draws its own bar.
+- The embedded cluster's worker processes start with `distill_ray.log.quiet_ray_worker` (Ray's
+  `worker_process_setup_hook`), which drops Ray's messages that say nothing here: Ray Train's placement-group
+  cleaner warns every second that the State API (the dashboard, off by default) does not answer.
 - Ray Train's workers drop its per-step "Reporting training result" INFO line (`quiet_train_worker`; the train
   loop's config says whether the driver runs quiet); their warnings and our own trainer messages still show.
 - The console handlers of Ray's loggers in this process ("ray", "ray.data", "ray.serve", "ray.train",
@@ -40,11 +43,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from distill_ray.log import QUIET_ENV_VAR
+
 RAY_LOGGERS = ("ray", "ray.data", "ray.serve", "ray.train", "ray.tune")
 # The environment of Ray's processes in a quiet run: Serve logs to its files only; transformers draws no
 # "Loading weights" bars in the teacher replicas (a bar on a worker's stderr would be forwarded here).
-# DISTILL_RAY_QUIET tells our own code in Ray's workers (the train loop, `quiet_train_worker`) the same.
-QUIET_ENV = {"RAY_SERVE_LOG_TO_STDERR": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "DISTILL_RAY_QUIET": "1"}
+# QUIET_ENV_VAR tells our own code the same: the embedded cluster's worker setup hook, the train loop's config.
+QUIET_ENV = {"RAY_SERVE_LOG_TO_STDERR": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1", QUIET_ENV_VAR: "1"}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s -- %(message)s"
 
 
@@ -213,4 +218,4 @@ def quiet_train_worker(quiet: bool) -> bool:
 
 def quiet_run() -> bool:
     """Whether this process runs under `QUIET_ENV` (a `RunConsole` without --verbose is open)."""
-    return os.environ.get("DISTILL_RAY_QUIET") == "1"
+    return os.environ.get(QUIET_ENV_VAR) == "1"
