@@ -34,7 +34,8 @@ kept in the checkpointed state, so the history survives a resume. The experiment
 `logging_steps`-th step, with the same names in every trainer: `train/loss` and `train/<metric>` (means over
 the steps since the last log), `train/lr` (the rate the step used), `train/grad_norm` (the step's norm before
 clipping) and `train/tokens_per_s` (non-padding tokens read by all workers per second since the last log);
-evaluations go to them as `eval/<metric>`.
+evaluations go to them as `eval/<metric>`. On the console, rank 0 prints one progress line at most every 30 s and
+at the last step (`stage 'sft': step 12/36, loss 0.8123, 0.09 steps/s, ETA 4m 27s`).
 
 LoRA (`training.lora`, `distill_ray/training/lora.py`): `load_student` is where every trainer's model is built,
 so adapters are attached here once, for all of them; checkpoints then hold the adapter (and the optimizer
@@ -83,6 +84,7 @@ from jobs.stage import StageEnv
 from jobs.train.objective import Objective
 
 log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 30.0  # the console's progress line of a trainer, at most this often (and at the last step)
 METRICS_FILE = "train_metrics.json"
 RESUMED_KEYS = ("step", "phase", "epoch", "samples_in_epoch", "losses", "metrics", "units", "evals")
 
@@ -271,6 +273,7 @@ class TrainRun:
 
     def __init__(self, config: dict, rank: int, world: int, device):
         self.objective: Objective = config["objective"]
+        self.stage_name = config.get("stage", self.objective.job_type)
         self.t: TrainingConfig = config["training"]
         self.phases = [Phase(**p) for p in config["phases"]]
         self.rank, self.world, self.device = rank, world, device
@@ -374,6 +377,9 @@ class TrainRun:
         self._reports = {"time": 0.0, "step": self.state["step"]}  # when and at which step we last reported
         # The trackers' interval (rank 0): its first step, start time, tokens and the last step's grad norm and lr.
         self._logged = {"step": self.state["step"], "time": time.time(), "tokens": 0.0, "grad_norm": None, "lr": None}
+        # The console's progress line (rank 0): the first step and time of this run, when it last printed.
+        self._progress = {"step": self.state["step"], "start": time.time(), "last": time.time(),
+                          "losses": len(self.state["losses"])}  # fmt: skip
         stream = None
         if not self.state["evals"]:
             self._evaluate()  # the starting point, once (a resumed run has it already)
@@ -443,6 +449,22 @@ class TrainRun:
             self._track()
         if reduced[1] > 0:
             self._report()
+        if self.rank == 0:
+            self._print_progress(total)
+
+    def _print_progress(self, total: int) -> None:
+        """Rank 0: one console line at most every PROGRESS_EVERY_S seconds and at the last step: the step of the
+        total, the mean loss since the last line, steps/s and the ETA of this run (Ray forwards it to the driver)."""
+        now, mark, step = time.time(), self._progress, self.state["step"]
+        if step != total and now - mark["last"] < PROGRESS_EVERY_S:
+            return
+        done, seconds = step - mark["step"], now - mark["start"]
+        rate = done / seconds if seconds > 0 else 0.0
+        eta = f", ETA {_duration((total - step) / rate)}" if rate > 0 and step < total else ""
+        recent = self.state["losses"][mark["losses"]:] or self.state["losses"][-1:]
+        log.info("stage '%s': step %d/%d, loss %.4f, %.2f steps/s%s", self.stage_name, step, total,
+                 sum(recent) / len(recent), rate, eta)  # fmt: skip
+        mark.update(last=now, losses=len(self.state["losses"]))
 
     def _track(self) -> None:
         """Rank 0: the interval since the last log to the trackers, under the names every trainer shares."""
@@ -548,6 +570,11 @@ def _phase_summary(phases: list[Phase], losses: list[float]) -> list[dict]:
                         "final_loss": part[-1] if part else None})  # fmt: skip
         start += p.steps
     return summary
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
 def _report_due(step: int, total: int, logging_steps: int, last_report: float) -> bool:

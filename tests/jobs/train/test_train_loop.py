@@ -129,3 +129,26 @@ def test_curriculum_config_is_documented_and_checked():
         build_config({"job_type": "sft", "training": {"curriculum": [{"name": "a"}, {"name": "a"}]}})
     with pytest.raises(ConfigError, match="forward_kl"):
         build_config({"job_type": "kd", "training": {"kd": {"loss": "reverse_kl", "tail": "ignore"}}})
+
+
+def test_rank_zero_prints_a_progress_line_every_so_often_and_at_the_last_step(monkeypatch):
+    # The console's only per-step sign of a trainer (Ray Train's own report line is dropped in quiet runs).
+    from types import SimpleNamespace
+
+    from jobs.train import loop
+
+    lines: list[str] = []
+    monkeypatch.setattr(loop.log, "info", lambda fmt, *args: lines.append(fmt % args))
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(loop.time, "time", lambda: clock["now"])
+    run = SimpleNamespace(stage_name="sft", state={"step": 0, "losses": []},
+                          _progress={"step": 0, "start": 1000.0, "last": 1000.0, "losses": 0})  # fmt: skip
+    for step in range(1, 11):  # 10 steps of 10 s each, losses 1.0, 0.9, ...
+        clock["now"] += 10.0
+        run.state["step"] = step
+        run.state["losses"].append(1.0 - 0.1 * (step - 1))
+        loop.TrainRun._print_progress(run, total=10)
+    # at most one line per PROGRESS_EVERY_S (30 s): after steps 3, 6, 9, and the last step
+    assert [line.split(",")[0] for line in lines] == [f"stage 'sft': step {s}/10" for s in (3, 6, 9, 10)]
+    assert lines[0] == "stage 'sft': step 3/10, loss 0.9000, 0.10 steps/s, ETA 1m 10s"  # mean of 1.0, 0.9, 0.8
+    assert "ETA" not in lines[-1] and "loss 0.1000" in lines[-1]  # the last line: only step 10's loss is new
