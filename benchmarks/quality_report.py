@@ -70,16 +70,20 @@ def model_stats(rows: list[dict]) -> dict:
     }  # fmt: skip
 
 
+def aligned_correctness(rows: dict[str, list[dict]], names: list[str]) -> list[list[bool]] | None:
+    """Each named model's correctness on the problems all of them answered, in one problem order (what the paired
+    bootstraps resample), or None when they share no problem."""
+    by_id = {name: {r["id"]: r["correct"] is True for r in rows[name]} for name in names}
+    ids = sorted(set.intersection(*(set(v) for v in by_id.values())))
+    return [[by_id[name][i] for i in ids] for name in names] if ids else None
+
+
 def paired_gap(rows: dict[str, list[dict]], label: str) -> dict | None:
     """Gap closed of `label` between base and teacher, bootstrapped over the problems all three answered."""
     from distill_ray.eval.metrics import bootstrap_gap_closed
 
-    by_id = {name: {r["id"]: r["correct"] is True for r in rows[name]} for name in (label, "base", "teacher")}
-    ids = sorted(set.intersection(*(set(v) for v in by_id.values())))
-    if not ids:
-        return None
-    arrays = [[by_id[name][i] for i in ids] for name in (label, "base", "teacher")]
-    return bootstrap_gap_closed(*arrays, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
+    arrays = aligned_correctness(rows, [label, "base", "teacher"])
+    return bootstrap_gap_closed(*arrays, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED) if arrays else None
 
 
 def paired_difference(rows: dict[str, list[dict]], label: str, reference: str) -> dict | None:
@@ -89,12 +93,8 @@ def paired_difference(rows: dict[str, list[dict]], label: str, reference: str) -
 
     if label == reference or reference not in rows or label not in rows:
         return None
-    by_id = {name: {r["id"]: r["correct"] is True for r in rows[name]} for name in (label, reference)}
-    ids = sorted(set(by_id[label]) & set(by_id[reference]))
-    if not ids:
-        return None
-    return bootstrap_paired_difference([by_id[label][i] for i in ids], [by_id[reference][i] for i in ids],
-                                       resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)  # fmt: skip
+    arrays = aligned_correctness(rows, [label, reference])
+    return bootstrap_paired_difference(*arrays, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED) if arrays else None
 
 
 def build_report(args: argparse.Namespace, out: Path, ledger: dict) -> dict:

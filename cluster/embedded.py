@@ -22,7 +22,7 @@ from pathlib import Path
 
 from distill_ray.config import RayConfig
 from distill_ray.errors import ConfigError
-from distill_ray.log import QUIET_ENV_VAR, QUIET_WORKER_HOOK
+from distill_ray.log import QUIET_WORKER_HOOK, quiet_run
 
 # Ray's session dir adds ~70 characters of sockets/... below temp; Unix socket paths max out at 107.
 MAX_STATE_DIR_CHARS = 35
@@ -64,7 +64,7 @@ def embedded_init_kwargs(ray_cfg: RayConfig) -> dict:
         logging_level=logging.WARNING,
         log_to_driver=True,
     )
-    if os.environ.get(QUIET_ENV_VAR) == "1" and not ray_cfg.include_dashboard:
+    if quiet_run() and not ray_cfg.include_dashboard:
         # A quiet console (jobs/console.py's QUIET_ENV, not --verbose): every worker process drops Ray's messages
         # that say nothing here (distill_ray/log.py QUIET_RAY_LOGGERS; with the dashboard on they may).
         kwargs["runtime_env"] = {"worker_process_setup_hook": QUIET_WORKER_HOOK}

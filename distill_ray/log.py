@@ -61,3 +61,11 @@ def quiet_ray_worker() -> None:
     loggers' levels in its workers; `cluster/embedded.py` installs it. Idempotent; imports nothing."""
     for name, level in QUIET_RAY_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+
+
+def quiet_run() -> bool:
+    """Whether this process runs under a quiet console (`QUIET_ENV_VAR`, set by jobs/console.py's `RunConsole`
+    without --verbose)."""
+    import os
+
+    return os.environ.get(QUIET_ENV_VAR) == "1"

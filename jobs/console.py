@@ -214,8 +214,3 @@ def quiet_train_worker(quiet: bool) -> bool:
         return False
     getattr(context, "logger", logging.getLogger(context.__file__)).setLevel(logging.WARNING)
     return True
-
-
-def quiet_run() -> bool:
-    """Whether this process runs under `QUIET_ENV` (a `RunConsole` without --verbose is open)."""
-    return os.environ.get(QUIET_ENV_VAR) == "1"

@@ -65,7 +65,7 @@ from typing import Any
 
 from distill_ray.config import JobConfig, TrainingConfig
 from distill_ray.errors import ConfigError
-from distill_ray.log import configure_logging
+from distill_ray.log import configure_logging, quiet_run
 from distill_ray.training.checkpoints import (
     STATE_FILE,
     clear_partial_checkpoints,
@@ -79,7 +79,7 @@ from distill_ray.training.lora import ADAPTER
 from distill_ray.training.schedule import Phase, lr_factor
 from distill_ray.training.sft_data import epoch_batches
 from distill_ray.training.tracking import Trackers
-from jobs.console import quiet_run, quiet_train_worker
+from jobs.console import quiet_train_worker
 from jobs.stage import StageEnv
 from jobs.train.objective import Objective
 

@@ -90,7 +90,8 @@ def test_verbose_brings_ray_output_back(tmp_path):
 
 QUIET_WORKER_CHECK = """
 import logging, os
-from jobs.console import QUIET_ENV, quiet_run, quiet_train_worker
+from distill_ray.log import quiet_run
+from jobs.console import QUIET_ENV, quiet_train_worker
 from ray.train.v2._internal.execution import context
 
 logging.getLogger().setLevel(logging.INFO)  # as Ray Train sets a worker's root logger
