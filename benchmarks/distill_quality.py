@@ -15,7 +15,9 @@ Only the stages the chosen methods need are run.
 Resumable: `<out>/ledger.json` lists the finished stages (read from `<out>/summary.json`, which the runner rewrites
 after every stage, whether the run ends or fails), each with a fingerprint of the arguments its output depends on;
 the same command skips them and continues. Changed arguments redo only the stages they affect (their old folders
-deleted first): adding a method or resizing the eval reuses the teacher's replies. --fresh deletes everything.
+deleted first, but eval's: it keeps each model's answers and asks again only the models whose weights or eval
+settings changed): adding a method reuses the teacher's replies and the other models' answers. --fresh deletes
+everything.
 
     python benchmarks/distill_quality.py                   # full run (hours on 2 CPU cores)
     python benchmarks/distill_quality.py --dev             # choose settings on the dev split
@@ -38,6 +40,7 @@ import time
 from pathlib import Path
 
 from bench_common import fill_defaults, free_loopback_port, ray_state_dir  # this folder is on sys.path
+from quality_report import BENCHMARK
 
 from distill_ray.data.sources import split_size
 
@@ -176,12 +179,19 @@ def record_finished(ledger: dict, summary: dict) -> list[str]:
     return added
 
 
+# Stages whose stored parts name everything they depend on, the weights of each model included
+# (`distill_ray.models.loading.model_identity`): eval keeps every model's answers, so adding a method, or training
+# one again, asks only the models that are new or changed.
+SELF_CHECKING = ("eval",)
+
+
 def forget_stale(out: Path, ledger: dict, names: list[str]) -> None:
     """Delete the outputs of `names` (about to be redone) so no stage resumes from parts written with other
-    arguments, and drop them from the ledger."""
+    arguments, and drop them from the ledger; a SELF_CHECKING stage's outputs stay for it to sort out."""
     for name in names:
         if ledger["stages"].pop(name, None) is not None or (out / name).exists():
-            shutil.rmtree(out / name, ignore_errors=True)
+            if name not in SELF_CHECKING:
+                shutil.rmtree(out / name, ignore_errors=True)
 
 
 def read_json(path: Path) -> dict | None:
@@ -213,7 +223,7 @@ def stage_sections(args: argparse.Namespace) -> dict[str, dict]:
                   {"name": "medium_hard", "difficulty": ["medium", "hard"], "max_steps": max(1, args.steps - half)}]
     models = {"base": args.student, "teacher": args.teacher}
     models |= {m: f"{{output_dir}}/{m}/model" for m in METHODS if m in args.methods}
-    bench = {"name": "arithmetic", "preset": "arithmetic", "limit": args.eval_problems,
+    bench = {"name": BENCHMARK.format(split=SPLITS[args.dev]), "preset": "arithmetic", "limit": args.eval_problems,
              "path": ARITHMETIC.format(split=SPLITS[args.dev])}
     return {
         "generate": {"job_type": "generate", "dataset": {"instruction_path": ARITHMETIC.format(split="train"),

@@ -1,6 +1,6 @@
 """The report of benchmarks/distill_quality.py, and the curriculum's difficulty labels it derives between its runs.
 
-Reads the eval stage's per-reply rows (`<out>/eval/results/<model>/arithmetic/`, Parquet) and the ledger (train
+Reads the eval stage's per-reply rows (`<out>/eval/results/<model>/arithmetic_<split>/`, Parquet) and the ledger (train
 steps and seconds per stage); the statistics are the pure functions of distill_ray/eval/metrics.py (Wilson
 interval, paired bootstraps of the gap closed and of each method's difference from sft_all). Writes report.md,
 report.json and two PNG plots into `<out>/`.
@@ -15,7 +15,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-BENCHMARK = "arithmetic"
+# one result folder per split, so the dev answers (choosing settings) and the test answers are both kept
+BENCHMARK = "arithmetic_{split}"
 ROW_COLUMNS = ["id", "correct", "completion_tokens", "finish_reason"]
 LEVELS = ("easy", "medium", "hard")
 DIFFICULTY_SOURCE = ("response length: the kept teacher replies ranked by completion tokens, shortest third easy, "
@@ -46,8 +47,9 @@ def difficulty_rows(kept_dir: Path, dest: Path) -> dict[str, int]:
     return {level: labels.count(level) for level in LEVELS}
 
 
-def model_rows(out: Path, label: str) -> list[dict]:
-    return pq.read_table(out / "eval" / "results" / label / BENCHMARK, columns=ROW_COLUMNS).to_pylist()
+def model_rows(out: Path, label: str, split: str) -> list[dict]:
+    folder = out / "eval" / "results" / label / BENCHMARK.format(split=split)
+    return pq.read_table(folder, columns=ROW_COLUMNS).to_pylist()
 
 
 def _mean(values: list[float]) -> float | None:
@@ -100,8 +102,9 @@ def paired_difference(rows: dict[str, list[dict]], label: str, reference: str) -
 def build_report(args: argparse.Namespace, out: Path, ledger: dict) -> dict:
     from distill_ray.eval.plots import plot_length_histograms, plot_pass_intervals
 
+    split = "dev" if args.dev else "test"
     labels = list(ledger["stages"]["eval"]["metrics"]["models"])
-    rows = {label: model_rows(out, label) for label in labels}
+    rows = {label: model_rows(out, label, split) for label in labels}
     table = []
     for label in labels:
         stage = ledger["stages"].get(label, {})
@@ -114,7 +117,6 @@ def build_report(args: argparse.Namespace, out: Path, ledger: dict) -> dict:
     settings = {k: getattr(args, k) for k in ("student", "teacher", "methods", "train_problems", "eval_problems",
                                                "samples", "temperatures", "max_new_tokens", "steps", "lr",
                                                "batch_size", "quick", "set")}  # fmt: skip
-    split = "dev" if args.dev else "test"
     curriculum = ledger["stages"].get("difficulty", {}).get("metrics") if "curriculum" in args.methods else None
     report = {"split": split, "benchmark": f"procedural:arithmetic?max_operand=30&split={split}",
               "n_problems": max((r["n"] for r in table), default=0), "models": table, "settings": settings,
@@ -126,8 +128,8 @@ def build_report(args: argparse.Namespace, out: Path, ledger: dict) -> dict:
     (out / "report.md").write_text(render_markdown(report))
     plot_pass_intervals({r["model"]: (r["pass@1"], r["low"], r["high"]) for r in table if r["n"]},
                         out / "pass_at_1.png", f"Greedy pass@1 on arithmetic {split}, 95% Wilson interval")  # fmt: skip
-    plot_length_histograms([{**r, "model": label, "benchmark": BENCHMARK} for label in labels for r in rows[label]],
-                           out / "lengths.png")  # fmt: skip
+    replies = [{**r, "model": label, "benchmark": f"arithmetic {split}"} for label in labels for r in rows[label]]
+    plot_length_histograms(replies, out / "lengths.png")
     return report
 
 

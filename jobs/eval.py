@@ -94,6 +94,7 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     result = StageResult(name=stage.name, job_type="eval")
     rows: list[dict] = []
     stores = []
+    calls = {"teacher_calls": 0, "teacher_calls_reused": 0}  # answers asked now / found stored (a resumed run)
     inference = inference.model_copy(update={"batch_size": eval_batch_size(models, inference, ev.batch_size)})
     roster = eval_roster(models, inference)
     warn_if_underfilled(stage.name, roster)
@@ -108,11 +109,13 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
                 result.rows_out += out.totals.counts.rows_out
                 result.count_rejects(list(out.totals.counts.reasons.elements()))
                 stores.append(out.store)
+                calls["teacher_calls"] += out.totals.counts.teacher_calls - out.totals.reused_teacher_calls
+                calls["teacher_calls_reused"] += out.totals.reused_teacher_calls
                 rows += _report_rows(out.samples_dir, label, bench)
     export_rejected(stores, stage.rejected_file, stage.name)
     group_fields = sorted({f for b in benchmarks for f in b.group_fields})
     files = write_report(rows, stage.output_dir, ev.ks, group_fields)
-    result.metrics = _headline(files["json"], models, benchmarks)
+    result.metrics = {**_headline(files["json"], models, benchmarks), **calls}
     result.outputs = {"results": str(stage.output_dir / "results"), **files}
     return result
 

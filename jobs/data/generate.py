@@ -29,6 +29,7 @@ from distill_ray.config import DistillationConfig, InferenceConfig, JobConfig
 from distill_ray.data import schemas
 from distill_ray.data.part_store import PartStore, StoreTotals, export_rejected
 from distill_ray.data.sources import resolve_source
+from distill_ray.models.loading import model_identity
 from distill_ray.models.in_flight import fill_plan, fill_warning
 from distill_ray.models.teachers import Teacher, teacher_roster
 from distill_ray.summary import StageResult
@@ -79,7 +80,9 @@ def generate_samples(
     if check_fill:
         warn_if_underfilled(stage.name, teachers)
     settings = {
-        "teachers": {t.name: [t.served_name, t.endpoint.base_url, _sampling(t.inference)] for t in teachers},
+        # the weights, not only the name: a model retrained in place is asked again (model_identity)
+        "teachers": {t.name: [t.served_name, model_identity(t.spec), t.endpoint.base_url, _sampling(t.inference)]
+                     for t in teachers},
         "distillation": distillation.model_dump(),
         "dataset": job.dataset.model_dump(exclude={"labeled_path"}),
     }

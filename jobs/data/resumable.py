@@ -26,6 +26,7 @@ from actors.part_writer import PartWriter
 from actors.teacher_client import TeacherUnavailable
 from distill_ray.config import JobConfig
 from distill_ray.data.part_store import PartStore, StoreTotals, export_rejected, fingerprint
+from distill_ray.models.loading import model_identity
 from distill_ray.models.teachers import model_teacher
 from distill_ray.summary import StageResult
 from jobs.console import StageProgress
@@ -167,7 +168,7 @@ def run_teacher_stage(job: JobConfig, stage: StageEnv, *, job_type: str, out_nam
                       key_column: str, processor_cls: type, processor_kwargs: dict[str, Any],
                       output_schema: pa.Schema, settings: Any) -> tuple[StageResult, PartStore]:  # fmt: skip
     """One teacher-calling stage end to end: deploy `models.teacher`, map resumably, total, export rejects."""
-    store = open_store(stage, out_name, {"teacher": job.models.teacher, "settings": settings})
+    store = open_store(stage, out_name, {"teacher": model_identity(job.models.teacher), "settings": settings})
     run_id = new_run_id()
     teachers = [model_teacher(job.models.teacher, job.inference)]
     with reach_teachers(teachers, f"teacher-{stage.name}", job.inference.serve) as (teacher,):

@@ -33,7 +33,7 @@ from jobs.train.driver import RowsInput, checked_rows, labeled_path, prompt_chec
 
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
-    from distill_ray.models.loading import load_tokenizer, resolve_model
+    from distill_ray.models.loading import load_tokenizer, model_identity, resolve_model
 
     path = labeled_path(job, "the logits job reads the labelled rows the teacher scores here")
     tokenizer = load_tokenizer(resolve_model(job.models.teacher, "models.teacher"))
@@ -41,7 +41,8 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     clean = _checked_rows(stage, result, path, prompt_check(job, tokenizer))
     out = stage.output_dir / "logits"
     kd, inf = job.training.kd, job.inference
-    settings = {"teacher": job.models.teacher, "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
+    settings = {"teacher": model_identity(job.models.teacher),  # its weights: a teacher retrained in place re-scores
+                "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
                 "top_k": kd.top_k, "logprob_dtype": kd.logprob_dtype, "max_length": job.training.max_length,
                 "system_prompt": inf.system_prompt, "user_template": inf.user_template}  # fmt: skip
     done = _reusable_keys(out, settings)

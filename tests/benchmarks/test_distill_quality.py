@@ -223,7 +223,7 @@ def test_headline_names_a_best_method_only_without_a_tie():
 
 
 @pytest.mark.ray
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_quick_run_reports_every_model_and_resumes_as_a_no_op(tmp_path):
     out = tmp_path / "dq"
     command = [sys.executable, str(BENCH), "--quick", "--out", str(out)]
@@ -254,5 +254,15 @@ def test_quick_run_reports_every_model_and_resumes_as_a_no_op(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "summary.json").stat().st_mtime_ns == summary_written  # the runner (which rewrites it) never ran
     assert json.loads(again.stdout.strip().splitlines()[-1])["models"] == headline["models"]
+
+    # fewer methods: eval runs again, and every model's answers (same weights, same settings) come from storage
+    assert ledger["stages"]["eval"]["metrics"]["teacher_calls"] > 0
+    fewer = subprocess.run([*command, "--methods", "sft_all,kd"], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert fewer.returncode == 0, fewer.stderr[-3000:]
+    evaluated = json.loads((out / "ledger.json").read_text())["stages"]["eval"]["metrics"]
+    assert evaluated["teacher_calls"] == 0 and evaluated["teacher_calls_reused"] > 0, evaluated
+    assert [r["model"] for r in json.loads((out / "report.json").read_text())["models"]] == [
+        "base", "teacher", "sft_all", "kd"]
 
 

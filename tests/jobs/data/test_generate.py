@@ -21,12 +21,12 @@ def _write_prompts(path):
     path.write_text("\n".join(lines) + "\n")
 
 
-def _job(tmp_path, serve_port, **inference):
+def _job(tmp_path, serve_port, teacher="tiny:smollm2", **inference):
     return build_config({
         "job_type": "generate",
         "output_dir": str(tmp_path / "out"),
         "dataset": {"instruction_path": str(tmp_path / "prompts.jsonl")},
-        "models": {"teacher": "tiny:smollm2"},
+        "models": {"teacher": teacher},
         "inference": {"max_new_tokens": 8, "temperature": [0.7, 1.0], "num_samples": 2, "seed": 1,
                       "serve": {"port": serve_port}, **inference},
         "distillation": {"keep": "all"},
@@ -111,6 +111,32 @@ def test_rerun_reuses_committed_parts_without_new_teacher_calls(tmp_path, ray_cl
     assert 0 < second.metrics["teacher_calls"] < first.metrics["teacher_calls"]
     assert (second.rows_in, second.rows_out, second.rows_rejected) == (7, 4, 3)
     assert len((tmp_path / "out" / "rejected" / "generate.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_teacher_trained_again_in_its_folder_is_asked_again(tmp_path, ray_cluster, serve_port):
+    """Stored parts belong to the teacher's weights, not its folder's name: a student retrained in place (then
+    evaluated, or used as a teacher) must not be answered from the parts its old weights wrote."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from distill_ray.models.loading import resolve_model
+    from jobs.data import generate
+
+    _write_prompts(tmp_path / "prompts.jsonl")
+    folder = tmp_path / "student" / "model"
+    shutil.copytree(resolve_model("tiny:smollm2"), folder)
+    job = _job(tmp_path, serve_port, teacher=str(folder))
+    env = StageEnv("generate", tmp_path / "out", tmp_path / "out" / "rejected", ray_cluster)
+    first = generate.run(job, env)
+    assert first.metrics["teacher_calls"] == 4 * 2 and first.metrics["teacher_calls_reused"] == 0
+
+    weights = load_file(folder / "model.safetensors")  # "trained again": other weights, same files and sizes
+    save_file({k: v + 0.05 for k, v in weights.items()}, folder / "model.safetensors", metadata={"format": "pt"})
+    again = generate.run(job, env)
+    assert again.metrics["teacher_calls"] == 4 * 2 and again.metrics["teacher_calls_reused"] == 0
+    unchanged = generate.run(job, env)  # the same weights once more: every part is reused
+    assert unchanged.metrics["teacher_calls"] == 0 and unchanged.metrics["teacher_calls_reused"] == 4 * 2
 
 
 def test_several_teachers_share_one_app_with_a_deployment_each(tmp_path, ray_cluster, serve_port):
