@@ -6,9 +6,9 @@ runs) in two runs of the runner:
          AdvDistill) -> pairs (correct vs incorrect) -> logits (teacher top-k, white-box KD);
   (between them, in this process: the curriculum's difficulty labels, see `quality_report.difficulty_rows`)
   train: one trainer per method, each from the same base student with the same optimizer-step budget, batch and
-         learning rate: sft_all (every kept response), sft_best (the highest-advantage reply of each group),
-         advdistill (the group loss), curriculum (sft, medium rows first, then medium + hard), kd (top-k KD
-         mixed with cross-entropy), dpo (on pairs, starting from sft_all's model) -> eval: every trained model,
+         learning rate (dpo at its own, --dpo-lr): sft_all (every kept response), sft_best (the highest-advantage
+         reply of each group), advdistill (the group loss), curriculum (sft, medium rows first, then medium +
+         hard), kd (top-k KD mixed with cross-entropy), dpo (on pairs, starting from sft_all's model) -> eval: every trained model,
          `base` and `teacher`, greedy, on the arithmetic test split (or dev with --dev).
 Only the stages the chosen methods need are run.
 
@@ -58,11 +58,14 @@ DEFAULTS = dict(
     max_new_tokens=192,  # the teacher needs ~75 tokens for arithmetic; 64 cut its replies
     steps=36,  # optimizer steps, the same for every trainer: about 2 epochs of the ~130 kept replies
     lr=2e-4,  # on dev, 36 steps of 8 at 2e-4 took the student from 3/64 to 21/64 (in-process check)
+    # DPO's own rate: at 2e-4 the DPO student fell 15 points below the SFT model it started from (test, 160
+    # problems); DPO is usually run at 5e-7 to 5e-6 (its papers, TRL's examples)
+    dpo_lr=5e-6,
     batch_size=8,  # sequences (pairs for dpo, groups for advdistill) per optimizer step, over all workers
 )
 QUICK = dict(student="tiny:smollm2", teacher="tiny:smollm2", methods=",".join(QUICK_METHODS), train_problems=6,
              eval_problems=4, samples=2, temperatures="1.0", max_new_tokens=12, steps=2, lr=1e-4,
-             batch_size=2)  # fmt: skip
+             dpo_lr=1e-4, batch_size=2)  # fmt: skip
 WORKERS = 2  # Ray Train workers (gloo), each with half a core, as in recipes/quickstart.yaml
 SEED = 7
 SPLITS = {False: "test", True: "dev"}
@@ -92,7 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--temperatures", help=f"comma list of sampling temperatures (default {d['temperatures']})")
     p.add_argument("--max-new-tokens", type=int, help=f"reply cap, generation and eval (default {d['max_new_tokens']})")
     p.add_argument("--steps", type=int, help=f"optimizer steps of every trainer (default {d['steps']})")
-    p.add_argument("--lr", type=float, help=f"peak learning rate of every trainer (default {d['lr']})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate of every trainer but dpo (default {d['lr']})")
+    p.add_argument("--dpo-lr", type=float, help=f"peak learning rate of dpo (default {d['dpo_lr']})")
     p.add_argument("--batch-size", type=int,
                    help=f"sequences per optimizer step, a multiple of {WORKERS} (default {d['batch_size']})")
     p.add_argument("--student", help=f"base student spec (default {DEFAULTS['student']})")
@@ -139,7 +143,9 @@ EVAL_ARGS = TRAIN_ARGS + ("eval_problems", "dev", "methods")
 
 def stage_args(stage: str) -> tuple[str, ...]:
     if stage == "eval":
-        return EVAL_ARGS
+        return EVAL_ARGS + ("dpo_lr",)
+    if stage == "dpo":
+        return TRAIN_ARGS + ("dpo_lr",)
     return DATA_ARGS if stage in DATA_STAGES or stage == DIFFICULTY else TRAIN_ARGS
 
 
@@ -233,7 +239,7 @@ def stage_sections(args: argparse.Namespace) -> dict[str, dict]:
         "kd": {"job_type": "kd", "dataset": {"labeled_path": kept},
                "training": {"kd": {"logits_path": "{output_dir}/logits/logits"}}},
         "dpo": {"job_type": "dpo", "dataset": {"labeled_path": "{output_dir}/pairs/pairs"},
-                "models": {"student": "{output_dir}/sft_all/model"}},
+                "models": {"student": "{output_dir}/sft_all/model"}, "training": {"learning_rate": args.dpo_lr}},
         "eval": {"job_type": "eval", "evaluation": {"models": models, "benchmarks": [bench], "num_samples": 1,
                                                     "temperature": 0.0, "ks": [1]}},
     }  # fmt: skip

@@ -113,7 +113,7 @@ def build_report(args: argparse.Namespace, out: Path, ledger: dict) -> dict:
                       "train_seconds": stage.get("seconds")})  # fmt: skip
     settings = {k: getattr(args, k) for k in ("student", "teacher", "methods", "train_problems", "eval_problems",
                                                "samples", "temperatures", "max_new_tokens", "steps", "lr",
-                                               "batch_size", "quick", "set")}  # fmt: skip
+                                               "dpo_lr", "batch_size", "quick", "set")}  # fmt: skip
     split = "dev" if args.dev else "test"
     curriculum = ledger["stages"].get("difficulty", {}).get("metrics") if "curriculum" in args.methods else None
     report = {"split": split, "benchmark": f"procedural:arithmetic?max_operand=30&split={split}",
@@ -180,6 +180,7 @@ def render_markdown(report: dict) -> str:
         f"0, one reply each). Student `{s['student']}`, teacher `{s['teacher']}`; {s['train_problems']} train "
         f"problems x {s['samples']} samples x temperatures {s['temperatures']}, {s['max_new_tokens']} new tokens; "
         f"every trainer {s['steps']} optimizer steps of {s['batch_size']} at lr {s['lr']}"
+        + (f" (dpo at {s['dpo_lr']})" if "dpo" in s["methods"] else "")
         + (" (--quick)." if s["quick"] else "."),
         "",
         f"| model | pass@1 [95% CI] | gap closed [95% CI] | vs {REFERENCE}, points [95% CI] | mean tokens correct / "

@@ -137,6 +137,9 @@ def test_a_stage_fingerprint_changes_only_with_what_its_output_depends_on():
     assert dq.fingerprint(a, "eval") != dq.fingerprint(more, "eval")
     assert dq.fingerprint(a, "difficulty") != dq.fingerprint(dq.parse_args(["--quick", "--samples", "3"]),
                                                              "difficulty")  # fmt: skip
+    dpo_rate = dq.parse_args(["--quick", "--dpo-lr", "3e-6"])  # dpo's own rate: only dpo and eval again
+    assert [s for s in ("generate", "sft_all", "kd", "dpo", "eval")
+            if dq.fingerprint(a, s) != dq.fingerprint(dpo_rate, s)] == ["dpo", "eval"]  # fmt: skip
 
 
 def test_ledger_records_finished_stages_under_the_arguments_they_ran_with(tmp_path):
@@ -196,6 +199,8 @@ def test_every_full_stage_config_validates():
     by_name = {s.name: s.job for s in cfg.stages}
     assert all(by_name[m].training.max_steps == args.steps for m in args.methods)
     assert by_name["dpo"].models.student == "/tmp/dq-plan/sft_all/model"
+    assert by_name["dpo"].training.learning_rate == args.dpo_lr != args.lr
+    assert {by_name[m].training.learning_rate for m in args.methods if m != "dpo"} == {args.lr}
     assert list(by_name["eval"].evaluation.models)[:2] == ["base", "teacher"]
 
 
