@@ -6,9 +6,11 @@ runs) in two runs of the runner:
          AdvDistill) -> pairs (correct vs incorrect) -> logits (teacher top-k, white-box KD);
   (between them, in this process: the curriculum's difficulty labels, see `quality_report.difficulty_rows`)
   train: one trainer per method, each from the same base student with the same optimizer-step budget, batch and
-         learning rate: sft_all (every kept response), sft_best (the highest-advantage reply of each group),
-         advdistill (the group loss), curriculum (sft, medium rows first, then medium + hard), kd (top-k KD
-         mixed with cross-entropy), dpo (on pairs, starting from sft_all's model) -> eval: every trained model,
+         learning rate (dpo and opd at their own, --dpo-lr, --opd-lr): sft_all (every kept response), sft_best (the highest-advantage
+         reply of each group), advdistill (the group loss), curriculum (sft, medium rows first, then medium +
+         hard), kd (top-k KD mixed with cross-entropy), dpo (on pairs, starting from sft_all's model), opd
+         (on-policy distillation from sft_all's model: its own rollouts on the train problems, every token
+         scored by the served teacher, reverse KL) -> eval: every trained model,
          `base` and `teacher`, greedy, on the arithmetic test split (or dev with --dev).
 Only the stages the chosen methods need are run.
 
@@ -46,7 +48,7 @@ from distill_ray.data.sources import split_size
 
 log = logging.getLogger("distill_quality")
 
-METHODS = ("sft_all", "sft_best", "advdistill", "curriculum", "kd", "dpo")
+METHODS = ("sft_all", "sft_best", "advdistill", "curriculum", "kd", "dpo", "opd")
 # A random tiny teacher solves nothing (no groups for advdistill, no pairs for dpo); sft_best is left out for time.
 QUICK_METHODS = ("sft_all", "curriculum", "kd")
 DEFAULTS = dict(
@@ -61,20 +63,26 @@ DEFAULTS = dict(
     max_new_tokens=192,  # the teacher needs ~75 tokens for arithmetic; 64 cut its replies
     steps=36,  # optimizer steps, the same for every trainer: about 2 epochs of the ~130 kept replies
     lr=2e-4,  # on dev, 36 steps of 8 at 2e-4 took the student from 3/64 to 21/64 (in-process check)
+    # DPO's own rate: at 2e-4 the DPO student fell 15 points below the SFT model it started from (test, 160
+    # problems); DPO is usually run at 5e-7 to 5e-6 (its papers, TRL's examples)
+    dpo_lr=5e-6,
+    opd_lr=5e-5,  # recipes/on_policy.yaml's rate (a policy-gradient step on the sampled reverse KL); not tuned here
     batch_size=8,  # sequences (pairs for dpo, groups for advdistill) per optimizer step, over all workers
 )
 QUICK = dict(student="tiny:smollm2", teacher="tiny:smollm2", methods=",".join(QUICK_METHODS), train_problems=6,
              eval_problems=4, samples=2, temperatures="1.0", max_new_tokens=12, steps=2, lr=1e-4,
-             batch_size=2)  # fmt: skip
+             dpo_lr=1e-4, opd_lr=1e-4, batch_size=2)  # fmt: skip
 WORKERS = 2  # Ray Train workers (gloo), each with half a core, as in recipes/quickstart.yaml
 SEED = 7
+OPD_GROUP = 2  # opd rollouts per prompt (training.opd.group_size)
 SPLITS = {False: "test", True: "dev"}
 MAX_OPERAND = 30  # 1944 distinct problems: 1371 train, 197 dev, 376 test (distill_ray/data/sources.py)
 ARITHMETIC = f"procedural:arithmetic?max_operand={MAX_OPERAND}&split={{split}}"
-# What a method trains on, beyond its own stage (dpo starts from sft_all's model).
+# What a method trains on, beyond its own stage (dpo and opd start from sft_all's model).
 NEEDS = {
     "sft_all": ["generate"], "sft_best": ["generate", "curate"], "advdistill": ["generate", "curate"],
     "curriculum": ["generate"], "kd": ["generate", "logits"], "dpo": ["generate", "pairs", "sft_all"],
+    "opd": ["generate", "sft_all"],
 }  # fmt: skip
 DATA_STAGES = ("generate", "curate", "pairs", "logits")
 DIFFICULTY = "difficulty"  # the in-process step between the two runs, recorded in the ledger like a stage
@@ -95,7 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--temperatures", help=f"comma list of sampling temperatures (default {d['temperatures']})")
     p.add_argument("--max-new-tokens", type=int, help=f"reply cap, generation and eval (default {d['max_new_tokens']})")
     p.add_argument("--steps", type=int, help=f"optimizer steps of every trainer (default {d['steps']})")
-    p.add_argument("--lr", type=float, help=f"peak learning rate of every trainer (default {d['lr']})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate of every trainer but dpo (default {d['lr']})")
+    p.add_argument("--dpo-lr", type=float, help=f"peak learning rate of dpo (default {d['dpo_lr']})")
+    p.add_argument("--opd-lr", type=float, help=f"peak learning rate of opd (default {d['opd_lr']})")
     p.add_argument("--batch-size", type=int,
                    help=f"sequences per optimizer step, a multiple of {WORKERS} (default {d['batch_size']})")
     p.add_argument("--student", help=f"base student spec (default {DEFAULTS['student']})")
@@ -109,8 +119,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown or not args.methods:
         p.error(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
-    if "dpo" in args.methods and "sft_all" not in args.methods:
-        args.methods.insert(0, "sft_all")  # dpo starts from sft_all's model
+    if {"dpo", "opd"} & set(args.methods) and "sft_all" not in args.methods:
+        args.methods.insert(0, "sft_all")  # dpo and opd start from sft_all's model
     args.temperatures = [float(t) for t in str(args.temperatures).split(",")]
     held_out = split_size(MAX_OPERAND, SPLITS[args.dev])
     if args.eval_problems is None:
@@ -138,11 +148,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 DATA_ARGS = ("teacher", "train_problems", "samples", "temperatures", "max_new_tokens", "quick", "set")
 TRAIN_ARGS = DATA_ARGS + ("student", "steps", "lr", "batch_size")
 EVAL_ARGS = TRAIN_ARGS + ("eval_problems", "dev", "methods")
+OWN_LR = ("dpo_lr", "opd_lr")  # the methods trained at their own rate
 
 
 def stage_args(stage: str) -> tuple[str, ...]:
     if stage == "eval":
-        return EVAL_ARGS
+        return EVAL_ARGS + OWN_LR
+    if f"{stage}_lr" in OWN_LR:
+        return TRAIN_ARGS + (f"{stage}_lr",)
     return DATA_ARGS if stage in DATA_STAGES or stage == DIFFICULTY else TRAIN_ARGS
 
 
@@ -243,7 +256,17 @@ def stage_sections(args: argparse.Namespace) -> dict[str, dict]:
         "kd": {"job_type": "kd", "dataset": {"labeled_path": kept},
                "training": {"kd": {"logits_path": "{output_dir}/logits/logits"}}},
         "dpo": {"job_type": "dpo", "dataset": {"labeled_path": "{output_dir}/pairs/pairs"},
-                "models": {"student": "{output_dir}/sft_all/model"}},
+                "models": {"student": "{output_dir}/sft_all/model"}, "training": {"learning_rate": args.dpo_lr}},
+        # G rollouts per prompt, so batch_size / G prompts a step: the same sequences per step as the others;
+        # the student's reverse KL on 16 dev prompts before and after training is in its train metrics
+        "opd": {"job_type": "opd", "dataset": {"instruction_path": ARITHMETIC.format(split="train"),
+                                               "limit": args.train_problems, "seed": SEED},
+                "models": {"student": "{output_dir}/sft_all/model"},
+                "training": {"learning_rate": args.opd_lr, "lr_scheduler_type": "constant",
+                             "per_device_train_batch_size": max(1, args.batch_size // WORKERS // OPD_GROUP),
+                             "opd": {"group_size": OPD_GROUP, "max_new_tokens": args.max_new_tokens, "top_k": 8,
+                                     "eval_steps": args.steps, "eval_limit": 16,
+                                     "eval_path": ARITHMETIC.format(split="dev")}}},
         "eval": {"job_type": "eval", "evaluation": {"models": models, "benchmarks": [bench], "num_samples": 1,
                                                     "temperature": 0.0, "ks": [1]}},
     }  # fmt: skip

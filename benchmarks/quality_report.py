@@ -116,7 +116,7 @@ def build_report(args: argparse.Namespace, out: Path, ledger: dict) -> dict:
                       "train_seconds": stage.get("seconds")})  # fmt: skip
     settings = {k: getattr(args, k) for k in ("student", "teacher", "methods", "train_problems", "eval_problems",
                                                "samples", "temperatures", "max_new_tokens", "steps", "lr",
-                                               "batch_size", "quick", "set")}  # fmt: skip
+                                               "dpo_lr", "opd_lr", "batch_size", "quick", "set")}  # fmt: skip
     curriculum = ledger["stages"].get("difficulty", {}).get("metrics") if "curriculum" in args.methods else None
     report = {"split": split, "benchmark": f"procedural:arithmetic?max_operand=30&split={split}",
               "n_problems": max((r["n"] for r in table), default=0), "models": table, "settings": settings,
@@ -182,6 +182,7 @@ def render_markdown(report: dict) -> str:
         f"0, one reply each). Student `{s['student']}`, teacher `{s['teacher']}`; {s['train_problems']} train "
         f"problems x {s['samples']} samples x temperatures {s['temperatures']}, {s['max_new_tokens']} new tokens; "
         f"every trainer {s['steps']} optimizer steps of {s['batch_size']} at lr {s['lr']}"
+        + "".join(f" ({m} at {s[f'{m}_lr']})" for m in ("dpo", "opd") if m in s["methods"])
         + (" (--quick)." if s["quick"] else "."),
         "",
         f"| model | pass@1 [95% CI] | gap closed [95% CI] | vs {REFERENCE}, points [95% CI] | mean tokens correct / "

@@ -137,6 +137,10 @@ def test_a_stage_fingerprint_changes_only_with_what_its_output_depends_on():
     assert dq.fingerprint(a, "eval") != dq.fingerprint(more, "eval")
     assert dq.fingerprint(a, "difficulty") != dq.fingerprint(dq.parse_args(["--quick", "--samples", "3"]),
                                                              "difficulty")  # fmt: skip
+    for method in ("dpo", "opd"):  # a method's own rate: only that method and eval again
+        own_rate = dq.parse_args(["--quick", f"--{method}-lr", "3e-6"])
+        assert [s for s in ("generate", "sft_all", "kd", "dpo", "opd", "eval")
+                if dq.fingerprint(a, s) != dq.fingerprint(own_rate, s)] == [method, "eval"]  # fmt: skip
 
 
 def test_ledger_records_finished_stages_under_the_arguments_they_ran_with(tmp_path):
@@ -182,6 +186,7 @@ def test_plan_has_only_what_the_methods_need():
     assert dq.planned_stages(["kd", "advdistill"]) == (["generate", "curate", "logits"], ["advdistill", "kd", "eval"])
     args = dq.parse_args(["--methods", "dpo"])
     assert args.methods == ["sft_all", "dpo"]  # dpo starts from sft_all's model
+    assert dq.parse_args(["--methods", "opd"]).methods == ["sft_all", "opd"]  # so does opd
     assert dq.overrides_for(["stages.eval.x=1", "inference.seed=3"], ["generate"]) == ["inference.seed=3"]
 
 
@@ -196,6 +201,13 @@ def test_every_full_stage_config_validates():
     by_name = {s.name: s.job for s in cfg.stages}
     assert all(by_name[m].training.max_steps == args.steps for m in args.methods)
     assert by_name["dpo"].models.student == "/tmp/dq-plan/sft_all/model"
+    assert by_name["dpo"].training.learning_rate == args.dpo_lr != args.lr
+    assert by_name["opd"].training.learning_rate == args.opd_lr != args.lr
+    assert {by_name[m].training.learning_rate for m in args.methods if m not in ("dpo", "opd")} == {args.lr}
+    opd = by_name["opd"]  # on-policy from the SFT student; as many sequences (rollouts) a step as the others
+    assert opd.models.student == "/tmp/dq-plan/sft_all/model" and "split=train" in opd.dataset.instruction_path
+    rollouts = opd.training.per_device_train_batch_size * opd.training.num_workers * opd.training.opd.group_size
+    assert rollouts == args.batch_size and "split=dev" in opd.training.opd.eval_path  # never the test split
     assert list(by_name["eval"].evaluation.models)[:2] == ["base", "teacher"]
 
 
