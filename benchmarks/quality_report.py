@@ -113,7 +113,7 @@ def build_report(args: argparse.Namespace, out: Path, ledger: dict) -> dict:
         versus = paired_difference(rows, label, REFERENCE) if trained else None
         table.append({"model": label, **model_stats(rows[label]), "gap_closed": gap, f"vs_{REFERENCE}": versus,
                       "train_steps": (stage.get("metrics") or {}).get("steps"),
-                      "train_seconds": stage.get("seconds")})  # fmt: skip
+                      "train_seconds": stage.get("seconds"), "train_evals": (stage.get("metrics") or {}).get("evals")})
     settings = {k: getattr(args, k) for k in ("student", "teacher", "methods", "train_problems", "eval_problems",
                                                "samples", "temperatures", "max_new_tokens", "steps", "lr",
                                                "dpo_lr", "opd_lr", "batch_size", "quick", "set")}  # fmt: skip
@@ -173,6 +173,20 @@ def _versus_cell(row: dict) -> str:
     return f"{100 * v['difference']:+.1f} [{100 * v['low']:+.1f}, {100 * v['high']:+.1f}]"
 
 
+def trainer_eval_notes(models: list[dict]) -> list[str]:
+    """One line per trained model whose trainer measured itself on held-out prompts (`train_evals`: opd's per-token
+    reverse KL to the teacher, first and last evaluation)."""
+    lines = []
+    for r in models:
+        evals = [e for e in r.get("train_evals") or [] if e.get("reverse_kl") is not None]
+        if len(evals) >= 2:
+            first, last = evals[0], evals[-1]
+            lines.append(f"{r['model']}: per-token reverse KL to the teacher on its dev prompts (sampled estimate), "
+                         f"{first['reverse_kl']:.3f} at step {first['step']} -> {last['reverse_kl']:.3f} at step "
+                         f"{last['step']}.")  # fmt: skip
+    return lines
+
+
 def render_markdown(report: dict) -> str:
     s = report["settings"]
     lines = [
@@ -203,6 +217,7 @@ def render_markdown(report: dict) -> str:
               "cannot tell the two apart.", ""]  # fmt: skip
     if cur:
         lines.append(f"Curriculum difficulty source: {cur['source']}; rows per level {cur['rows']}.")
+    lines += trainer_eval_notes(report["models"])
     best = report["headline"]["best"]
     lines.append(f"Best trained student (highest pass@1): **{best}**." if best else
                  "Best trained student: none, the top pass@1 is shared.")  # fmt: skip

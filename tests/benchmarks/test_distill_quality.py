@@ -16,7 +16,7 @@ from distill_ray.eval.metrics import bootstrap_gap_closed, bootstrap_paired_diff
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmark scripts import their neighbours by name
 import distill_quality as dq  # noqa: E402
-from quality_report import headline, length_terciles, paired_difference  # noqa: E402
+from quality_report import headline, length_terciles, paired_difference, trainer_eval_notes  # noqa: E402
 
 BENCH = REPO / "benchmarks" / "distill_quality.py"
 
@@ -229,6 +229,14 @@ def test_headline_names_a_best_method_only_without_a_tie():
     assert headline(report)["best"] == "kd"  # the teacher is not a candidate
     report["models"][3] = row("sft_all", 0.3)
     assert headline(report)["best"] is None
+
+
+def test_trainer_eval_notes_give_the_first_and_last_reverse_kl():
+    models = [{"model": "opd", "train_evals": [{"step": 0, "reverse_kl": 0.912}, {"step": 18, "reverse_kl": 0.7},
+                                               {"step": 36, "reverse_kl": 0.455}]},
+              {"model": "sft_all", "train_evals": None}, {"model": "grpo", "train_evals": [{"step": 0, "reward": 1}]}]
+    assert trainer_eval_notes(models) == ["opd: per-token reverse KL to the teacher on its dev prompts (sampled "
+                                          "estimate), 0.912 at step 0 -> 0.455 at step 36."]  # fmt: skip
 
 
 # ---- end to end ---------------------------------------------------------------------------------------------
