@@ -181,6 +181,17 @@ def test_curriculum_needs_a_step_per_phase(capsys):
     assert dq.parse_args(["--quick", "--methods", "sft_all", "--steps", "1"]).steps == 1  # one phase: fine
 
 
+def test_stale_stages_lose_their_folders_but_eval_keeps_its_answers(tmp_path):
+    """eval's stored answers name each model's weights (model_identity, tested in tests/jobs/data/test_generate.py):
+    the benchmark keeps them, so a rerun asks only new or retrained models; other stages start over."""
+    ledger = {"stages": {"kd": {"fingerprint": "old"}, "eval": {"fingerprint": "old"}}}
+    for name in ("kd", "eval"):
+        (tmp_path / name / "results").mkdir(parents=True)
+    dq.forget_stale(tmp_path, ledger, ["kd", "eval"])
+    assert not (tmp_path / "kd").exists() and (tmp_path / "eval" / "results").is_dir()
+    assert ledger["stages"] == {}
+
+
 def test_plan_has_only_what_the_methods_need():
     assert dq.planned_stages(["sft_all"]) == (["generate"], ["sft_all", "eval"])
     assert dq.planned_stages(["kd", "advdistill"]) == (["generate", "curate", "logits"], ["advdistill", "kd", "eval"])
@@ -243,7 +254,7 @@ def test_trainer_eval_notes_give_the_first_and_last_reverse_kl():
 
 
 @pytest.mark.ray
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(600)
 def test_quick_run_reports_every_model_and_resumes_as_a_no_op(tmp_path):
     out = tmp_path / "dq"
     command = [sys.executable, str(BENCH), "--quick", "--out", str(out)]
@@ -274,15 +285,6 @@ def test_quick_run_reports_every_model_and_resumes_as_a_no_op(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "summary.json").stat().st_mtime_ns == summary_written  # the runner (which rewrites it) never ran
     assert json.loads(again.stdout.strip().splitlines()[-1])["models"] == headline["models"]
-
-    # fewer methods: eval runs again, and every model's answers (same weights, same settings) come from storage
-    assert ledger["stages"]["eval"]["metrics"]["teacher_calls"] > 0
-    fewer = subprocess.run([*command, "--methods", "sft_all,kd"], cwd=REPO, env=env, capture_output=True, text=True,
-                           timeout=300)  # fmt: skip
-    assert fewer.returncode == 0, fewer.stderr[-3000:]
-    evaluated = json.loads((out / "ledger.json").read_text())["stages"]["eval"]["metrics"]
-    assert evaluated["teacher_calls"] == 0 and evaluated["teacher_calls_reused"] > 0, evaluated
-    assert [r["model"] for r in json.loads((out / "report.json").read_text())["models"]] == [
-        "base", "teacher", "sft_all", "kd"]
+    assert ledger["stages"]["eval"]["metrics"]["teacher_calls"] > 0  # eval says how many answers it asked
 
 
