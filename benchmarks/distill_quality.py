@@ -143,8 +143,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # What each stage's output depends on: a stage is redone (its old folder deleted first) only when one of these
-# changes, so adding a method or resizing the eval reuses the teacher's replies and the trained students. Any
-# --set item counts as a data argument (it may reach any stage), so it redoes everything.
+# changes, so adding a method or resizing the eval reuses the teacher's replies and the trained students. A --set
+# item counts for the stages it reaches and those downstream of them (`upstream`): `stages.dpo.*` redoes dpo and
+# eval, an item outside `stages.` redoes everything.
 DATA_ARGS = ("teacher", "train_problems", "samples", "temperatures", "max_new_tokens", "quick", "set")
 TRAIN_ARGS = DATA_ARGS + ("student", "steps", "lr", "batch_size")
 EVAL_ARGS = TRAIN_ARGS + ("eval_problems", "dev", "methods")
@@ -159,9 +160,23 @@ def stage_args(stage: str) -> tuple[str, ...]:
     return DATA_ARGS if stage in DATA_STAGES or stage == DIFFICULTY else TRAIN_ARGS
 
 
+def upstream(stage: str) -> set[str]:
+    """The stages whose outputs `stage` reads, itself included (eval reads them all)."""
+    if stage == "eval":
+        return {*DATA_STAGES, DIFFICULTY, *METHODS, "eval"}
+    if stage in DATA_STAGES or stage == DIFFICULTY:
+        return {"generate", stage}
+    found = {stage} | ({DIFFICULTY} if stage == "curriculum" else set())
+    for need in NEEDS[stage]:
+        found |= upstream(need)
+    return found
+
+
 def fingerprint(args: argparse.Namespace, stage: str) -> str:
-    """What makes a stage's output reusable: the arguments it depends on (`stage_args`), hashed."""
+    """What makes a stage's output reusable: the arguments it depends on (`stage_args`; of the --set items, those
+    that reach it or a stage it reads), hashed."""
     chosen = {k: sorted(getattr(args, k)) if k == "methods" else getattr(args, k) for k in stage_args(stage)}
+    chosen["set"] = overrides_for(args.set, sorted(upstream(stage)))
     return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

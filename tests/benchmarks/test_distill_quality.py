@@ -137,6 +137,17 @@ def test_a_stage_fingerprint_changes_only_with_what_its_output_depends_on():
     assert dq.fingerprint(a, "eval") != dq.fingerprint(more, "eval")
     assert dq.fingerprint(a, "difficulty") != dq.fingerprint(dq.parse_args(["--quick", "--samples", "3"]),
                                                              "difficulty")  # fmt: skip
+    def changed(argv):
+        other = dq.parse_args(["--quick", *argv])
+        return [s for s in ("generate", "curate", "logits", "sft_all", "kd", "dpo", "opd", "eval")
+                if dq.fingerprint(a, s) != dq.fingerprint(other, s)]  # fmt: skip
+
+    # a --set item redoes the stage it reaches and what reads that stage's outputs; outside `stages.`, everything
+    assert changed(["--set", "stages.dpo.training.dpo.beta=0.2"]) == ["dpo", "eval"]
+    assert changed(["--set", "stages.sft_all.training.max_length=256"]) == ["sft_all", "dpo", "opd", "eval"]
+    assert changed(["--set", "stages.generate.inference.top_p=0.9"]) == [
+        "generate", "curate", "logits", "sft_all", "kd", "dpo", "opd", "eval"]
+    assert changed(["--set", "inference.seed=3"]) == changed(["--set", "stages.generate.inference.top_p=0.9"])
     for method in ("dpo", "opd"):  # a method's own rate: only that method and eval again
         own_rate = dq.parse_args(["--quick", f"--{method}-lr", "3e-6"])
         assert [s for s in ("generate", "sft_all", "kd", "dpo", "opd", "eval")
