@@ -126,3 +126,21 @@ def test_grade_reads_the_final_answer_then_compares():
 def test_plain_gsm8k_reply():
     verdict = grade("The total is $1,200.", "1200")
     assert verdict.correct is True and verdict.final_answer == "1200"
+
+
+def test_math_verify_timeout_notice_stays_off_the_console(caplog, monkeypatch):
+    """Off the main thread math-verify's timeouts are off by design; its one-time warning saying so was printed by
+    every grading worker. Other math-verify warnings still pass."""
+    import logging
+
+    from math_verify import grader as mv_grader
+    from math_verify import parser as mv_parser
+
+    monkeypatch.setattr(mv_parser, "TIMEOUT_WARNING_SHOWN", False)  # as in a fresh worker process
+    monkeypatch.setattr(mv_grader, "TIMEOUT_WARNING_SHOWN", False, raising=False)
+    caplog.set_level(logging.WARNING)
+    test_works_from_a_non_main_thread(r"\pi/2", r"\frac{\pi}{2}", True)
+    assert mv_parser.TIMEOUT_WARNING_SHOWN  # math-verify did take the no-timeout path
+    assert not [r for r in caplog.records if "Timeout is disabled" in r.getMessage()]
+    logging.getLogger("math_verify.parser").warning("another math-verify warning")
+    assert [r.getMessage() for r in caplog.records] == ["another math-verify warning"]
