@@ -51,16 +51,39 @@ QUIET_RAY_LOGGERS = {
     # cleaner can never clean then anyway.
     "ray.train.v2._internal.execution.controller.placement_group_cleaner": logging.ERROR,
 }
+# Single messages of Ray's loggers that, in a quiet run, are dropped while the rest of the logger's output passes
+# (logger name -> message prefixes).
+QUIET_RAY_MESSAGES = {
+    # Every process that first calls a Serve app through a handle (each generate / eval caller, each stage) logs
+    # at INFO that its router's long-poll client started: plumbing, twice per stage on the console.
+    "ray.serve": ("Started <ray.serve._private.router.SharedRouterLongPollClient",),
+}
 QUIET_ENV_VAR = "DISTILL_RAY_QUIET"  # "1" while a quiet console is open (jobs/console.py QUIET_ENV)
 QUIET_WORKER_HOOK = "distill_ray.log.quiet_ray_worker"  # Ray imports it by this name in each worker process
 
 
+class _DropMessages(logging.Filter):
+    """Drops the records whose message starts with one of `prefixes` (QUIET_RAY_MESSAGES)."""
+
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
 def quiet_ray_worker() -> None:
-    """Ray's `worker_process_setup_hook` (runtime_env) of a quiet run: raise `QUIET_RAY_LOGGERS` in every worker
-    process the run starts, before any task or actor runs there. Written here because Ray has no setting for these
-    loggers' levels in its workers; `cluster/embedded.py` installs it. Idempotent; imports nothing."""
+    """Ray's `worker_process_setup_hook` (runtime_env) of a quiet run: raise `QUIET_RAY_LOGGERS` and filter out
+    `QUIET_RAY_MESSAGES` in every worker process the run starts, before any task or actor runs there. Written here
+    because Ray has no setting for these loggers' levels in its workers; `cluster/embedded.py` installs it.
+    Idempotent; imports nothing."""
     for name, level in QUIET_RAY_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+    for name, prefixes in QUIET_RAY_MESSAGES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in logger.filters):
+            logger.addFilter(_DropMessages(prefixes))
 
 
 def quiet_run() -> bool:

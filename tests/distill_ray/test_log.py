@@ -45,3 +45,43 @@ def test_the_cleaner_logger_name_is_the_one_ray_train_warns_on():
     from distill_ray.log import QUIET_RAY_LOGGERS
 
     assert placement_group_cleaner.logger.name in QUIET_RAY_LOGGERS
+
+
+def test_the_quiet_worker_hook_drops_serves_router_notice_and_nothing_else():
+    from distill_ray.log import _DropMessages, quiet_ray_worker
+
+    class Collect(logging.Handler):  # on the logger itself: Ray may have turned its propagation off
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    seen: list[str] = []
+    serve_logger = logging.getLogger("ray.serve")
+    before, level, handler = list(serve_logger.filters), serve_logger.level, Collect()
+    serve_logger.filters[:] = [f for f in before if not isinstance(f, _DropMessages)]  # an earlier hook call's
+    serve_logger.addHandler(handler)
+    serve_logger.setLevel(logging.INFO)
+    try:
+        quiet_ray_worker()
+        quiet_ray_worker()  # idempotent: one filter
+        assert sum(isinstance(f, _DropMessages) for f in serve_logger.filters) == 1
+        serve_logger.info("Started %s.", "<ray.serve._private.router.SharedRouterLongPollClient object at 0x7f>")
+        serve_logger.info("Deployment 'teacher' is ready.")
+        assert seen == ["Deployment 'teacher' is ready."]
+    finally:
+        serve_logger.filters[:] = before
+        serve_logger.removeHandler(handler)
+        serve_logger.setLevel(level)
+
+
+def test_the_router_notice_is_the_one_serve_logs():
+    # Pinned to Ray's source: a reworded message would silently come back to the console.
+    import inspect
+
+    from ray.serve._private import router
+
+    from distill_ray.log import QUIET_RAY_MESSAGES
+
+    assert router.logger.name in QUIET_RAY_MESSAGES
+    assert 'logger.info(f"Started {shared}.")' in inspect.getsource(router.SharedRouterLongPollClient.get_or_create)
+    assert router.SharedRouterLongPollClient.__module__ + "." + router.SharedRouterLongPollClient.__name__ == \
+        QUIET_RAY_MESSAGES["ray.serve"][0].removeprefix("Started <")

@@ -39,6 +39,8 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     assert "Reporting training result" not in proc.stdout + proc.stderr
     # ... nor Ray Train's placement-group cleaner, which warns every second without the dashboard (distill_ray/log.py)
     assert "Failed to query Ray Train Controller" not in proc.stdout + proc.stderr
+    # ... nor Serve's note that each caller's router started (distill_ray/log.py QUIET_RAY_MESSAGES)
+    assert "SharedRouterLongPollClient" not in proc.stdout + proc.stderr
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "ok"
