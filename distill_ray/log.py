@@ -50,6 +50,12 @@ QUIET_RAY_LOGGERS = {
     # start (ray.include_dashboard: false), so every ask fails and warns, hundreds of lines per trainer, and the
     # cleaner can never clean then anyway.
     "ray.train.v2._internal.execution.controller.placement_group_cleaner": logging.ERROR,
+    # Ray Train's setup, about 8 INFO lines per trainer (resources requested, worker group started with each
+    # worker's pid and ranks, process group set up, model moved to cpu and wrapped in DDP); warnings still pass.
+    "ray.train.v2._internal.execution.scaling_policy.scaling_policy": logging.WARNING,
+    "ray.train.v2._internal.execution.worker_group.worker_group": logging.WARNING,
+    "ray.train.torch.config": logging.WARNING,
+    "ray.train.v2.torch.train_loop_utils": logging.WARNING,
 }
 # Single messages of Ray's loggers that, in a quiet run, are dropped while the rest of the logger's output passes
 # (logger name -> message prefixes).

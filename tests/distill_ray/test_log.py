@@ -38,13 +38,18 @@ def test_the_quiet_worker_hook_raises_rays_noisy_loggers_and_ray_can_import_it_b
             logging.getLogger(n).setLevel(level)
 
 
-def test_the_cleaner_logger_name_is_the_one_ray_train_warns_on():
-    # Pinned to Ray's module: a rename would silently bring the warnings back.
+def test_the_quiet_logger_names_are_the_ones_ray_train_logs_on():
+    # Pinned to Ray's modules: a rename would silently bring the lines back.
+    from ray.train.torch import config
     from ray.train.v2._internal.execution.controller import placement_group_cleaner
+    from ray.train.v2._internal.execution.scaling_policy import scaling_policy
+    from ray.train.v2._internal.execution.worker_group import worker_group
+    from ray.train.v2.torch import train_loop_utils
 
     from distill_ray.log import QUIET_RAY_LOGGERS
 
-    assert placement_group_cleaner.logger.name in QUIET_RAY_LOGGERS
+    modules = (placement_group_cleaner, scaling_policy, worker_group, config, train_loop_utils)
+    assert sorted(m.logger.name for m in modules) == sorted(QUIET_RAY_LOGGERS)
 
 
 def test_the_quiet_worker_hook_drops_serves_router_notice_and_nothing_else():
