@@ -102,7 +102,7 @@ def generate_samples(
     totals = drain(stage, store, run_id, manifests, schemas.SAMPLE, total=rows_to_do(problems, store, len(teachers)))
     if kept_dir is not None:
         shutil.rmtree(kept_dir, ignore_errors=True)
-        written = ray.data.read_parquet(str(store.root), ray_remote_args=LIGHT)
+        written = ray.data.read_parquet(str(store.root), **LIGHT)
         kept = written.filter(expr=col("kept") == True, **LIGHT)  # noqa: E712 - an expression
         kept.write_parquet(str(kept_dir), ray_remote_args=LIGHT)
         kept_dir.mkdir(parents=True, exist_ok=True)  # exists even when nothing was kept

@@ -70,7 +70,7 @@ def resumable_map(ds: ray.data.Dataset, store: PartStore, run_id: str, processor
         ),  # fmt: skip
         batch_size=batch_size,
         batch_format="pyarrow",
-        concurrency=concurrency,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=CALLER_CPUS,
     )
 

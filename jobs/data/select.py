@@ -60,7 +60,7 @@ def _write_split(selected, dest, level: str, schema: pa.Schema) -> None:
     import shutil
 
     shutil.rmtree(dest, ignore_errors=True)
-    rows = ray.data.read_parquet(str(selected), ray_remote_args=LIGHT)
+    rows = ray.data.read_parquet(str(selected), **LIGHT)
     rows.filter(expr=col("difficulty") == level, **LIGHT).write_parquet(str(dest), ray_remote_args=LIGHT)
     if not any(dest.glob("*.parquet")):
         dest.mkdir(parents=True, exist_ok=True)

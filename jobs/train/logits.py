@@ -118,7 +118,7 @@ def _extract(job: JobConfig, rows: list[dict], out: Path) -> None:
                                    use_gpu=t.use_gpu),  # fmt: skip
         batch_size=kd.extract_batch_size,
         batch_format="pyarrow",
-        concurrency=kd.extract_concurrency,
+        compute=ray.data.ActorPoolStrategy(size=kd.extract_concurrency),
         num_cpus=t.cpus_per_worker,
         num_gpus=1 if t.use_gpu else 0,
     ).write_parquet(str(out))
