@@ -6,8 +6,8 @@ runs) in two runs of the runner:
          AdvDistill) -> pairs (correct vs incorrect) -> logits (teacher top-k, white-box KD);
   (between them, in this process: the curriculum's difficulty labels, see `quality_report.difficulty_rows`)
   train: one trainer per method, each from the same base student with the same optimizer-step budget, batch and
-         learning rate (dpo and opd at their own, --dpo-lr, --opd-lr): sft_all (every kept response), sft_best (the highest-advantage
-         reply of each group), advdistill (the group loss), curriculum (sft, medium rows first, then medium +
+         learning rate (dpo and opd at their own, --dpo-lr, --opd-lr): sft_all (every kept response), sft_best
+         (the highest-advantage reply of each group), advdistill (the group loss), curriculum (sft, medium rows first, then medium +
          hard), kd (top-k KD mixed with cross-entropy), dpo (on pairs, starting from sft_all's model), opd
          (on-policy distillation from sft_all's model: its own rollouts on the train problems, every token
          scored by the served teacher, reverse KL) -> eval: every trained model,
@@ -103,7 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--temperatures", help=f"comma list of sampling temperatures (default {d['temperatures']})")
     p.add_argument("--max-new-tokens", type=int, help=f"reply cap, generation and eval (default {d['max_new_tokens']})")
     p.add_argument("--steps", type=int, help=f"optimizer steps of every trainer (default {d['steps']})")
-    p.add_argument("--lr", type=float, help=f"peak learning rate of every trainer but dpo (default {d['lr']})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate of every trainer but dpo and opd (default {d['lr']})")
     p.add_argument("--dpo-lr", type=float, help=f"peak learning rate of dpo (default {d['dpo_lr']})")
     p.add_argument("--opd-lr", type=float, help=f"peak learning rate of opd (default {d['opd_lr']})")
     p.add_argument("--batch-size", type=int,
@@ -136,6 +136,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--steps: curriculum trains two phases (medium, then medium + hard), so at least 2, got {args.steps}")
     if args.batch_size % WORKERS:
         p.error(f"--batch-size must be a multiple of {WORKERS} (the workers), got {args.batch_size}")
+    if "opd" in args.methods and args.batch_size % (WORKERS * OPD_GROUP):  # whole prompts of G rollouts per worker
+        p.error(f"--batch-size: opd samples {OPD_GROUP} rollouts per prompt on each of {WORKERS} workers, so a "
+                f"multiple of {WORKERS * OPD_GROUP}, got {args.batch_size}")
     return args
 
 
@@ -153,8 +156,8 @@ OWN_LR = ("dpo_lr", "opd_lr")  # the methods trained at their own rate
 
 
 def stage_args(stage: str) -> tuple[str, ...]:
-    if stage == "eval":
-        return EVAL_ARGS + OWN_LR
+    if stage == "eval":  # (and the own rates of the chosen methods: see fingerprint)
+        return EVAL_ARGS
     if f"{stage}_lr" in OWN_LR:
         return TRAIN_ARGS + (f"{stage}_lr",)
     return DATA_ARGS if stage in DATA_STAGES or stage == DIFFICULTY else TRAIN_ARGS
@@ -177,6 +180,8 @@ def fingerprint(args: argparse.Namespace, stage: str) -> str:
     that reach it or a stage it reads), hashed."""
     chosen = {k: sorted(getattr(args, k)) if k == "methods" else getattr(args, k) for k in stage_args(stage)}
     chosen["set"] = overrides_for(args.set, sorted(upstream(stage)))
+    if stage == "eval":
+        chosen |= {f"{m}_lr": getattr(args, f"{m}_lr") for m in args.methods if f"{m}_lr" in OWN_LR}
     return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -278,7 +283,7 @@ def stage_sections(args: argparse.Namespace) -> dict[str, dict]:
                                                "limit": args.train_problems, "seed": SEED},
                 "models": {"student": "{output_dir}/sft_all/model"},
                 "training": {"learning_rate": args.opd_lr, "lr_scheduler_type": "constant",
-                             "per_device_train_batch_size": max(1, args.batch_size // WORKERS // OPD_GROUP),
+                             "per_device_train_batch_size": args.batch_size // (WORKERS * OPD_GROUP),
                              "opd": {"group_size": OPD_GROUP, "max_new_tokens": args.max_new_tokens, "top_k": 8,
                                      "eval_steps": args.steps, "eval_limit": 16,
                                      "eval_path": ARITHMETIC.format(split="dev")}}},

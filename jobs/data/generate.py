@@ -79,14 +79,7 @@ def generate_samples(
     first log one warning if the callers cannot keep a teacher engine's slots busy (`warn_if_underfilled`)."""
     if check_fill:
         warn_if_underfilled(stage.name, teachers)
-    settings = {
-        # the weights, not only the name: a model retrained in place is asked again (model_identity)
-        "teachers": {t.name: [t.served_name, model_identity(t.spec), t.endpoint.base_url, _sampling(t.inference)]
-                     for t in teachers},
-        "distillation": distillation.model_dump(),
-        "dataset": job.dataset.model_dump(exclude={"labeled_path"}),
-    }
-    store = open_store(stage, samples_name, settings)
+    store = open_store(stage, samples_name, store_settings(teachers, distillation, job.dataset))
     run_id = new_run_id()
     problems = problems_dataset(resolve_source(job.dataset.instruction_path), job.dataset)
     manifests = []
@@ -118,6 +111,20 @@ def warn_if_underfilled(stage_name: str, teachers: list[Teacher]) -> str | None:
     if message:
         log.warning(message)
     return message
+
+
+def store_settings(teachers: list[Teacher], distillation: DistillationConfig, dataset) -> dict:
+    """What the stored samples depend on (the store's fingerprint): per teacher, its name, its weights
+    (`model_identity`: a model retrained in place is asked again), its engine and sampling settings, and, for an
+    external `openai` endpoint only, that endpoint's URL; a teacher we deploy answers the same on any port, so its
+    URL (a new free port on every run of a benchmark) must not throw its answers away."""
+    return {
+        "teachers": {t.name: [t.served_name, model_identity(t.spec), t.engine,
+                              t.endpoint.base_url if t.engine == "openai" else None, _sampling(t.inference)]
+                     for t in teachers},  # fmt: skip
+        "distillation": distillation.model_dump(),
+        "dataset": dataset.model_dump(exclude={"labeled_path"}),
+    }
 
 
 def _sampling(inference: InferenceConfig) -> dict:

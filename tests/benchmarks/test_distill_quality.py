@@ -148,10 +148,12 @@ def test_a_stage_fingerprint_changes_only_with_what_its_output_depends_on():
     assert changed(["--set", "stages.generate.inference.top_p=0.9"]) == [
         "generate", "curate", "logits", "sft_all", "kd", "dpo", "opd", "eval"]
     assert changed(["--set", "inference.seed=3"]) == changed(["--set", "stages.generate.inference.top_p=0.9"])
-    for method in ("dpo", "opd"):  # a method's own rate: only that method and eval again
-        own_rate = dq.parse_args(["--quick", f"--{method}-lr", "3e-6"])
+    for method in ("dpo", "opd"):  # a method's own rate: only that method and eval again, eval only if chosen
+        chosen = ["--quick", "--batch-size", "4", "--methods", f"sft_all,{method}"]
         assert [s for s in ("generate", "sft_all", "kd", "dpo", "opd", "eval")
-                if dq.fingerprint(a, s) != dq.fingerprint(own_rate, s)] == [method, "eval"]  # fmt: skip
+                if dq.fingerprint(dq.parse_args(chosen), s)
+                != dq.fingerprint(dq.parse_args([*chosen, f"--{method}-lr", "3e-6"]), s)] == [method, "eval"]
+        assert changed([f"--{method}-lr", "3e-6"]) == [method]  # not among the --quick methods: eval stands
 
 
 def test_ledger_records_finished_stages_under_the_arguments_they_ran_with(tmp_path):
@@ -182,6 +184,13 @@ def test_eval_size_defaults_to_the_whole_split_and_never_exceeds_it(capsys):
             dq.parse_args(argv)
         assert stopped.value.code == 2
     assert "holds only 1371 distinct problems" in capsys.readouterr().err
+
+
+def test_opd_needs_whole_prompts_on_every_worker(capsys):
+    with pytest.raises(SystemExit):
+        dq.parse_args(["--methods", "opd", "--batch-size", "6"])  # 2 workers x G=2 rollouts: multiples of 4
+    assert "multiple of 4" in capsys.readouterr().err
+    assert dq.parse_args(["--methods", "kd", "--batch-size", "6"]).batch_size == 6
 
 
 def test_curriculum_needs_a_step_per_phase(capsys):
