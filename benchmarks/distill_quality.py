@@ -7,11 +7,11 @@ runs) in two runs of the runner:
   (between them, in this process: the curriculum's difficulty labels, see `quality_report.difficulty_rows`)
   train: one trainer per method, each from the same base student with the same optimizer-step budget, batch and
          learning rate (dpo and opd at their own, --dpo-lr, --opd-lr): sft_all (every kept response), sft_best
-         (the highest-advantage reply of each group), advdistill (the group loss), curriculum (sft, medium rows first, then medium +
-         hard), kd (top-k KD mixed with cross-entropy), dpo (on pairs, starting from sft_all's model), opd
-         (on-policy distillation from sft_all's model: its own rollouts on the train problems, every token
-         scored by the served teacher, reverse KL) -> eval: every trained model,
-         `base` and `teacher`, greedy, on the arithmetic test split (or dev with --dev).
+         (the highest-advantage reply of each group), advdistill (the group loss), curriculum (sft, medium rows
+         first, then medium + hard), kd (top-k KD mixed with cross-entropy), dpo (on pairs, starting from
+         sft_all's model), opd (on-policy distillation from sft_all's model: its own rollouts on the train
+         problems, every token scored by the served teacher, reverse KL) -> eval: every trained model, `base` and
+         `teacher`, greedy, on the arithmetic test split (or dev with --dev).
 Only the stages the chosen methods need are run.
 
 Resumable: `<out>/ledger.json` lists the finished stages (read from `<out>/summary.json`, which the runner rewrites
