@@ -71,6 +71,19 @@ QUIET_ENV_VAR = "DISTILL_RAY_QUIET"  # "1" while a quiet console is open (jobs/c
 QUIET_WORKER_HOOK = "distill_ray.log.quiet_ray_worker"  # Ray imports it by this name in each worker process
 
 
+class _BelowLevel(logging.Filter):
+    """Drops the records under `level`. A level alone does not hold: Ray Train configures logging in its controller
+    and workers with `logging.config.dictConfig` on `ray.train`, which resets every existing child logger to NOTSET;
+    a logger's filters survive it."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level
+
+
 class _DropMessages(logging.Filter):
     """Drops the records whose message starts with one of `prefixes` (QUIET_RAY_MESSAGES)."""
 
@@ -88,7 +101,10 @@ def quiet_ray_worker() -> None:
     because Ray has no setting for these loggers' levels in its workers; `cluster/embedded.py` installs it.
     Idempotent; imports nothing."""
     for name, level in QUIET_RAY_LOGGERS.items():
-        logging.getLogger(name).setLevel(level)
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if not any(isinstance(f, _BelowLevel) for f in logger.filters):
+            logger.addFilter(_BelowLevel(level))
     for name, prefixes in QUIET_RAY_MESSAGES.items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) for f in logger.filters):

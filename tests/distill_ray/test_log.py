@@ -93,3 +93,33 @@ def test_the_router_notice_is_the_one_serve_logs():
     assert 'logger.info(f"Started {shared}.")' in inspect.getsource(router.SharedRouterLongPollClient.get_or_create)
     assert router.SharedRouterLongPollClient.__module__ + "." + router.SharedRouterLongPollClient.__name__ == \
         QUIET_RAY_MESSAGES["ray.serve"][0].removeprefix("Started <")
+
+
+def test_the_quiet_levels_survive_ray_trains_own_logging_setup():
+    """Ray Train's controller and workers call dictConfig on `ray.train` after the hook ran; that resets the levels
+    of the child loggers (the setup lines came back on the console) but keeps their filters."""
+    import logging.config
+
+    from distill_ray.log import quiet_ray_worker
+
+    name = "ray.train.v2._internal.execution.worker_group.worker_group"
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    logger, handler = logging.getLogger(name), Collect()
+    before = list(logger.filters)
+    try:
+        quiet_ray_worker()
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+                                   "loggers": {"ray.train": {"level": "DEBUG"}}})  # as Ray Train's LoggingManager
+        assert logger.level == logging.NOTSET  # the level is gone ...
+        logger.addHandler(handler)
+        logger.info("Started training worker group of size 2")
+        logger.warning("a worker group warning")
+        assert seen == ["a worker group warning"]  # ... the filter is not
+    finally:
+        logger.removeHandler(handler)
+        logger.filters[:] = before
