@@ -84,8 +84,8 @@ class _BelowLevel(logging.Filter):
         return record.levelno >= self.level
 
 
-class _DropMessages(logging.Filter):
-    """Drops the records whose message starts with one of `prefixes` (QUIET_RAY_MESSAGES)."""
+class DropMessages(logging.Filter):
+    """Drops the records whose message starts with one of `prefixes` (QUIET_RAY_MESSAGES, math-verify's notice)."""
 
     def __init__(self, prefixes: tuple[str, ...]):
         super().__init__()
@@ -107,8 +107,8 @@ def quiet_ray_worker() -> None:
             logger.addFilter(_BelowLevel(level))
     for name, prefixes in QUIET_RAY_MESSAGES.items():
         logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropMessages) for f in logger.filters):
-            logger.addFilter(_DropMessages(prefixes))
+        if not any(isinstance(f, DropMessages) for f in logger.filters):
+            logger.addFilter(DropMessages(prefixes))
 
 
 def quiet_run() -> bool:

@@ -46,23 +46,18 @@ from distill_ray.grading.parsing import (
     last_number,
     matching_brace,
 )
+from distill_ray.log import DropMessages
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "think_answer", "boxed")
 
 
-class _ThreadTimeoutNotice(logging.Filter):
-    """Drops math-verify's "Timeout is disabled ..." warning, logged once per process the first time it runs off
-    the main thread: this module runs it there by design with its timeouts off (the module docstring says who owns
-    the time limit then), and the warning reached the console from every grading worker of every stage."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Timeout is disabled")
-
-
+# math-verify logs "Timeout is disabled ..." once per process the first time it runs off the main thread: this
+# module runs it there by design with its timeouts off (the module docstring says who owns the time limit then), and
+# the warning reached the console from every grading worker of every stage.
 for _name in ("math_verify.parser", "math_verify.grader"):  # the loggers that log it (getLogger imports nothing)
-    logging.getLogger(_name).addFilter(_ThreadTimeoutNotice())
+    logging.getLogger(_name).addFilter(DropMessages(("Timeout is disabled",)))
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,8 @@ def model_identity(spec: str) -> str:
     path = Path(spec).expanduser()
     if (kind in ("builtin", "tiny") and rest) or not path.is_dir():
         return spec
-    files = sorted(p for p in path.iterdir() if p.is_file())
-    stats = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    stats = tuple((p.name, st.st_size, st.st_mtime_ns)
+                  for p in sorted(path.iterdir()) if p.is_file() and (st := p.stat()))  # fmt: skip
     return f"{spec}@{_folder_digest(str(path.resolve()), stats)}"
 
 

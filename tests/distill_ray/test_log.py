@@ -56,7 +56,7 @@ def test_the_quiet_logger_names_are_the_ones_ray_train_logs_on():
 
 
 def test_the_quiet_worker_hook_drops_serves_router_notice_and_nothing_else():
-    from distill_ray.log import _DropMessages, quiet_ray_worker
+    from distill_ray.log import DropMessages, quiet_ray_worker
 
     class Collect(logging.Handler):  # on the logger itself: Ray may have turned its propagation off
         def emit(self, record):
@@ -65,13 +65,13 @@ def test_the_quiet_worker_hook_drops_serves_router_notice_and_nothing_else():
     seen: list[str] = []
     serve_logger = logging.getLogger("ray.serve")
     before, level, handler = list(serve_logger.filters), serve_logger.level, Collect()
-    serve_logger.filters[:] = [f for f in before if not isinstance(f, _DropMessages)]  # an earlier hook call's
+    serve_logger.filters[:] = [f for f in before if not isinstance(f, DropMessages)]  # an earlier hook call's
     serve_logger.addHandler(handler)
     serve_logger.setLevel(logging.INFO)
     try:
         quiet_ray_worker()
         quiet_ray_worker()  # idempotent: one filter
-        assert sum(isinstance(f, _DropMessages) for f in serve_logger.filters) == 1
+        assert sum(isinstance(f, DropMessages) for f in serve_logger.filters) == 1
         serve_logger.info("Started %s.", "<ray.serve._private.router.SharedRouterLongPollClient object at 0x7f>")
         serve_logger.info("Deployment 'teacher' is ready.")
         assert seen == ["Deployment 'teacher' is ready."]
