@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 
 from distill_ray.models.loading import load_causal_lm, load_tokenizer
+from distill_ray.models.sampling import draw_tokens
 from distill_ray.models.scoring import score_sequences
 from distill_ray.models.stop_tokens import stop_token_ids
 from distill_ray.models.token_bytes import TokenBytes, clip_pieces, complete_characters, decode_reply
@@ -268,9 +269,8 @@ class GenerationEngine:
             chosen.update(zip(greedy, picks))
         if sampled:
             probs = self._sampling_probs(rows, sampled, logits)
-            for j, i in enumerate(sampled):
-                # Each row draws from its own generator, so its stream does not depend on batch mates.
-                chosen[i] = int(torch.multinomial(probs[j], 1, generator=rows[i].generator))
+            # Each row draws from its own generator, so its stream does not depend on batch mates.
+            chosen.update(zip(sampled, draw_tokens(probs, [rows[i].generator for i in sampled])))
         return chosen
 
     def _sampling_probs(self, rows: list[_Row], sampled: list[int], logits: torch.Tensor) -> torch.Tensor:
