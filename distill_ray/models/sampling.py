@@ -27,6 +27,7 @@ import torch
 
 _WEYL, _MUL1, _MUL2 = (c - (1 << 32) if c >= 1 << 31 else c for c in (0x9E3779B9, 0x7FEB352D, 0x846CA68B))
 _offsets: dict[tuple[int, str], torch.Tensor] = {}
+ROW_CHUNK = 16  # rows hashed at once (see draw_tokens)
 
 
 def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -74,4 +75,8 @@ def draw_tokens(probs: torch.Tensor, generators: list[torch.Generator]) -> list[
         return []
     keys = torch.cat([torch.randint(-(1 << 31), 1 << 31, (1,), generator=g, device=probs.device,
                                     dtype=torch.int32) for g in generators])  # fmt: skip
-    return race(probs, hashed_uniforms(keys, probs.shape[-1])).tolist()
+    # In chunks of rows: the hash's [rows, V] temporaries then stay in the CPU's cache (64 rows at once took 35 ms
+    # on the 2-core box, four chunks of 16 took 9 ms).
+    picks = [race(probs[i : i + ROW_CHUNK], hashed_uniforms(keys[i : i + ROW_CHUNK], probs.shape[-1]))
+             for i in range(0, len(generators), ROW_CHUNK)]  # fmt: skip
+    return torch.cat(picks).tolist()
