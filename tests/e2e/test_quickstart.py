@@ -22,6 +22,7 @@ def test_quickstart_recipe_end_to_end(tmp_path):
         f"inference.serve.port={free_port()}",
         "inference.max_new_tokens=12",
         "inference.num_samples=1",
+        "inference.concurrency=2",  # 4 problems fill one caller's batch; two callers start faster than four
         "distillation.keep=all",  # the shrunk teacher may get nothing right; keep every sample
         "stages.generate.dataset.limit=4",
         "stages.eval.evaluation.benchmarks=[{name: arithmetic, preset: arithmetic, limit: 3}]",
