@@ -292,6 +292,12 @@ def stage_sections(args: argparse.Namespace) -> dict[str, dict]:
     }  # fmt: skip
 
 
+# The teacher's engine slots and the callers that fill them, as in recipes/quickstart.yaml (docs/engines.md, "How
+# many slots"): 4 callers x 16 rows keep twice the 64 slots in flight. --quick keeps 2 callers (faster to start).
+CALLERS = {False: {"concurrency": 4, "batch_size": 16}, True: {"concurrency": 2, "batch_size": 4}}
+SLOTS = {False: {"max_batch_size": 64, "max_ongoing_requests": 128}, True: {"max_batch_size": 16}}
+
+
 def pipeline_raw(args: argparse.Namespace, out: Path, names: list[str], state_dir: Path, port: int) -> dict:
     """The pipeline config (before validation) with only the stages `names`, in that order."""
     quick = args.quick  # a random tiny teacher is never right: keep every reply so the trainers get rows
@@ -302,8 +308,8 @@ def pipeline_raw(args: argparse.Namespace, out: Path, names: list[str], state_di
         "ray": {"state_dir": str(state_dir)},
         "models": {"teacher": args.teacher, "student": args.student},
         "inference": {"max_new_tokens": args.max_new_tokens, "temperature": args.temperatures,
-                      "num_samples": args.samples, "seed": SEED, "concurrency": 2, "batch_size": 4,
-                      "serve": {"port": port, "max_batch_size": 16, "num_cpus": 0.5, "torch_threads": 2}},
+                      "num_samples": args.samples, "seed": SEED, **CALLERS[quick],
+                      "serve": {"port": port, **SLOTS[quick], "num_cpus": 0.5, "torch_threads": 2}},
         "distillation": {"keep": "all" if quick else "correct"},
         "processing": {"curate": {"min_correct": 1}, "pairs": {"mode": "correctness", "max_pairs_per_problem": 1}},
         "training": {"max_steps": args.steps, "learning_rate": args.lr, "warmup_ratio": 0.1,
