@@ -28,7 +28,7 @@ def test_eval_batches_fill_the_slots_unless_configured():
     from jobs.eval import eval_batch_size, eval_roster
 
     models = {"before": "tiny:smollm2", "after": "tiny:smollm2?seed=1"}
-    # the quickstart's callers, sized for generation's two temperatures; eval asks one: 4 rows fill 8 of 16 slots
+    # callers sized for generation's two temperatures (the quickstart's, once); eval asks one: 4 rows fill 8 of 16
     inference = InferenceConfig(concurrency=2, batch_size=4, temperature=0.0, num_samples=1,
                                 serve={"max_batch_size": 16})  # fmt: skip
     assert eval_batch_size(models, inference, None) == 8

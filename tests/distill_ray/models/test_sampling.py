@@ -5,7 +5,8 @@ torch.multinomial."""
 import pytest
 import torch
 
-from distill_ray.models.sampling import draw_tokens, hashed_uniforms, race
+from distill_ray.models import sampling
+from distill_ray.models.sampling import draw_tokens, hashed_uniforms, race, unit_interval
 
 
 def test_draws_follow_the_distribution_and_skip_zero_probability_tokens():
@@ -35,6 +36,32 @@ def test_hashed_uniforms_are_uniform_and_independent_of_the_batch():
         assert abs(torch.corrcoef(torch.stack([row[:-1], row[1:]]))[0, 1].item()) < 0.02
     assert abs(torch.corrcoef(u[:2])[0, 1].item()) < 0.02  # consecutive keys give unrelated rows
     assert torch.equal(hashed_uniforms(keys[2:3], 50000)[0], u[2])  # a row's numbers do not depend on its mates
+
+
+def test_uniforms_are_never_0_or_1_so_a_zero_probability_token_never_wins():
+    grid = unit_interval(torch.arange(1 << 23, dtype=torch.int32))
+    assert float(grid.min()) > 0 and float(grid.max()) < 1 and grid.unique().numel() == 1 << 23
+    # key -1748 at SmolLM2's vocabulary hit the top 24-bit value, which rounded to 1.0 in float32 (E = 0 there),
+    # and the race then drew token 20832 whatever its probability
+    u = hashed_uniforms(torch.tensor([-1748], dtype=torch.int32), 49152)
+    assert float(u.max()) < 1
+    probs = torch.full((1, 49152), 1.0 / 49151)
+    probs[0, 20832] = 0.0
+    assert race(probs, u).item() != 20832
+
+
+def test_chunking_the_rows_does_not_change_the_draws(monkeypatch):
+    torch.manual_seed(2)
+    probs = torch.softmax(torch.randn(40, 500) * 2, dim=-1)
+
+    def draws():
+        return draw_tokens(probs, [torch.Generator().manual_seed(r) for r in range(40)])
+
+    chunked = draws()  # 16 + 16 + 8 rows
+    monkeypatch.setattr(sampling, "ROW_CHUNK", 1)
+    assert draws() == chunked
+    monkeypatch.setattr(sampling, "ROW_CHUNK", 64)
+    assert draws() == chunked
 
 
 def test_a_rows_draws_do_not_depend_on_its_batch_mates():
@@ -71,3 +98,6 @@ def test_shapes_are_checked():
     with pytest.raises(ValueError, match="must both be"):
         race(torch.ones(2, 3), torch.rand(2, 4))
     assert draw_tokens(torch.ones(0, 3), []) == []
+    for bad in (torch.tensor([[0.5, float("nan")]]), torch.tensor([[0.0, 0.0]]), torch.tensor([[float("inf"), 1.0]])):
+        with pytest.raises(ValueError, match="finite with a positive entry"):
+            draw_tokens(bad, [torch.Generator()])
