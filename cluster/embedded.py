@@ -22,7 +22,7 @@ from pathlib import Path
 
 from distill_ray.config import RayConfig
 from distill_ray.errors import ConfigError
-from distill_ray.log import QUIET_WORKER_HOOK, quiet_run
+from distill_ray.log import QUIET_WORKER_HOOK, quiet_ray_driver, quiet_run
 
 # Ray's session dir adds ~70 characters of sockets/... below temp; Unix socket paths max out at 107.
 MAX_STATE_DIR_CHARS = 35
@@ -125,6 +125,8 @@ def ray_session(ray_cfg: RayConfig) -> Iterator[RayContext]:
         if address:
             _init_keeping_signal_handlers(address=address, logging_level=logging.WARNING)
         else:
+            if quiet_run():
+                quiet_ray_driver()  # Ray's note that token authentication is on (distill_ray/log.py)
             with _loopback_allowed(ray_cfg.listen == "loopback"):
                 started = _init_keeping_signal_handlers(**embedded_init_kwargs(ray_cfg))
             session = (getattr(started, "address_info", None) or {}).get("session_dir")

@@ -67,6 +67,12 @@ QUIET_RAY_MESSAGES = {
     # at INFO that its router's long-poll client started: plumbing, twice per stage on the console.
     "ray.serve": ("Started <ray.serve._private.router.SharedRouterLongPollClient",),
 }
+# The same for messages the driver gets from `ray.init` when it starts the embedded cluster (cluster/embedded.py).
+QUIET_DRIVER_MESSAGES = {
+    # A new local cluster gets token authentication, Ray's default, kept here; Ray warns that it turned it on, on
+    # every run. A cluster started with authentication off still warns.
+    "ray._private.authentication.authentication_token_setup": ("Token authentication is enabled for this Ray",),
+}
 QUIET_ENV_VAR = "DISTILL_RAY_QUIET"  # "1" while a quiet console is open (jobs/console.py QUIET_ENV)
 QUIET_WORKER_HOOK = "distill_ray.log.quiet_ray_worker"  # Ray imports it by this name in each worker process
 
@@ -105,7 +111,17 @@ def quiet_ray_worker() -> None:
         logger.setLevel(level)
         if not any(isinstance(f, _BelowLevel) for f in logger.filters):
             logger.addFilter(_BelowLevel(level))
-    for name, prefixes in QUIET_RAY_MESSAGES.items():
+    _drop_messages(QUIET_RAY_MESSAGES)
+
+
+def quiet_ray_driver() -> None:
+    """In the driver of a quiet run, before `ray.init` starts the embedded cluster: filter out
+    `QUIET_DRIVER_MESSAGES`. Idempotent."""
+    _drop_messages(QUIET_DRIVER_MESSAGES)
+
+
+def _drop_messages(messages: dict[str, tuple[str, ...]]) -> None:
+    for name, prefixes in messages.items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, DropMessages) for f in logger.filters):
             logger.addFilter(DropMessages(prefixes))

@@ -123,3 +123,33 @@ def test_the_quiet_levels_survive_ray_trains_own_logging_setup():
     finally:
         logger.removeHandler(handler)
         logger.filters[:] = before
+
+
+def test_the_quiet_driver_drops_rays_token_auth_notice_and_keeps_its_other_warnings():
+    # Pinned to Ray's source: the logger that warns and the notice's wording.
+    import inspect
+
+    from ray._private.authentication import authentication_token_setup as auth
+
+    from distill_ray.log import QUIET_DRIVER_MESSAGES, DropMessages, quiet_ray_driver
+
+    (prefix,) = QUIET_DRIVER_MESSAGES[auth.logger.name]
+    assert f'"{prefix} cluster. Set "' in inspect.getsource(auth._warn_token_auth_enabled)
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    before, handler = list(auth.logger.filters), Collect()
+    auth.logger.addHandler(handler)
+    try:
+        quiet_ray_driver()
+        quiet_ray_driver()  # idempotent: one filter
+        assert sum(isinstance(f, DropMessages) for f in auth.logger.filters) == 1
+        auth._warn_token_auth_enabled()
+        auth._warn_token_auth_disabled()  # authentication off is worth a warning: it still shows
+        assert len(seen) == 1 and seen[0].startswith("Token authentication is disabled")
+    finally:
+        auth.logger.filters[:] = before
+        auth.logger.removeHandler(handler)
