@@ -36,7 +36,7 @@ class ServeConfig(Section):
     )  # fmt: skip
     access_log: bool = Field(True, description="Log one line per request in each replica (Serve's access log).")
     max_ongoing_requests: int = Field(32, ge=1, description="Hard cap of in-flight requests per replica.")
-    max_batch_size: int = Field(8, ge=1, description="Sequences decoded (teacher) or items scored (reward models) together in one batch; with `scheduling: continuous`, the teacher's slots: sequences decoding at once.")
+    max_batch_size: int = Field(8, ge=1, description="Sequences decoded (teacher) or items scored (reward models) together in one batch; with `scheduling: continuous`, the teacher's slots: sequences decoding at once. On a CPU a step of 64 rows costs about twice one of 16 (docs/engines.md, 'How many slots'): the quickstart uses 64, with twice that in flight.")
     batch_wait_timeout_s: float = Field(0.05, ge=0, description="How long a batch waits to fill up (static batches and scoring; continuous scheduling never waits).")
     scheduling: Literal["continuous", "static"] = Field(
         "continuous",
