@@ -22,7 +22,7 @@ import json
 import sys
 import time
 
-from bench_common import fill_defaults  # this folder is on sys.path
+from bench_common import chat_sequences, fill_defaults  # this folder is on sys.path
 
 DEFAULTS = {"model": "builtin:smollm2-135m-instruct", "prompts": 16, "samples": 4, "max_tokens": 96}
 QUICK = {"model": "tiny:smollm2", "prompts": 4, "samples": 2, "max_tokens": 8}
@@ -82,19 +82,19 @@ def engine_tokens_per_second(engine, requests, slots: int, draw) -> tuple[float,
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from distill_ray.data.sources import procedural_arithmetic
-    from distill_ray.models.engine import GenerationEngine, GenRequest
+    from distill_ray.models.engine import GenerationEngine
     from distill_ray.models.loading import resolve_model
     from distill_ray.models.sampling import draw_tokens
-    from distill_ray.prompts import chat_messages
 
     engine = GenerationEngine(resolve_model(args.model), torch_threads=args.threads)
     draws = {"per_row_multinomial": per_row_multinomial, "batched_race": draw_tokens}
     draw_ms = {name: {rows: round(time_draws(draw, engine.vocab_size, rows, args.repeats), 3) for rows in ROWS}
                for name, draw in draws.items()}  # fmt: skip
     problems = procedural_arithmetic(args.prompts, seed=1, max_operand=30, split="train")
-    requests = [GenRequest(engine.chat_prompt_ids(chat_messages(p["question"], None)), max_new_tokens=args.max_tokens,
-                           temperature=0.8, seed=1000 * i + s)
-                for i, p in enumerate(problems) for s in range(args.samples)]  # fmt: skip
+    # The teacher's own path from an OpenAI chat body to seeded sequences (n samples of a prompt share it).
+    bodies = [{"messages": [{"role": "user", "content": p["question"]}], "n": args.samples, "temperature": 0.8,
+               "max_tokens": args.max_tokens, "seed": 1000 * i} for i, p in enumerate(problems)]  # fmt: skip
+    requests = [seq for body in bodies for seq in chat_sequences(engine, body)]
     engine.generate(requests[:1])  # warm-up, so neither draw pays the first forward's start-up
     engine_tps, engine_tokens = {}, {}
     for name, draw in draws.items():
