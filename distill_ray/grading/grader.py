@@ -14,6 +14,11 @@ Rules, each the answer to one kind of fault seen in real reasoning-model output:
   intervals); else the last number written, with typographic variants (Unicode minus, thin spaces, `{,}`)
   read as the number they are.
 - The reference may be a bare answer or a worked solution whose answer is boxed (MATH's `solution`).
+- A computation is not its value: against a numeric reference, a final answer written as arithmetic on number
+  literals (`5 * 11`, `16 + 24`, `(3 + 4) \\cdot 2`) is wrong whatever it evaluates to. Small models restate the
+  question's expression as their last one ("... thus 5 * 11 is 18. This is the result for 5 * 11."), and
+  math-verify would evaluate it to the reference. Powers, surds, fractions and scientific notation stay values
+  (`2^{10}`, `\\frac{3}{4}`, `12/4`, `3 \\times 10^{5}`).
 - Equality: exact values compare exactly. Strings after a normalisation that keeps meaning (escaped currency
   and spacing dropped; `\\text{...}` kept as its words, so "2 and 7" never becomes 27); plain numbers as
   fractions; other exact numbers (`\\frac{1}{3^{61}}`) to 60 significant digits. A tolerance applies only
@@ -220,6 +225,8 @@ def answers_equal(predicted: str, reference: str, timeout_s: float = 5.0, parsed
 def _answers_equal(predicted: str, reference: str, timeout_s: float, parsed: list | None) -> bool:
     if not predicted or not reference:
         return False
+    if is_computation(predicted) and _plain_number(reference) is not None:
+        return False
     p_key, r_key = normalize_answer(predicted), normalize_answer(reference)
     if p_key and p_key == r_key:
         return True
@@ -234,6 +241,20 @@ def _answers_equal(predicted: str, reference: str, timeout_s: float, parsed: lis
     if verdict is not None:
         return verdict
     return _mv_verify(gold, pred, timeout_s)
+
+
+_OPERAND = r"\(*-?\d+(?:\.\d+)?\)*"
+_BINARY_OP = r"(?:[-+*/\u00d7\u00b7\u00f7]|\\times|\\cdot|\\div)"
+_COMPUTATION = re.compile(rf"{_OPERAND}(?:{_BINARY_OP}{_OPERAND})+")
+
+
+def is_computation(answer: str) -> bool:
+    """True when `answer` is arithmetic on number literals (`5 * 11`, `16 + 24.`, `$(3 + 4) \\cdot 2$`): numbers,
+    brackets and the signs + - * / (or their Unicode forms, or \\times, \\cdot, \\div) and nothing else. A plain
+    number (`-5`, `12/4`) is not one, nor is anything with a power, root or letter (`3 \\times 10^{5}`, `2\\sqrt{2}`)."""
+    s = typographic_numbers(answer).replace("\\$", "").replace("$", "")
+    s = re.sub(r"\s+", "", _SPACING.sub("", s).replace("\\(", "").replace("\\)", "")).rstrip(".")
+    return _plain_number(s) is None and _COMPUTATION.fullmatch(s) is not None
 
 
 _TEXT = re.compile(r"\\(?:text|textbf|textrm|textit|mbox|mathrm|operatorname)\s*\{([^{}]*)\}")

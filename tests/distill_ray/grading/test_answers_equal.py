@@ -38,6 +38,10 @@ def test_normalised_strings_match(predicted, reference):
         ("0.3333333", "1/3"),  # a decimal within half a unit of its last digit
         ("0.333", "1/3"),  # ... whatever its precision
         ("25%", "25"),  # the percent sign is dropped, not converted
+        ("12/4", "3"),  # a fraction, a power and scientific notation are values, not computations
+        ("2^{10}", "1024"),
+        (r"3 \times 10^{5}", "300000"),
+        (r"5 \cdot 11", r"5 \cdot 11"),  # a computation compares as usual against a reference that is one
     ],
 )
 def test_numeric_fallback(predicted, reference):
@@ -72,6 +76,9 @@ def test_symbolic_equivalence_via_math_verify(predicted, reference):
         ("  ", "1"),
         ("1", ""),
         ("banana", "18"),
+        ("5 * 11", "55"),  # a computation on number literals is not its value (grader.is_computation)
+        (r"(3 + 4) \cdot 2", "14"),
+        ("2 \u00d7 12", "24"),
     ],
 )
 def test_wrong_or_missing_answers_are_false(predicted, reference):

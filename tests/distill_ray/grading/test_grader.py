@@ -3,6 +3,9 @@ fault it stands for and where such inputs were reported (issue 14 distilled them
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from distill_ray.grading.grader import Grade, grade
@@ -81,3 +84,27 @@ def test_a_reply_without_a_final_answer_says_why(reply, finish_reason, reason):
 def test_no_reference_means_no_verdict_but_the_answer_is_still_read():
     assert grade(r"so \boxed{12}", None) == Grade(None, "12", None)
     assert grade(r"so \boxed{12}", "  ").correct is None
+
+
+RESTATED = [json.loads(line) for line in (Path(__file__).parent / "data" / "restated_question_replies.jsonl").open()]
+
+
+@pytest.mark.parametrize("row", RESTATED, ids=[r["problem"] for r in RESTATED])
+def test_a_reply_whose_last_expression_restates_the_question_is_wrong(row):
+    """Teacher replies the old grader kept as verified CoTs in two quickstart runs (9 of 99 kept rows): each ends
+    on the question's own expression, which math-verify evaluated to the reference."""
+    result = grade(row["response"], row["reference"], finish_reason=row["finish_reason"])
+    assert result.correct is False, result
+    expression = row["problem"].removeprefix("What is ").rstrip("?")
+    assert result.final_answer.strip().rstrip(".").strip() == expression
+
+
+@pytest.mark.parametrize(("reply", "reference", "correct"), [
+    ("So 25 + 18 = 43.", "43", True),  # the value after the restated question still counts
+    ("The answer is 25 + 18.", "43", False),
+    (r"The answer is $25 \times 18$.", "450", False),
+    (r"\boxed{25 + 18}", "43", False),
+    (r"\boxed{2^{10}}", "1024", True),  # a power is a value, not a restated computation
+])  # fmt: skip
+def test_the_question_restated_never_passes_for_its_value(reply, reference, correct):
+    assert grade(reply, reference).correct is correct
