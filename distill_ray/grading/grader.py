@@ -14,11 +14,12 @@ Rules, each the answer to one kind of fault seen in real reasoning-model output:
   intervals); else the last number written, with typographic variants (Unicode minus, thin spaces, `{,}`)
   read as the number they are.
 - The reference may be a bare answer or a worked solution whose answer is boxed (MATH's `solution`).
-- A computation is not its value: against a numeric reference, a final answer written as arithmetic on number
-  literals (`5 * 11`, `16 + 24`, `(3 + 4) \\cdot 2`) is wrong whatever it evaluates to. Small models restate the
-  question's expression as their last one ("... thus 5 * 11 is 18. This is the result for 5 * 11."), and
-  math-verify would evaluate it to the reference. Powers, surds, fractions and scientific notation stay values
-  (`2^{10}`, `\\frac{3}{4}`, `12/4`, `3 \\times 10^{5}`).
+- A computation is not its value: a final answer written as arithmetic on number literals (`5 * 11`, `16 + 24`,
+  `(3 + 4) \\cdot 2`; `is_computation`) is wrong whatever it evaluates to, unless the reference is written as one too
+  (a factorisation). Small models restate the question's expression as their last one ("... thus 5 * 11 is 18.
+  This is the result for 5 * 11."), and math-verify would evaluate it to the reference. A power, a fraction and
+  scientific notation stay values (`2^{10}`, `\\frac{3}{4}`, `12/4`, `3 \\times 10^{5}`). The price: a reply that
+  ends on a check (`72 = 48 + 24`) is read as ending on the computation, and is wrong.
 - Equality: exact values compare exactly. Strings after a normalisation that keeps meaning (escaped currency
   and spacing dropped; `\\text{...}` kept as its words, so "2 and 7" never becomes 27); plain numbers as
   fractions; other exact numbers (`\\frac{1}{3^{61}}`) to 60 significant digits. A tolerance applies only
@@ -225,7 +226,7 @@ def answers_equal(predicted: str, reference: str, timeout_s: float = 5.0, parsed
 def _answers_equal(predicted: str, reference: str, timeout_s: float, parsed: list | None) -> bool:
     if not predicted or not reference:
         return False
-    if is_computation(predicted) and _plain_number(reference) is not None:
+    if is_computation(predicted) and not is_computation(reference):
         return False
     p_key, r_key = normalize_answer(predicted), normalize_answer(reference)
     if p_key and p_key == r_key:
@@ -243,18 +244,25 @@ def _answers_equal(predicted: str, reference: str, timeout_s: float, parsed: lis
     return _mv_verify(gold, pred, timeout_s)
 
 
-_OPERAND = r"\(*-?\d+(?:\.\d+)?\)*"
-_BINARY_OP = r"(?:[-+*/\u00d7\u00b7\u00f7]|\\times|\\cdot|\\div)"
+# A number literal with an optional integer power (`2^{10}`), in any brackets, or two of them as a fraction (`12/4`).
+_LITERAL = r"-?\d+(?:\.\d+)?(?:\^\{?-?\d+\}?)?"
+_BRACKETED = rf"(?:[(\[]|\\\{{)*{_LITERAL}(?:[)\]]|\\\}})*"
+_OPERAND = rf"{_BRACKETED}(?:/{_BRACKETED})?"
+_BINARY_OP = r"(?:[-+*\u00d7\u00b7\u00f7]|\\times|\\cdot|\\div)"
 _COMPUTATION = re.compile(rf"{_OPERAND}(?:{_BINARY_OP}{_OPERAND})+")
+_SCIENTIFIC = re.compile(r"-?\d+(?:\.\d+)?(?:[*\u00d7\u00b7]|\\times|\\cdot)10\^\{?-?\d+\}?")
+_FRAC = re.compile(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}")
 
 
 def is_computation(answer: str) -> bool:
-    """True when `answer` is arithmetic on number literals (`5 * 11`, `16 + 24.`, `$(3 + 4) \\cdot 2$`): numbers,
-    brackets and the signs + - * / (or their Unicode forms, or \\times, \\cdot, \\div) and nothing else. A plain
-    number (`-5`, `12/4`) is not one, nor is anything with a power, root or letter (`3 \\times 10^{5}`, `2\\sqrt{2}`)."""
+    """True when `answer` is arithmetic on number literals (`5 * 11`, `16 + 24.`, `$(3 + 4) \\cdot 2$`, `3^2 + 4`,
+    `1 + \\frac{1}{2}`): numbers, powers, fractions and brackets joined by + - * (their Unicode forms, \\times, \\cdot,
+    \\div), and nothing else. One number is not one, whatever its form (`-5`, `2^{10}`, `(1/2)`, `\\frac{12}{4}`), nor
+    is scientific notation (`3 \\times 10^{5}`) or anything with a root, a constant or a letter (`2\\sqrt{2}`, `x+1`)."""
     s = typographic_numbers(answer).replace("\\$", "").replace("$", "")
-    s = re.sub(r"\s+", "", _SPACING.sub("", s).replace("\\(", "").replace("\\)", "")).rstrip(".")
-    return _plain_number(s) is None and _COMPUTATION.fullmatch(s) is not None
+    s = _SPACING.sub("", s).replace("\\(", "").replace("\\)", "")
+    s = _FRAC.sub(r"(\1)/(\2)", re.sub(r"\s+", "", s)).rstrip(".")
+    return _COMPUTATION.fullmatch(s) is not None and _SCIENTIFIC.fullmatch(s) is None
 
 
 _TEXT = re.compile(r"\\(?:text|textbf|textrm|textit|mbox|mathrm|operatorname)\s*\{([^{}]*)\}")

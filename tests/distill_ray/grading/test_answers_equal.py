@@ -42,6 +42,7 @@ def test_normalised_strings_match(predicted, reference):
         ("2^{10}", "1024"),
         (r"3 \times 10^{5}", "300000"),
         (r"5 \cdot 11", r"5 \cdot 11"),  # a computation compares as usual against a reference that is one
+        (r"2 \cdot 3^2", r"3^2 \cdot 2"),
     ],
 )
 def test_numeric_fallback(predicted, reference):

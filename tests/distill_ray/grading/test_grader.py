@@ -105,6 +105,18 @@ def test_a_reply_whose_last_expression_restates_the_question_is_wrong(row):
     (r"The answer is $25 \times 18$.", "450", False),
     (r"\boxed{25 + 18}", "43", False),
     (r"\boxed{2^{10}}", "1024", True),  # a power is a value, not a restated computation
+    (r"\boxed{3 \times 10^{5}}", "300000", True),  # ... as is scientific notation
+    (r"\boxed{(1/2)}", r"\frac{1}{2}", True),  # ... and one fraction, in any brackets or spelling
+    (r"\boxed{1/(2)}", "0.5", True),
+    ("The answer is 12.0/4.", "3", True),
+    (r"\boxed{\frac{12}{4}}", "3", True),
+    (r"\boxed{1 + \frac{1}{2}}", r"\frac{3}{2}", False),  # a sum of values is a computation
+    ("This is the result for $3^2 + 4$.", "13", False),
+    (r"So it is $\left[5 \times 11\right]$.", "55", False),
+    (r"\boxed{\frac{5 \cdot 11}{1}}", "55", False),
+    ("This is the result for 5 * 11.", r"55 \text{ cm}", False),  # a reference with a unit is still a number
+    ("This is the result for 5 * 11.", r"55^\circ", False),
+    (r"\boxed{2^2 \cdot 3}", r"2^2 \cdot 3", True),  # a reference written as a computation (a factorisation)
 ])  # fmt: skip
-def test_the_question_restated_never_passes_for_its_value(reply, reference, correct):
+def test_a_computation_is_not_its_value_but_one_number_in_any_form_is(reply, reference, correct):
     assert grade(reply, reference).correct is correct
