@@ -19,8 +19,7 @@ Rules, each the answer to one kind of fault seen in real reasoning-model output:
   (a factorisation). Small models restate the question's expression as their last one ("... thus 5 * 11 is 18.
   This is the result for 5 * 11."), and math-verify would evaluate it to the reference. A power, a fraction and
   scientific notation stay values (`2^{10}`, `\\frac{3}{4}`, `12/4`, `3 \\times 10^{5}`). A reply that ends on a
-  check states its value first (`72 = 48 + 24`), and that number is its final answer when the check holds
-  (`11 = 11 + 1` states none).
+  check states its value first (`72 = 48 + 24`), and that number is its final answer.
 - Equality: exact values compare exactly. Strings after a normalisation that keeps meaning (escaped currency
   and spacing dropped; `\\text{...}` kept as its words, so "2 and 7" never becomes 27); plain numbers as
   fractions; other exact numbers (`\\frac{1}{3^{61}}`) to 60 significant digits. A tolerance applies only
@@ -169,25 +168,12 @@ def extract_final(region: str, timeout_s: float = 5.0) -> tuple[str | None, list
     parsed = _mv_parse(region, timeout_s)
     if parsed:
         final = str(parsed[-1])
-        if is_computation(final):
-            stated = _checked_value(region, final, timeout_s)
-            if stated is not None:
-                return stated, None
+        if is_computation(final):  # math-verify reads `a = b` as b: a check (`72 = 48 + 24`) names its value first
+            stated = re.findall(rf"(?<![\d.])(-?\d+(?:\.\d+)?)\s*=\s*{re.escape(final.strip())}", region)
+            if stated:
+                return stated[-1], None
         return final, parsed
     return last_number(region), None
-
-
-def _checked_value(region: str, computation: str, timeout_s: float) -> str | None:
-    """N when the region writes `N = <computation>` for its final computation and N is that computation's value (a
-    check, `72 = 48 + 24`); else None. math-verify reads `a = b` as b, so a reply that names its value first would
-    end on the computation. A check that does not hold (`11 = 11 + 1`) names no value."""
-    written = re.findall(rf"(?<![\d.])(-?\d+(?:\.\d+)?)\s*=\s*{re.escape(computation.strip())}", region)
-    if not written:
-        return None
-    number, value = _mv_parse(f"${written[-1]}$", timeout_s), _mv_parse(_as_latex(computation), timeout_s)
-    if number and value and _exact_numbers_verdict(number[0], value[0], written[-1], computation, timeout_s):
-        return written[-1]
-    return None
 
 
 def _closed_boxes(region: str) -> list[str]:
