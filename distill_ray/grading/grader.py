@@ -18,8 +18,8 @@ Rules, each the answer to one kind of fault seen in real reasoning-model output:
   `(3 + 4) \\cdot 2`; `is_computation`) is wrong whatever it evaluates to, unless the reference is written as one too
   (a factorisation). Small models restate the question's expression as their last one ("... thus 5 * 11 is 18.
   This is the result for 5 * 11."), and math-verify would evaluate it to the reference. A power, a fraction and
-  scientific notation stay values (`2^{10}`, `\\frac{3}{4}`, `12/4`, `3 \\times 10^{5}`). A reply that ends on a
-  check states its value first (`72 = 48 + 24`), and that number is its final answer.
+  scientific notation stay values (`2^{10}`, `\\frac{3}{4}`, `12/4`, `3 \\times 10^{5}`). The price: a reply that
+  ends on a check (`72 = 48 + 24`) is read as ending on the computation, and is wrong.
 - Equality: exact values compare exactly. Strings after a normalisation that keeps meaning (escaped currency
   and spacing dropped; `\\text{...}` kept as its words, so "2 and 7" never becomes 27); plain numbers as
   fractions; other exact numbers (`\\frac{1}{3^{61}}`) to 60 significant digits. A tolerance applies only
@@ -167,12 +167,7 @@ def extract_final(region: str, timeout_s: float = 5.0) -> tuple[str | None, list
         return joined, _mv_parse(f"${joined}$", timeout_s) or None
     parsed = _mv_parse(region, timeout_s)
     if parsed:
-        final = str(parsed[-1])
-        if is_computation(final):  # math-verify reads `a = b` as b: a check (`72 = 48 + 24`) names its value first
-            stated = re.findall(rf"(?<![\d.])(-?\d+(?:\.\d+)?)\s*=\s*{re.escape(final.strip())}", region)
-            if stated:
-                return stated[-1], None
-        return final, parsed
+        return str(parsed[-1]), parsed
     return last_number(region), None
 
 

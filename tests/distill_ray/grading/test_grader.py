@@ -117,10 +117,6 @@ def test_a_reply_whose_last_expression_restates_the_question_is_wrong(row):
     ("This is the result for 5 * 11.", r"55 \text{ cm}", False),  # a reference with a unit is still a number
     ("This is the result for 5 * 11.", r"55^\circ", False),
     (r"\boxed{2^2 \cdot 3}", r"2^2 \cdot 3", True),  # a reference written as a computation (a factorisation)
-    ("Total = 72\nCheck: 72 = 48 + 24", "72", True),  # a check names its value first, and that value counts
-    ("so it is 7 = 3 + 4.", "7", True),
-    ("so it is $7 = 3 + 4$.", "8", False),
-    ("Check: 18 = 5 * 11.", "55", False),  # ... the value it names, not the computation's
 ])  # fmt: skip
 def test_a_computation_is_not_its_value_but_one_number_in_any_form_is(reply, reference, correct):
     assert grade(reply, reference).correct is correct
