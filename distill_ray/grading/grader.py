@@ -15,8 +15,9 @@ Rules, each the answer to one kind of fault seen in real reasoning-model output:
   read as the number they are.
 - The reference may be a bare answer or a worked solution whose answer is boxed (MATH's `solution`).
 - A computation is not its value: a final answer written as arithmetic on number literals (`5 * 11`, `16 + 24`,
-  `(3 + 4) \\cdot 2`; `is_computation`) is wrong whatever it evaluates to, unless the reference is written as one too
-  (a factorisation). Small models restate the question's expression as their last one ("... thus 5 * 11 is 18.
+  `(3 + 4) \\cdot 2`; `is_computation`), alone or as the right side of a relation (`$18 = 5 \\times 11$`, which
+  math-verify reads as its right side), is wrong whatever it evaluates to, unless the reference is written as one
+  too (a factorisation). Small models restate the question's expression as their last one ("... thus 5 * 11 is 18.
   This is the result for 5 * 11."), and math-verify would evaluate it to the reference. A power, a fraction and
   scientific notation stay values (`2^{10}`, `\\frac{3}{4}`, `12/4`, `3 \\times 10^{5}`). The price: a reply that
   ends on a check (`72 = 48 + 24`) is read as ending on the computation, and is wrong.
@@ -226,7 +227,8 @@ def answers_equal(predicted: str, reference: str, timeout_s: float = 5.0, parsed
 def _answers_equal(predicted: str, reference: str, timeout_s: float, parsed: list | None) -> bool:
     if not predicted or not reference:
         return False
-    if is_computation(predicted) and not is_computation(reference):
+    # math-verify reads a relation `a = b` as b: `18 = 5 \\times 11` ends on a computation as `5 * 11` does
+    if is_computation(predicted.rsplit("=", 1)[-1]) and not is_computation(reference):
         return False
     p_key, r_key = normalize_answer(predicted), normalize_answer(reference)
     if p_key and p_key == r_key:

@@ -117,6 +117,11 @@ def test_a_reply_whose_last_expression_restates_the_question_is_wrong(row):
     ("This is the result for 5 * 11.", r"55 \text{ cm}", False),  # a reference with a unit is still a number
     ("This is the result for 5 * 11.", r"55^\circ", False),
     (r"\boxed{2^2 \cdot 3}", r"2^2 \cdot 3", True),  # a reference written as a computation (a factorisation)
+    (r"so 5 * 11 is 18. $18 = 5 \times 11$", "55", False),  # a relation ending on the computation
+    (r"Check: $11 = 11 + 1$", "12", False),  # an on-policy student's answer to 11 * 1, 300-problem eval
+    (r"$x = 3 + 4$", "7", False),
+    ("Total = 72\nCheck: 72 = 48 + 24", "72", False),  # the price: a check written value first ends on a computation
+    ("$x = 7$", "7", True),
 ])  # fmt: skip
 def test_a_computation_is_not_its_value_but_one_number_in_any_form_is(reply, reference, correct):
     assert grade(reply, reference).correct is correct
