@@ -104,6 +104,37 @@ def test_read_rows_from_a_parquet_folder(tmp_path):
     assert all(set(r) == {"problem", "response"} for r in rows)  # unrequested columns are not read
 
 
+def _write_parts(folder, parts: list[list[dict]], names: list[str]) -> None:
+    folder.mkdir()
+    for rows, name in zip(parts, names):
+        pq.write_table(pa.Table.from_pylist(rows), folder / f"{name}.parquet")
+
+
+@pytest.mark.parametrize("key", ["sample_id", "pair_id", "id", None])
+def test_a_folder_reads_in_the_same_order_whatever_its_parts_are_named_or_hold(tmp_path, key):
+    """Ray Data names parts with random ids and fills them in the order its tasks finish: two runs of a
+    seeded stage keep the same rows in other parts. The trainer must see them in one order (a seeded
+    shuffle of another order trains another student), and the key column is not added to the rows."""
+    rows = [{"problem": f"p{i % 3}", "response": f"r{i}"} | ({key: f"k{(7 * i) % 10}"} if key else {})
+            for i in range(10)]  # fmt: skip
+    _write_parts(tmp_path / "run1", [rows[:4], rows[4:]], ["b3f1-000000", "0a9c-000001"])
+    _write_parts(tmp_path / "run2", [rows[7:], rows[2:7], rows[:2]], ["77aa-000000", "1e0d-000001", "c2b8-000002"])
+    first, _ = read_rows(str(tmp_path / "run1"), LABELED)
+    second, _ = read_rows(str(tmp_path / "run2"), LABELED)
+    assert first == second
+    assert sorted(map(str, first)) == sorted(str({"problem": r["problem"], "response": r["response"]}) for r in rows)
+    if key:  # ordered by the key, not by content: k0 (row 0) first, k9 (row 7) last
+        assert first[0]["response"] == "r0" and first[-1]["response"] == "r7"
+
+
+def test_a_single_parquet_file_keeps_its_own_row_order(tmp_path):
+    """A file the user wrote is read in its order (a curriculum or a hand-made file may rely on it)."""
+    rows = [{"problem": f"p{i}", "response": "r", "sample_id": f"s{9 - i}"} for i in range(10)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    read, _ = read_rows(str(tmp_path / "a.parquet"), LABELED)
+    assert [r["problem"] for r in read] == [f"p{i}" for i in range(10)]
+
+
 def test_split_rows_rejects_with_reasons(tokenizer):
     """The sft driver's check: non-empty text, then a prompt that leaves room for the response."""
     rows = [
