@@ -2,9 +2,10 @@
 
 Where it sits: after any run (or on replies from elsewhere), so old generations and eval results can be
 graded again when the grader changes. Reads JSON lines, a JSON array or Parquet (a file or a folder: the
-stages' own outputs), writes one JSON line per input row: the row's own fields (`id` included) plus
-`correct`, `final_answer`, `no_answer_reason` and, for a row that cannot be graded, `error`. A bad row
-(not an object, no reply text) is written with its error and counted; it never stops the run. Pure Python.
+stages' own outputs; a folder's rows in the order of their content, as the trainers read them), writes one JSON
+line per input row: the row's own fields (`id` included) plus `correct`, `final_answer`, `no_answer_reason`
+and, for a row that cannot be graded, `error`. A bad row (not an object, no reply text) is written with its error
+and counted; it never stops the run. Pure Python.
 """
 
 from __future__ import annotations
