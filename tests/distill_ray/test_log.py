@@ -55,7 +55,19 @@ def test_the_quiet_logger_names_are_the_ones_ray_train_logs_on():
     assert _client.logger.name in QUIET_RAY_LOGGERS  # the per-request line of opd's scoring and grpo's rewards
 
 
-def test_the_quiet_worker_hook_drops_serves_router_notice_and_nothing_else():
+def test_the_queue_length_warning_is_the_one_serves_request_router_logs():
+    # Pinned to Ray's source, as above: the message the quiet hook drops, on the logger it filters.
+    import inspect
+
+    from ray.serve._private.request_router import request_router
+
+    from distill_ray.log import QUIET_RAY_MESSAGES
+
+    prefix = next(p for p in QUIET_RAY_MESSAGES[request_router.logger.name] if p.startswith("Failed to get queue"))
+    assert f'f"{prefix}{{replica.replica_id}} "' in inspect.getsource(request_router)
+
+
+def test_the_quiet_worker_hook_drops_serves_router_notices_and_nothing_else():
     from distill_ray.log import DropMessages, quiet_ray_worker
 
     class Collect(logging.Handler):  # on the logger itself: Ray may have turned its propagation off
@@ -73,8 +85,12 @@ def test_the_quiet_worker_hook_drops_serves_router_notice_and_nothing_else():
         quiet_ray_worker()  # idempotent: one filter
         assert sum(isinstance(f, DropMessages) for f in serve_logger.filters) == 1
         serve_logger.info("Started %s.", "<ray.serve._private.router.SharedRouterLongPollClient object at 0x7f>")
+        serve_logger.warning("Failed to get queue length from Replica(id='p997ny7h', deployment='TeacherRouter', "
+                             "app='teacher-generate') within 0.1s. If this happens repeatedly ...")
         serve_logger.info("Deployment 'teacher' is ready.")
-        assert seen == ["Deployment 'teacher' is ready."]
+        serve_logger.warning("Failed to fetch queue length for Replica(id='p997ny7h'): 'ActorDiedError'")
+        assert seen == ["Deployment 'teacher' is ready.", "Failed to fetch queue length for Replica(id='p997ny7h'): "
+                        "'ActorDiedError'"]  # fmt: skip
     finally:
         serve_logger.filters[:] = before
         serve_logger.removeHandler(handler)

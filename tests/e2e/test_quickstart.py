@@ -42,6 +42,8 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     assert "Failed to query Ray Train Controller" not in proc.stdout + proc.stderr
     # ... nor Serve's note that each caller's router started (distill_ray/log.py QUIET_RAY_MESSAGES)
     assert "SharedRouterLongPollClient" not in proc.stdout + proc.stderr
+    # ... nor a router's late queue-length probe, a busy CPU here, not the network its text blames
+    assert "Failed to get queue length" not in proc.stdout + proc.stderr
     # ... nor Ray Train's setup lines (resources, worker group, process group, DDP wrapping)
     assert "Started training worker group" not in proc.stdout + proc.stderr
     assert "Wrapping provided model" not in proc.stdout + proc.stderr
