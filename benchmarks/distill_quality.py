@@ -14,6 +14,14 @@ runs) in two runs of the runner:
          `teacher`, greedy, on the arithmetic test split (or dev with --dev).
 Only the stages the chosen methods need are run.
 
+Training seeds (--seeds 7,8,9): every chosen method is trained once per seed, each from the same base and on the same
+rows (the seed moves the shuffle, dropout and initialised heads, not the data); seed 7 keeps the plain stage name,
+another seed S names its stage and model `<method>_sS` (dpo_s8 and opd_s8 start from sft_all_s8). Each seed's model is
+compared with the sft_all of its own seed, and the report adds, per method, the mean, standard deviation and range
+of pass@1 and of that difference over seeds, and at how many seeds the difference's paired interval clears 0. The
+per-problem intervals of one run leave out how much a second training run moves a student; the spread over seeds
+shows it (docs/training.md, "Training seeds").
+
 Resumable: `<out>/ledger.json` lists the finished stages (read from `<out>/summary.json`, which the runner rewrites
 after every stage, whether the run ends or fails), each with a fingerprint of the arguments its output depends on;
 the same command skips them and continues. Changed arguments redo only the stages they affect (their old folders
@@ -24,6 +32,7 @@ everything.
     python benchmarks/distill_quality.py                   # full run (hours on 2 CPU cores)
     python benchmarks/distill_quality.py --dev             # choose settings on the dev split
     python benchmarks/distill_quality.py --quick           # tiny models, minutes: a smoke test
+    python benchmarks/distill_quality.py --seeds 7,8,9     # each method at three training seeds
 
 Writes `<out>/report.md`, `<out>/report.json` and PNG plots; prints a table, then as the last line one JSON
 object (per model pass@1 with its interval, gap closed and difference from sft_all, each with its interval;
@@ -33,6 +42,7 @@ seconds per stage).
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import logging
@@ -42,13 +52,12 @@ import time
 from pathlib import Path
 
 from bench_common import fill_defaults, free_loopback_port, ray_state_dir  # this folder is on sys.path
-from quality_report import BENCHMARK
+from quality_report import BENCHMARK, METHODS, SEED, method_seed, seeded
 
 from distill_ray.data.sources import split_size
 
 log = logging.getLogger("distill_quality")
 
-METHODS = ("sft_all", "sft_best", "advdistill", "curriculum", "kd", "dpo", "opd")
 # A random tiny teacher solves nothing (no groups for advdistill, no pairs for dpo); sft_best is left out for time.
 QUICK_METHODS = ("sft_all", "curriculum", "kd")
 DEFAULTS = dict(
@@ -73,7 +82,7 @@ QUICK = dict(student="tiny:smollm2", teacher="tiny:smollm2", methods=",".join(QU
              eval_problems=4, samples=2, temperatures="1.0", max_new_tokens=12, steps=2, lr=1e-4,
              dpo_lr=1e-4, opd_lr=1e-4, batch_size=2)  # fmt: skip
 WORKERS = 2  # Ray Train workers (gloo), each with half a core, as in recipes/quickstart.yaml
-SEED = 7
+# SEED (quality_report): the teacher's sampling seed, and the training seed whose stages keep the plain method name
 OPD_GROUP = 2  # opd rollouts per prompt (training.opd.group_size)
 SPLITS = {False: "test", True: "dev"}
 MAX_OPERAND = 30  # 1944 distinct problems: 1371 train, 197 dev, 376 test (distill_ray/data/sources.py)
@@ -103,6 +112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--temperatures", help=f"comma list of sampling temperatures (default {d['temperatures']})")
     p.add_argument("--max-new-tokens", type=int, help=f"reply cap, generation and eval (default {d['max_new_tokens']})")
     p.add_argument("--steps", type=int, help=f"optimizer steps of every trainer (default {d['steps']})")
+    p.add_argument("--seeds", default=str(SEED),
+                   help=f"comma list of training seeds, each method trained once per seed (default {SEED}; another "
+                        "seed S names the stage <method>_sS)")  # fmt: skip
     p.add_argument("--lr", type=float, help=f"peak learning rate of every trainer but dpo and opd (default {d['lr']})")
     p.add_argument("--dpo-lr", type=float, help=f"peak learning rate of dpo (default {d['dpo_lr']})")
     p.add_argument("--opd-lr", type=float, help=f"peak learning rate of opd (default {d['opd_lr']})")
@@ -122,6 +134,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if {"dpo", "opd"} & set(args.methods) and "sft_all" not in args.methods:
         args.methods.insert(0, "sft_all")  # dpo and opd start from sft_all's model
     args.temperatures = [float(t) for t in str(args.temperatures).split(",")]
+    try:
+        args.seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    except ValueError:
+        p.error(f"--seeds: a comma list of integers, got {args.seeds!r}")
+    if not args.seeds or len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+        p.error(f"--seeds: distinct non-negative integers, at least one, got {args.seeds}")
     held_out = split_size(MAX_OPERAND, SPLITS[args.dev])
     if args.eval_problems is None:
         args.eval_problems = held_out
@@ -142,6 +160,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# ---- training seeds: one stage per method and seed ------------------------------------------------------------
+
+
+def trained_stages(methods: list[str], seeds: list[int]) -> list[str]:
+    """Every (method, seed) stage, in pipeline order: all seeds of a method before the next method, so sft_all_sS is
+    trained before the dpo_sS and opd_sS that start from it."""
+    return [seeded(m, s) for m in METHODS if m in methods for s in seeds]
+
+
+def needs(stage: str) -> list[str]:
+    """The stages a trained stage reads (NEEDS), with sft_all at the stage's own seed."""
+    method, seed = method_seed(stage)
+    return [seeded(n, seed) if n in METHODS else n for n in NEEDS[method]]
+
+
 # ---- the ledger (pure: plain data in and out) -----------------------------------------------------------------
 
 
@@ -156,10 +189,10 @@ OWN_LR = ("dpo_lr", "opd_lr")  # the methods trained at their own rate
 
 
 def stage_args(stage: str) -> tuple[str, ...]:
-    if stage == "eval":  # (and the own rates of the chosen methods: see fingerprint)
+    if stage == "eval":  # (and the own rates of the chosen methods, and the seeds: see fingerprint)
         return EVAL_ARGS
-    if f"{stage}_lr" in OWN_LR:
-        return TRAIN_ARGS + (f"{stage}_lr",)
+    if f"{method_seed(stage)[0]}_lr" in OWN_LR:
+        return TRAIN_ARGS + (f"{method_seed(stage)[0]}_lr",)
     return DATA_ARGS if stage in DATA_STAGES or stage == DIFFICULTY else TRAIN_ARGS
 
 
@@ -169,19 +202,22 @@ def upstream(stage: str) -> set[str]:
         return {*DATA_STAGES, DIFFICULTY, *METHODS, "eval"}
     if stage in DATA_STAGES or stage == DIFFICULTY:
         return {"generate", stage}
-    found = {stage} | ({DIFFICULTY} if stage == "curriculum" else set())
-    for need in NEEDS[stage]:
+    found = {stage} | ({DIFFICULTY} if method_seed(stage)[0] == "curriculum" else set())
+    for need in needs(stage):
         found |= upstream(need)
     return found
 
 
 def fingerprint(args: argparse.Namespace, stage: str) -> str:
     """What makes a stage's output reusable: the arguments it depends on (`stage_args`; of the --set items, those
-    that reach it or a stage it reads), hashed."""
+    that reach it or a stage it reads), hashed. A trained stage's seed is in its name, so it is not hashed; eval
+    hashes the seeds only when they are not the default, so runs from before --seeds keep their eval."""
     chosen = {k: sorted(getattr(args, k)) if k == "methods" else getattr(args, k) for k in stage_args(stage)}
     chosen["set"] = overrides_for(args.set, sorted(upstream(stage)))
     if stage == "eval":
         chosen |= {f"{m}_lr": getattr(args, f"{m}_lr") for m in args.methods if f"{m}_lr" in OWN_LR}
+        if args.seeds != [SEED]:
+            chosen["seeds"] = sorted(args.seeds)
     return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -240,12 +276,11 @@ def write_ledger(out: Path, ledger: dict) -> None:
 # ---- the plan: one pipeline config, in two runs ------------------------------------------------------------------
 
 
-def planned_stages(methods: list[str]) -> tuple[list[str], list[str]]:
-    """(data stages, train + eval stages) the methods need, in pipeline order."""
+def planned_stages(methods: list[str], seeds: list[int] = (SEED,)) -> tuple[list[str], list[str]]:
+    """(data stages, train + eval stages) the methods need at these training seeds, in pipeline order."""
     needed = {s for m in methods for s in NEEDS[m]}
     data = [s for s in DATA_STAGES if s in needed]
-    train = [m for m in METHODS if m in methods] + ["eval"]
-    return data, train
+    return data, trained_stages(methods, list(seeds)) + ["eval"]
 
 
 def stage_sections(args: argparse.Namespace) -> dict[str, dict]:
@@ -255,10 +290,10 @@ def stage_sections(args: argparse.Namespace) -> dict[str, dict]:
     curriculum = [{"name": "medium", "difficulty": ["medium"], "max_steps": half},
                   {"name": "medium_hard", "difficulty": ["medium", "hard"], "max_steps": max(1, args.steps - half)}]
     models = {"base": args.student, "teacher": args.teacher}
-    models |= {m: f"{{output_dir}}/{m}/model" for m in METHODS if m in args.methods}
+    models |= {name: f"{{output_dir}}/{name}/model" for name in trained_stages(args.methods, args.seeds)}
     bench = {"name": BENCHMARK.format(split=SPLITS[args.dev]), "preset": "arithmetic", "limit": args.eval_problems,
              "path": ARITHMETIC.format(split=SPLITS[args.dev])}
-    return {
+    sections = {
         "generate": {"job_type": "generate", "dataset": {"instruction_path": ARITHMETIC.format(split="train"),
                                                          "limit": args.train_problems, "seed": SEED}},
         "curate": {"job_type": "curate", "dataset": {"labeled_path": generations}},
@@ -290,6 +325,15 @@ def stage_sections(args: argparse.Namespace) -> dict[str, dict]:
         "eval": {"job_type": "eval", "evaluation": {"models": models, "benchmarks": [bench], "num_samples": 1,
                                                     "temperature": 0.0, "ks": [1]}},
     }  # fmt: skip
+    for name in trained_stages(args.methods, args.seeds):
+        method, seed = method_seed(name)
+        if name != method:  # another seed: the method's section with its own training seed and sft_all
+            section = copy.deepcopy(sections[method])
+            section.setdefault("training", {})["seed"] = seed
+            if "models" in section:  # dpo and opd start from the sft_all of the same seed
+                section["models"]["student"] = f"{{output_dir}}/{seeded('sft_all', seed)}/model"
+            sections[name] = section
+    return sections
 
 
 # The teacher's engine slots and the callers that fill them, as in recipes/quickstart.yaml (docs/engines.md, "How
@@ -321,12 +365,20 @@ def pipeline_raw(args: argparse.Namespace, out: Path, names: list[str], state_di
 
 
 def overrides_for(items: list[str], names: list[str]) -> list[str]:
-    """The --set items that apply to a run of `names` (a stages.<name>.* item reaches only its own stage's run)."""
+    """The --set items that apply to a run of `names` (a stages.<name>.* item reaches only its own stage's run), as
+    the runner needs them: an item for a method (stages.kd.*) reaches that method at every seed, so it is repeated
+    for each of its other seeds' stages in `names` (stages.kd_s8.*); an item naming one seed's stage stays its own."""
     kept = []
     for item in items:
         parts = item.split("=", 1)[0].split(".")
-        if parts[0] != "stages" or len(parts) < 2 or parts[1] in names:
+        if parts[0] != "stages" or len(parts) < 2:
             kept.append(item)
+            continue
+        for name in names:
+            if name == parts[1]:
+                kept.append(item)
+            elif method_seed(name)[0] == parts[1] and parts[1] in METHODS:
+                kept.append(".".join(["stages", name, *parts[2:]]) + item[len(item.split("=", 1)[0]):])
     return kept
 
 
@@ -395,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(ledger, str):
         log.error("distill_quality: %s", ledger)
         return 2
-    data, train = planned_stages(args.methods)
+    data, train = planned_stages(args.methods, args.seeds)
     try:  # SIGINT / SIGTERM unwind like an error, so the ledger records what finished and Ray stops cleanly
         with stop_on_signals(), ray_state_dir("dq") as state_dir:
             if todo := pending(data, ledger, args):

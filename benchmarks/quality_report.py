@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,6 +26,32 @@ DIFFICULTY_SOURCE = ("response length: the kept teacher replies ranked by comple
                      "one cannot)")  # fmt: skip
 BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 1000, 0
 REFERENCE = "sft_all"  # the issue's bar for every other method: AdvDistill, KD, DPO-after-SFT >= SFT
+# The trained methods, and how a model label names its training seed (distill_quality.py, "Training seeds").
+METHODS = ("sft_all", "sft_best", "advdistill", "curriculum", "kd", "dpo", "opd")
+SEED = 7  # the default training seed: its stages and models keep the plain method name
+SEEDED = re.compile(r"^(?P<method>.+)_s(?P<seed>\d+)$")  # another training seed's label: kd_s8
+
+
+def seeded(method: str, seed: int) -> str:
+    """The stage (and model label) of `method` trained with `seed`: the plain name at SEED, `<method>_s<seed>` else."""
+    return method if seed == SEED else f"{method}_s{seed}"
+
+
+def method_seed(label: str) -> tuple[str, int | None]:
+    """(method, training seed) of a trained stage or model label; (label, None) for anything else (generate, eval,
+    base, teacher)."""
+    if label in METHODS:
+        return label, SEED
+    match = SEEDED.match(label)
+    if match and match["method"] in METHODS:
+        return match["method"], int(match["seed"])
+    return label, None
+
+
+def reference_of(label: str) -> str:
+    """The model `label` is compared with: sft_all trained with the same seed (dpo and opd start from it)."""
+    method, seed = method_seed(label)
+    return REFERENCE if seed is None else seeded(REFERENCE, seed)
 
 
 def length_terciles(tokens: list[int]) -> list[str]:
@@ -110,19 +138,20 @@ def build_report(args: argparse.Namespace, out: Path, ledger: dict) -> dict:
         stage = ledger["stages"].get(label, {})
         trained = label not in ("base", "teacher")
         gap = paired_gap(rows, label) if trained else None
-        versus = paired_difference(rows, label, REFERENCE) if trained else None
+        versus = paired_difference(rows, label, reference_of(label)) if trained else None
         table.append({"model": label, **model_stats(rows[label]), "gap_closed": gap, f"vs_{REFERENCE}": versus,
                       "train_steps": (stage.get("metrics") or {}).get("steps"),
                       "train_seconds": stage.get("seconds"), "train_evals": (stage.get("metrics") or {}).get("evals")})
     settings = {k: getattr(args, k) for k in ("student", "teacher", "methods", "train_problems", "eval_problems",
                                                "samples", "temperatures", "max_new_tokens", "steps", "lr",
-                                               "dpo_lr", "opd_lr", "batch_size", "quick", "set")}  # fmt: skip
+                                               "dpo_lr", "opd_lr", "batch_size", "seeds", "quick", "set")}  # fmt: skip
     curriculum = ledger["stages"].get("difficulty", {}).get("metrics") if "curriculum" in args.methods else None
     report = {"split": split, "benchmark": f"procedural:arithmetic?max_operand=30&split={split}",
               "n_problems": max((r["n"] for r in table), default=0), "models": table, "settings": settings,
               "curriculum_difficulty": {"source": DIFFICULTY_SOURCE, "rows": curriculum} if curriculum else None,
               "stage_seconds": {name: s.get("seconds") for name, s in ledger["stages"].items()},
               "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "unit": "problem"}}  # fmt: skip
+    report["over_seeds"] = over_seeds(table)
     report["headline"] = headline(report)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(render_markdown(report))
@@ -133,18 +162,56 @@ def build_report(args: argparse.Namespace, out: Path, ledger: dict) -> dict:
     return report
 
 
+def _spread(values: list[float]) -> dict:
+    """Mean, sample standard deviation (None for one value), min and max, rounded to 4 places."""
+    return {"mean": round(statistics.fmean(values), 4),
+            "sd": round(statistics.stdev(values), 4) if len(values) > 1 else None,
+            "min": round(min(values), 4), "max": round(max(values), 4)}  # fmt: skip
+
+
+def over_seeds(models: list[dict]) -> list[dict]:
+    """Per trained method, its evaluated training seeds: pass@1 at each, its spread, the difference from the sft_all
+    of the same seed at each (paired bootstrap, `vs_sft_all`) with its spread, and at how many seeds that
+    difference's 95% interval lies wholly above or below 0. Methods in METHODS order, seeds in label order.
+
+    Written here because the spread over seeds is a sample of training runs, not of problems: the per-problem
+    intervals of one run do not hold it (docs/training.md, "Training seeds")."""
+    found: dict[str, list[dict]] = {}
+    for r in models:
+        method, seed = method_seed(r["model"])
+        if seed is not None and r["pass@1"] is not None:
+            found.setdefault(method, []).append({"seed": seed, "row": r})
+    summary = []
+    for method in [m for m in METHODS if m in found]:
+        runs = found[method]
+        versus = [r["row"][f"vs_{REFERENCE}"] for r in runs if r["row"].get(f"vs_{REFERENCE}")]
+        summary.append({
+            "method": method, "seeds": [r["seed"] for r in runs], "pass@1": [r["row"]["pass@1"] for r in runs],
+            **_spread([r["row"]["pass@1"] for r in runs]),
+            f"vs_{REFERENCE}": [v["difference"] for v in versus],
+            f"vs_{REFERENCE}_spread": _spread([v["difference"] for v in versus]) if versus else None,
+            "seeds_above": sum(v["low"] > 0 for v in versus), "seeds_below": sum(v["high"] < 0 for v in versus),
+        })  # fmt: skip
+    return summary
+
+
 def headline(report: dict) -> dict:
-    trained = [r for r in report["models"] if r["model"] not in ("base", "teacher") and r["pass@1"] is not None]
-    top = max((r["pass@1"] for r in trained), default=None)
-    leaders = [r["model"] for r in trained if r["pass@1"] == top]
-    best = leaders[0] if len(leaders) == 1 else None  # a tie names no winner (e.g. --quick, where all score 0)
+    """The one JSON line: per model its figures, per method its mean over seeds, and the best method by that mean
+    (None on a tie, e.g. --quick where every student scores 0)."""
+    methods = over_seeds(report["models"])
+    top = max((m["mean"] for m in methods), default=None)
+    leaders = [m["method"] for m in methods if m["mean"] == top]
     return {
-        "benchmark": "distill_quality", "split": report["split"], "n_problems": report["n_problems"], "best": best,
+        "benchmark": "distill_quality", "split": report["split"], "n_problems": report["n_problems"],
+        "best": leaders[0] if len(leaders) == 1 else None,
         "models": {r["model"]: {"pass@1": r["pass@1"], "ci95": [r["low"], r["high"]],
                                 "gap_closed": (r["gap_closed"] or {}).get("gap_closed"),
                                 "gap_ci95": [(r["gap_closed"] or {}).get("low"), (r["gap_closed"] or {}).get("high")],
                                 f"vs_{REFERENCE}": _versus(r)}
                    for r in report["models"]},
+        "methods": {m["method"]: {"seeds": m["seeds"], "mean": m["mean"], "sd": m["sd"],
+                                  f"vs_{REFERENCE}_mean": (m[f"vs_{REFERENCE}_spread"] or {}).get("mean")}
+                    for m in methods},
         "stage_seconds": report["stage_seconds"],
     }  # fmt: skip
 
@@ -187,6 +254,33 @@ def trainer_eval_notes(models: list[dict]) -> list[str]:
     return lines
 
 
+def _points(values: list[float]) -> str:
+    return ", ".join(f"{100 * v:+.1f}" for v in values)
+
+
+def seed_lines(summary: list[dict]) -> list[str]:
+    """The markdown table over training seeds, when some method was trained at more than one."""
+    if all(len(m["seeds"]) < 2 for m in summary):
+        return []
+    lines = ["## Over training seeds", "",
+             f"| method | seeds | pass@1 per seed | mean (sd) [min, max] | vs {REFERENCE} of the same seed, points | "
+             "mean (sd) | seeds with the paired interval above / below 0 |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for m in summary:
+        sd = _cell(None if m["sd"] is None else 100 * m["sd"], "{:.1f}")
+        versus = m[f"vs_{REFERENCE}_spread"]
+        vs_sd = None if versus is None or versus["sd"] is None else 100 * versus["sd"]
+        vs_mean = "n/a" if versus is None else f"{100 * versus['mean']:+.1f} ({_cell(vs_sd, '{:.1f}')})"
+        lines.append(f"| {m['method']} | {', '.join(map(str, m['seeds']))} | "
+                     f"{', '.join(f'{100 * p:.1f}' for p in m['pass@1'])} | "
+                     f"{100 * m['mean']:.1f} ({sd}) [{100 * m['min']:.1f}, {100 * m['max']:.1f}] | "
+                     f"{_points(m[f'vs_{REFERENCE}']) or 'n/a'} | {vs_mean} | "
+                     f"{m['seeds_above']} / {m['seeds_below']} of {len(m[f'vs_{REFERENCE}'])} |")  # fmt: skip
+    lines += ["", "pass@1 in percent. The spread over seeds is that of training runs on the same rows and problems; "
+              "a method whose difference from sft_all changes sign between seeds is not shown to differ from it.", ""]
+    return lines
+
+
 def render_markdown(report: dict) -> str:
     s = report["settings"]
     lines = [
@@ -197,6 +291,7 @@ def render_markdown(report: dict) -> str:
         f"problems x {s['samples']} samples x temperatures {s['temperatures']}, {s['max_new_tokens']} new tokens; "
         f"every trainer {s['steps']} optimizer steps of {s['batch_size']} at lr {s['lr']}"
         + "".join(f" ({m} at {s[f'{m}_lr']})" for m in ("dpo", "opd") if m in s["methods"])
+        + f"; training seed{'s' if len(s['seeds']) > 1 else ''} {', '.join(map(str, s['seeds']))}"
         + (" (--quick)." if s["quick"] else "."),
         "",
         f"| model | pass@1 [95% CI] | gap closed [95% CI] | vs {REFERENCE}, points [95% CI] | mean tokens correct / "
@@ -214,12 +309,14 @@ def render_markdown(report: dict) -> str:
               f"percentile bootstrap over problems ({report['bootstrap']['resamples']} resamples, seed "
               f"{report['bootstrap']['seed']}); n/a where teacher and base tie. vs {REFERENCE}: pass@1 minus "
               f"{REFERENCE}'s in percentage points, paired bootstrap over the same problems; an interval holding 0 "
-              "cannot tell the two apart.", ""]  # fmt: skip
+              "cannot tell the two apart. A model trained with another seed S is labelled <method>_sS and compared "
+              "with sft_all at the same seed.", ""]  # fmt: skip
+    lines += seed_lines(report["over_seeds"])
     if cur:
         lines.append(f"Curriculum difficulty source: {cur['source']}; rows per level {cur['rows']}.")
     lines += trainer_eval_notes(report["models"])
     best = report["headline"]["best"]
-    lines.append(f"Best trained student (highest pass@1): **{best}**." if best else
+    lines.append(f"Best trained student (highest pass@1, mean over seeds): **{best}**." if best else
                  "Best trained student: none, the top pass@1 is shared.")  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -233,3 +330,9 @@ def print_table(report: dict) -> None:
         print(f"{r['model']:<12}{_cell(r['pass@1'], '{:.3f}'):>8}{ci:>18}{_gap_cell(r['gap_closed']):>24}"
               f"{_versus_cell(r):>24}"
               f"{_cell(r['cap_share'], '{:.2f}'):>7}{_cell(r['train_steps']):>7}{_cell(r['train_seconds']):>9}")
+    for m in report["over_seeds"]:
+        if len(m["seeds"]) > 1:
+            versus = m[f"vs_{REFERENCE}_spread"]
+            print(f"{m['method']:<12} over seeds {','.join(map(str, m['seeds']))}: pass@1 mean {m['mean']:.3f} "
+                  f"(sd {_cell(m['sd'], '{:.3f}')}, {m['min']:.3f}-{m['max']:.3f})"
+                  + ("" if versus is None else f"; vs {REFERENCE} {_points(m[f'vs_{REFERENCE}'])} points"))

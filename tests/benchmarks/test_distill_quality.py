@@ -16,7 +16,9 @@ from distill_ray.eval.metrics import bootstrap_gap_closed, bootstrap_paired_diff
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmark scripts import their neighbours by name
 import distill_quality as dq  # noqa: E402
-from quality_report import headline, length_terciles, paired_difference, trainer_eval_notes  # noqa: E402
+from quality_report import (  # noqa: E402
+    headline, length_terciles, method_seed, over_seeds, paired_difference, reference_of, trainer_eval_notes,
+)
 
 BENCH = REPO / "benchmarks" / "distill_quality.py"
 
@@ -242,6 +244,75 @@ def test_every_full_stage_config_validates():
     assert list(by_name["eval"].evaluation.models)[:2] == ["base", "teacher"]
 
 
+# ---- training seeds -----------------------------------------------------------------------------------------
+
+
+def test_seed_stage_names_read_back():
+    assert [method_seed(n) for n in ("kd", "kd_s8", "sft_all_s12", "eval", "base", "foo_s8")] == [
+        ("kd", 7), ("kd", 8), ("sft_all", 12), ("eval", None), ("base", None), ("foo_s8", None)]
+    assert [reference_of(n) for n in ("kd", "dpo_s8", "sft_all_s9", "teacher")] == [
+        "sft_all", "sft_all_s8", "sft_all_s9", "sft_all"]
+
+
+def test_seeds_are_distinct_integers(capsys):
+    assert dq.parse_args([]).seeds == [7] and dq.parse_args(["--seeds", "9, 8"]).seeds == [9, 8]
+    for bad in ("7,7", "x", ",", "-1"):
+        with pytest.raises(SystemExit) as stopped:
+            dq.parse_args(["--seeds", bad])
+        assert stopped.value.code == 2
+    assert "--seeds" in capsys.readouterr().err
+
+
+def test_each_seed_is_its_own_stage_and_dpo_starts_from_the_sft_of_its_seed():
+    from pathlib import Path
+
+    from distill_ray.config import build_config
+
+    one, two = dq.parse_args(["--methods", "kd,dpo"]), dq.parse_args(["--methods", "kd,dpo", "--seeds", "7,8"])
+    data, train = dq.planned_stages(two.methods, two.seeds)
+    assert train == ["sft_all", "sft_all_s8", "kd", "kd_s8", "dpo", "dpo_s8", "eval"]
+    cfg = build_config(dq.pipeline_raw(two, Path("/tmp/dq-plan"), data + train, Path("/tmp/dq-state"), 8000))
+    by_name = {s.name: s.job for s in cfg.stages}
+    assert [by_name[n].training.seed for n in train[:-1]] == [7, 8, 7, 8, 7, 8]
+    assert by_name["dpo"].models.student == "/tmp/dq-plan/sft_all/model"
+    assert by_name["dpo_s8"].models.student == "/tmp/dq-plan/sft_all_s8/model"
+    assert by_name["dpo_s8"].training.learning_rate == two.dpo_lr  # the method's own settings, another seed
+    assert by_name["kd_s8"].training.kd.logits_path == by_name["kd"].training.kd.logits_path
+    assert list(by_name["eval"].evaluation.models) == ["base", "teacher", *train[:-1]]
+    # adding a seed keeps every stage of the first (their seed is in their name), and eval reasks only new models
+    assert [n for n in ("generate", "sft_all", "kd", "dpo", "eval") if dq.fingerprint(one, n) != dq.fingerprint(two, n)
+            ] == ["eval"]  # fmt: skip
+    assert dq.upstream("dpo_s8") == {"generate", "pairs", "sft_all_s8", "dpo_s8"}
+    # a --set item for a method reaches it at every seed; one for a seed's stage only that stage
+    assert dq.overrides_for(["stages.dpo.training.dpo.beta=0.2", "stages.kd_s8.training.kd.alpha=0.3"],
+                            ["dpo", "dpo_s8", "kd", "kd_s8"]) == [
+        "stages.dpo.training.dpo.beta=0.2", "stages.dpo_s8.training.dpo.beta=0.2", "stages.kd_s8.training.kd.alpha=0.3"]
+    beta = dq.parse_args(["--methods", "kd,dpo", "--seeds", "7,8", "--set", "stages.dpo.training.dpo.beta=0.2"])
+    assert [n for n in train if dq.fingerprint(two, n) != dq.fingerprint(beta, n)] == ["dpo", "dpo_s8", "eval"]
+
+
+def test_over_seeds_pairs_each_seed_with_its_own_sft_all():
+    def row(model, p, versus=None):
+        return {"model": model, "pass@1": p, "low": 0.0, "high": 1.0, "gap_closed": None, "vs_sft_all": versus}
+
+    def diff(d, low, high):
+        return {"difference": d, "low": low, "high": high}
+
+    models = [row("base", 0.01), row("teacher", 0.2), row("sft_all", 0.30), row("sft_all_s8", 0.24),
+              row("kd", 0.33, diff(0.03, 0.01, 0.05)), row("kd_s8", 0.20, diff(-0.04, -0.07, -0.01)),
+              row("dpo_s8", 0.28, diff(0.04, -0.01, 0.09))]
+    summary = {m["method"]: m for m in over_seeds(models)}
+    assert list(summary) == ["sft_all", "kd", "dpo"]
+    kd = summary["kd"]
+    assert (kd["seeds"], kd["pass@1"], kd["mean"], kd["min"], kd["max"]) == ([7, 8], [0.33, 0.2], 0.265, 0.2, 0.33)
+    assert kd["sd"] == pytest.approx(0.0919, abs=1e-4) and kd["vs_sft_all"] == [0.03, -0.04]
+    assert (kd["seeds_above"], kd["seeds_below"]) == (1, 1)  # the sign flips with the seed: not shown to differ
+    assert summary["dpo"]["sd"] is None and summary["sft_all"]["vs_sft_all_spread"] is None
+    line = headline({"split": "test", "n_problems": 4, "stage_seconds": {}, "models": models})
+    assert line["best"] == "dpo"  # by the mean over seeds: sft_all 0.27, kd 0.265, dpo 0.28
+    assert line["methods"]["kd"] == {"seeds": [7, 8], "mean": 0.265, "sd": kd["sd"], "vs_sft_all_mean": -0.005}
+
+
 def test_length_terciles_split_by_rank():
     assert length_terciles([30, 10, 20]) == ["hard", "easy", "medium"]
     labels = length_terciles([5] * 6)
@@ -274,8 +345,8 @@ def test_trainer_eval_notes_give_the_first_and_last_reverse_kl():
 
 
 @pytest.mark.ray
-@pytest.mark.timeout(600)
-def test_quick_run_reports_every_model_and_resumes_as_a_no_op(tmp_path):
+@pytest.mark.timeout(1100)
+def test_quick_run_reports_every_model_adds_a_seed_and_resumes_as_a_no_op(tmp_path):
     out = tmp_path / "dq"
     command = [sys.executable, str(BENCH), "--quick", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's packages, also in a worktree of an editable install
@@ -300,11 +371,31 @@ def test_quick_run_reports_every_model_and_resumes_as_a_no_op(tmp_path):
     ledger = json.loads((out / "ledger.json").read_text())
     assert {"generate", "logits", "difficulty", "eval", *dq.QUICK_METHODS} <= set(ledger["stages"])
 
+    assert ledger["stages"]["eval"]["metrics"]["teacher_calls"] > 0  # eval says how many answers it asked
+
+    # a second training seed for two methods: only their new stages train, eval asks only the two new models
+    seeds = [*command, "--methods", "sft_all,kd", "--seeds", "7,8"]
+    second = subprocess.run(seeds, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert second.returncode == 0, second.stderr[-3000:]
+    after = json.loads((out / "ledger.json").read_text())
+    assert {n: after["stages"][n] for n in ("generate", "sft_all", "kd")} == {
+        n: ledger["stages"][n] for n in ("generate", "sft_all", "kd")}  # fmt: skip
+    assert after["stages"]["eval"]["metrics"]["teacher_calls"] == 2 * report["n_problems"]
+    seeded_report = json.loads((out / "report.json").read_text())
+    assert [r["model"] for r in seeded_report["models"]] == ["base", "teacher", "sft_all", "sft_all_s8", "kd", "kd_s8"]
+    by_model = {r["model"]: r for r in seeded_report["models"]}
+    first_rows = {r["model"]: r for r in report["models"]}
+    assert all(by_model[m]["pass@1"] == first_rows[m]["pass@1"] for m in ("base", "teacher", "sft_all", "kd"))
+    summary = {m["method"]: m for m in seeded_report["over_seeds"]}
+    assert summary["kd"]["seeds"] == [7, 8] and summary["sft_all"]["seeds"] == [7, 8]
+    assert by_model["kd_s8"]["vs_sft_all"]["low"] <= by_model["kd_s8"]["vs_sft_all"]["high"]
+    assert by_model["sft_all_s8"]["vs_sft_all"] is None  # the reference of its own seed
+    assert "## Over training seeds" in (out / "report.md").read_text()
+
     summary_written = (out / "summary.json").stat().st_mtime_ns
-    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    again = subprocess.run(seeds, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "summary.json").stat().st_mtime_ns == summary_written  # the runner (which rewrites it) never ran
-    assert json.loads(again.stdout.strip().splitlines()[-1])["models"] == headline["models"]
-    assert ledger["stages"]["eval"]["metrics"]["teacher_calls"] > 0  # eval says how many answers it asked
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == json.loads(second.stdout.strip().splitlines()[-1])
 
 
