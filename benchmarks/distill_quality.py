@@ -140,6 +140,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--seeds: a comma list of integers, got {args.seeds!r}")
     if not args.seeds or len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
         p.error(f"--seeds: distinct non-negative integers, at least one, got {args.seeds}")
+    for item in args.set:  # every trained stage sets its seed from its name: a --set seed would be ignored or lie
+        if item.split("=", 1)[0].split(".")[-2:] == ["training", "seed"]:
+            p.error(f"--set {item}: the training seed is chosen with --seeds (stage <method>_sS trains with seed S)")
     held_out = split_size(MAX_OPERAND, SPLITS[args.dev])
     if args.eval_problems is None:
         args.eval_problems = held_out
@@ -213,7 +216,8 @@ def fingerprint(args: argparse.Namespace, stage: str) -> str:
     that reach it or a stage it reads), hashed. A trained stage's seed is in its name, so it is not hashed; eval
     hashes the seeds only when they are not the default, so runs from before --seeds keep their eval."""
     chosen = {k: sorted(getattr(args, k)) if k == "methods" else getattr(args, k) for k in stage_args(stage)}
-    chosen["set"] = overrides_for(args.set, sorted(upstream(stage)))
+    reads = upstream(stage) | (set(trained_stages(args.methods, args.seeds)) if stage == "eval" else set())
+    chosen["set"] = overrides_for(args.set, sorted(reads))
     if stage == "eval":
         chosen |= {f"{m}_lr": getattr(args, f"{m}_lr") for m in args.methods if f"{m}_lr" in OWN_LR}
         if args.seeds != [SEED]:
@@ -325,14 +329,13 @@ def stage_sections(args: argparse.Namespace) -> dict[str, dict]:
         "eval": {"job_type": "eval", "evaluation": {"models": models, "benchmarks": [bench], "num_samples": 1,
                                                     "temperature": 0.0, "ks": [1]}},
     }  # fmt: skip
-    for name in trained_stages(args.methods, args.seeds):
+    for name in trained_stages(args.methods, args.seeds):  # each with its own training seed, in its own section
         method, seed = method_seed(name)
-        if name != method:  # another seed: the method's section with its own training seed and sft_all
-            section = copy.deepcopy(sections[method])
-            section.setdefault("training", {})["seed"] = seed
-            if "models" in section:  # dpo and opd start from the sft_all of the same seed
-                section["models"]["student"] = f"{{output_dir}}/{seeded('sft_all', seed)}/model"
-            sections[name] = section
+        section = copy.deepcopy(sections[method])
+        section.setdefault("training", {})["seed"] = seed
+        if name != method and "models" in section:  # dpo and opd start from the sft_all of the same seed
+            section["models"]["student"] = f"{{output_dir}}/{seeded('sft_all', seed)}/model"
+        sections[name] = section
     return sections
 
 
@@ -367,19 +370,22 @@ def pipeline_raw(args: argparse.Namespace, out: Path, names: list[str], state_di
 def overrides_for(items: list[str], names: list[str]) -> list[str]:
     """The --set items that apply to a run of `names` (a stages.<name>.* item reaches only its own stage's run), as
     the runner needs them: an item for a method (stages.kd.*) reaches that method at every seed, so it is repeated
-    for each of its other seeds' stages in `names` (stages.kd_s8.*); an item naming one seed's stage stays its own."""
-    kept = []
+    for each of its other seeds' stages in `names` (stages.kd_s8.*). Those copies come before the items that name a
+    stage themselves, so an item for one seed's stage wins over its method's, whatever the order given."""
+    general, copies, own = [], [], []
     for item in items:
-        parts = item.split("=", 1)[0].split(".")
+        key, value = item.split("=", 1) if "=" in item else (item, None)
+        parts = key.split(".")
         if parts[0] != "stages" or len(parts) < 2:
-            kept.append(item)
+            general.append(item)
             continue
         for name in names:
             if name == parts[1]:
-                kept.append(item)
-            elif method_seed(name)[0] == parts[1] and parts[1] in METHODS:
-                kept.append(".".join(["stages", name, *parts[2:]]) + item[len(item.split("=", 1)[0]):])
-    return kept
+                own.append(item)
+            elif parts[1] in METHODS and method_seed(name)[0] == parts[1]:
+                copied = ".".join(["stages", name, *parts[2:]])
+                copies.append(copied if value is None else f"{copied}={value}")
+    return general + copies + own
 
 
 # ---- running -------------------------------------------------------------------------------------------------

@@ -184,11 +184,12 @@ def over_seeds(models: list[dict]) -> list[dict]:
     summary = []
     for method in [m for m in METHODS if m in found]:
         runs = found[method]
-        versus = [r["row"][f"vs_{REFERENCE}"] for r in runs if r["row"].get(f"vs_{REFERENCE}")]
+        per_seed = [r["row"].get(f"vs_{REFERENCE}") for r in runs]  # None where that seed's sft_all is missing
+        versus = [v for v in per_seed if v]
         summary.append({
             "method": method, "seeds": [r["seed"] for r in runs], "pass@1": [r["row"]["pass@1"] for r in runs],
             **_spread([r["row"]["pass@1"] for r in runs]),
-            f"vs_{REFERENCE}": [v["difference"] for v in versus],
+            f"vs_{REFERENCE}": [v["difference"] if v else None for v in per_seed],
             f"vs_{REFERENCE}_spread": _spread([v["difference"] for v in versus]) if versus else None,
             "seeds_above": sum(v["low"] > 0 for v in versus), "seeds_below": sum(v["high"] < 0 for v in versus),
         })  # fmt: skip
@@ -254,8 +255,11 @@ def trainer_eval_notes(models: list[dict]) -> list[str]:
     return lines
 
 
-def _points(values: list[float]) -> str:
-    return ", ".join(f"{100 * v:+.1f}" for v in values)
+def _points(values: list[float | None]) -> str:
+    """Differences in percentage points, one per seed ("n/a" where there is none); "" when all are missing."""
+    if all(v is None for v in values):
+        return ""
+    return ", ".join("n/a" if v is None else f"{100 * v:+.1f}" for v in values)
 
 
 def seed_lines(summary: list[dict]) -> list[str]:
@@ -275,7 +279,7 @@ def seed_lines(summary: list[dict]) -> list[str]:
                      f"{', '.join(f'{100 * p:.1f}' for p in m['pass@1'])} | "
                      f"{100 * m['mean']:.1f} ({sd}) [{100 * m['min']:.1f}, {100 * m['max']:.1f}] | "
                      f"{_points(m[f'vs_{REFERENCE}']) or 'n/a'} | {vs_mean} | "
-                     f"{m['seeds_above']} / {m['seeds_below']} of {len(m[f'vs_{REFERENCE}'])} |")  # fmt: skip
+                     f"{m['seeds_above']} / {m['seeds_below']} of {sum(v is not None for v in m[f'vs_{REFERENCE}'])} |")  # fmt: skip
     lines += ["", "pass@1 in percent. The spread over seeds is that of training runs on the same rows and problems; "
               "a method whose difference from sft_all changes sign between seeds is not shown to differ from it.", ""]
     return lines

@@ -261,6 +261,10 @@ def test_seeds_are_distinct_integers(capsys):
             dq.parse_args(["--seeds", bad])
         assert stopped.value.code == 2
     assert "--seeds" in capsys.readouterr().err
+    for item in ("training.seed=3", "stages.kd.training.seed=5"):  # a stage's seed comes from its name only
+        with pytest.raises(SystemExit):
+            dq.parse_args(["--set", item])
+        assert "chosen with --seeds" in capsys.readouterr().err
 
 
 def test_each_seed_is_its_own_stage_and_dpo_starts_from_the_sft_of_its_seed():
@@ -274,6 +278,7 @@ def test_each_seed_is_its_own_stage_and_dpo_starts_from_the_sft_of_its_seed():
     cfg = build_config(dq.pipeline_raw(two, Path("/tmp/dq-plan"), data + train, Path("/tmp/dq-state"), 8000))
     by_name = {s.name: s.job for s in cfg.stages}
     assert [by_name[n].training.seed for n in train[:-1]] == [7, 8, 7, 8, 7, 8]
+    assert [by_name[n].training.seed for n in ("generate", "eval")] == [7, 7]  # the teacher's replies: not seeded
     assert by_name["dpo"].models.student == "/tmp/dq-plan/sft_all/model"
     assert by_name["dpo_s8"].models.student == "/tmp/dq-plan/sft_all_s8/model"
     assert by_name["dpo_s8"].training.learning_rate == two.dpo_lr  # the method's own settings, another seed
@@ -286,9 +291,15 @@ def test_each_seed_is_its_own_stage_and_dpo_starts_from_the_sft_of_its_seed():
     # a --set item for a method reaches it at every seed; one for a seed's stage only that stage
     assert dq.overrides_for(["stages.dpo.training.dpo.beta=0.2", "stages.kd_s8.training.kd.alpha=0.3"],
                             ["dpo", "dpo_s8", "kd", "kd_s8"]) == [
-        "stages.dpo.training.dpo.beta=0.2", "stages.dpo_s8.training.dpo.beta=0.2", "stages.kd_s8.training.kd.alpha=0.3"]
+        "stages.dpo_s8.training.dpo.beta=0.2", "stages.dpo.training.dpo.beta=0.2", "stages.kd_s8.training.kd.alpha=0.3"]
     beta = dq.parse_args(["--methods", "kd,dpo", "--seeds", "7,8", "--set", "stages.dpo.training.dpo.beta=0.2"])
     assert [n for n in train if dq.fingerprint(two, n) != dq.fingerprint(beta, n)] == ["dpo", "dpo_s8", "eval"]
+    one_seed = dq.parse_args(["--methods", "kd,dpo", "--seeds", "7,8", "--set", "stages.kd_s8.training.kd.alpha=0.3"])
+    assert [n for n in train if dq.fingerprint(two, n) != dq.fingerprint(one_seed, n)] == ["kd_s8", "eval"]
+    # one seed's own item wins over its method's, in either order
+    for items in (["stages.kd_s8.x=0.1", "stages.kd.x=0.5"], ["stages.kd.x=0.5", "stages.kd_s8.x=0.1"]):
+        applied = dict(item.split("=") for item in dq.overrides_for(items, ["kd", "kd_s8"]))  # the last one wins
+        assert applied == {"stages.kd.x": "0.5", "stages.kd_s8.x": "0.1"}
 
 
 def test_over_seeds_pairs_each_seed_with_its_own_sft_all():
@@ -300,9 +311,15 @@ def test_over_seeds_pairs_each_seed_with_its_own_sft_all():
 
     models = [row("base", 0.01), row("teacher", 0.2), row("sft_all", 0.30), row("sft_all_s8", 0.24),
               row("kd", 0.33, diff(0.03, 0.01, 0.05)), row("kd_s8", 0.20, diff(-0.04, -0.07, -0.01)),
-              row("dpo_s8", 0.28, diff(0.04, -0.01, 0.09))]
+              row("dpo_s8", 0.28, diff(0.04, -0.01, 0.09)), row("opd", 0.1), row("opd_s8", 0.2, diff(0.0, -0.1, 0.1))]
     summary = {m["method"]: m for m in over_seeds(models)}
-    assert list(summary) == ["sft_all", "kd", "dpo"]
+    assert list(summary) == ["sft_all", "kd", "dpo", "opd"]
+    assert summary["opd"]["vs_sft_all"] == [None, 0.0]  # aligned with the seeds: seed 7 has no difference here
+    from quality_report import seed_lines
+
+    table = "\n".join(seed_lines(list(summary.values())))
+    assert "| kd | 7, 8 | 33.0, 20.0 | 26.5 (9.2) [20.0, 33.0] | +3.0, -4.0 | -0.5 (5.0) | 1 / 1 of 2 |" in table
+    assert "| opd | 7, 8 | 10.0, 20.0 |" in table and "| n/a, +0.0 | +0.0 (n/a) | 0 / 0 of 1 |" in table
     kd = summary["kd"]
     assert (kd["seeds"], kd["pass@1"], kd["mean"], kd["min"], kd["max"]) == ([7, 8], [0.33, 0.2], 0.265, 0.2, 0.33)
     assert kd["sd"] == pytest.approx(0.0919, abs=1e-4) and kd["vs_sft_all"] == [0.03, -0.04]
