@@ -247,6 +247,13 @@ class TrainingConfig(Section):
     cpus_per_worker: float = Field(0.5, gt=0, description="CPU share per worker (fractional avoids deadlocks).")
     use_gpu: bool = Field(False, description="Train on GPUs (NCCL) instead of CPU (gloo).")
     save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps (and at the end).")
+    save_total_limit: int | None = Field(
+        None, ge=1, description="Keep at most this many checkpoints (`<stage>/checkpoints/step_N`): after each save "
+        "the oldest beyond it are deleted, as transformers' `TrainingArguments.save_total_limit` does. A resume "
+        "needs only the newest. A checkpoint holds the weights and the optimizer state, about 3x the model's size "
+        "under Adam in fp32 (112 GB for a 7B model): set it on long runs. Unset: every checkpoint is kept. Under "
+        "OpenRLHF it is `--ckpt.max_num` (unset: OpenRLHF's own default, 3).",
+    )  # fmt: skip
     max_failures: int = Field(
         3, ge=-1, description="Times Ray Train restarts the workers after one dies (a crash, a lost node) before "
         "the stage fails; each restart resumes from the newest complete checkpoint, so at most save_steps steps "

@@ -40,6 +40,25 @@ def clear_partial_checkpoints(root: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def prune_checkpoints(root: Path, keep: int) -> list[Path]:
+    """Delete the complete `step_N` folders in `root` older than its newest `keep` (`training.save_total_limit`);
+    returns the deleted ones, oldest first. Temp folders of a save in progress are not counted or touched.
+
+    Raises ValueError when `keep` < 1: the newest checkpoint is what a resume starts from. Written here rather than
+    left to a library because the folders are this module's own (transformers' Trainer prunes only its own
+    `checkpoint-N` folders, and Ray Train's `CheckpointConfig.num_to_keep` only the checkpoints reported to it)."""
+    if keep < 1:
+        raise ValueError(f"save_total_limit must be at least 1, got {keep}")
+    if not root.is_dir():
+        return []
+    done = sorted((p for p in root.glob("step_*") if p.name[5:].isdigit() and (p / STATE_FILE).is_file()),
+                  key=latest_step)  # fmt: skip
+    stale = done[:-keep]
+    for path in stale:
+        shutil.rmtree(path)
+    return stale
+
+
 def unwrap(model):
     """The trained module inside a DDP wrapper or a DeepSpeed engine (else `model` itself)."""
     from torch.nn.parallel import DistributedDataParallel

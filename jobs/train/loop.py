@@ -70,6 +70,7 @@ from distill_ray.training.checkpoints import (
     STATE_FILE,
     clear_partial_checkpoints,
     latest_checkpoint,
+    prune_checkpoints,
     latest_step,
     save_checkpoint,
     save_final_model,
@@ -524,6 +525,8 @@ class TrainRun:
         elif self.rank == 0:
             save_checkpoint(self.ckpt_root, self.model, self.optimizer, self.scheduler, self.state, self.tokenizer,
                             self.objective.annotate)  # fmt: skip
+        if self.rank == 0 and self.t.save_total_limit is not None:  # once the new one is complete (ZeRO: barrier)
+            prune_checkpoints(self.ckpt_root, self.t.save_total_limit)
 
     def save_final(self) -> None:
         """The last checkpoint, then the trained model as one HF folder (gathered from the shards under ZeRO-3)."""

@@ -87,6 +87,7 @@ FLAGS: dict[str, str] = {
     "save_path": "--ckpt.output_dir",
     "ckpt_path": "--ckpt.path",
     "save_steps": "--ckpt.save_steps",
+    "save_total_limit": "--ckpt.max_num",
     "logging_steps": "--logger.logging_steps",
 }
 
@@ -153,6 +154,7 @@ def build_command(job: JobConfig, reward_url: str, prompt_data: str, save_path: 
         ("save_path", save_path),
         ("ckpt_path", f"{save_path.rstrip('/')}/checkpoints"),
         ("save_steps", tr.save_steps),
+        ("save_total_limit", tr.save_total_limit),
         ("logging_steps", tr.logging_steps),
     ]
     cmd = ["python", "-m", MODULE]

@@ -126,6 +126,9 @@ def test_command_options():
     assert "--vllm.enable_sleep" not in cmd and "--actor.gradient_checkpointing_enable" not in cmd
     assert _value(cmd, "--ds.param_dtype") == "fp16"
     assert _value(cmd, "--train.batch_size") == "64"
+    assert "--ckpt.max_num" not in cmd  # save_total_limit unset: OpenRLHF's own default
+    raw["training"]["save_total_limit"] = 2
+    assert _value(launch.build_command(build_config(raw), "http://rm/get_reward", "org/prompts"), "--ckpt.max_num") == "2"
     assert cmd[-1] == "1"  # no extra args: the last flag is logging_steps' value
     # default save path: the job's output folder
     assert _value(cmd, "--ckpt.output_dir").endswith("runs/openrlhf-test/model")

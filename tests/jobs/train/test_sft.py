@@ -84,13 +84,15 @@ def test_sft_resumes_trains_and_saves_hf_model(first_run, ray_cluster):
     from jobs.train import sft
 
     rows, stage, first = first_run
-    result = sft.run(_job(rows, stage.output_dir.parent, max_steps=12, save_steps=100), stage)
+    ckpts = stage.output_dir / "checkpoints"
+    before = json.loads((ckpts / "step_4" / "trainer_state.json").read_text())["losses"]
+    # save_total_limit 1: once step_12 is saved, step_2 and step_4 are deleted (a resume needs only the newest)
+    result = sft.run(_job(rows, stage.output_dir.parent, max_steps=12, save_steps=100, save_total_limit=1), stage)
     m = result.metrics
     assert m["resumed_from_step"] == 4 and m["steps"] == 12 and m["steps_run"] == 8
-    state = json.loads((stage.output_dir / "checkpoints" / "step_12" / "trainer_state.json").read_text())
-    assert len(state["losses"]) == 12 and state["losses"][:4] == pytest.approx(
-        json.loads((stage.output_dir / "checkpoints" / "step_4" / "trainer_state.json").read_text())["losses"]
-    )
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step_12"]
+    state = json.loads((ckpts / "step_12" / "trainer_state.json").read_text())
+    assert len(state["losses"]) == 12 and state["losses"][:4] == pytest.approx(before)
     # The loss history carries over a resume; over 12 steps it must drop by a real margin.
     assert m["first_loss"] == first.metrics["first_loss"]
     assert m["final_loss"] < 0.6 * m["first_loss"], m
