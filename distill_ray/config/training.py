@@ -250,8 +250,8 @@ class TrainingConfig(Section):
     save_total_limit: int | None = Field(
         None, ge=1, description="Keep at most this many checkpoints (`<stage>/checkpoints/step_N`): after each save "
         "the oldest beyond it are deleted, as transformers' `TrainingArguments.save_total_limit` does. A resume "
-        "needs only the newest. A checkpoint holds the weights and the optimizer state, about 3x the model's size "
-        "under Adam in fp32 (112 GB for a 7B model): set it on long runs. Unset: every checkpoint is kept. Under "
+        "needs only the newest. A checkpoint holds the weights and the Adam state: 3x the model's fp32 size, or "
+        "about 14 bytes per parameter under bf16 mixed precision (about 100 GB for 7B): set it on long runs. Unset: every checkpoint is kept. Under "
         "OpenRLHF it is `--ckpt.max_num` (unset: OpenRLHF's own default, 3).",
     )  # fmt: skip
     max_failures: int = Field(
