@@ -1,7 +1,7 @@
 """Config of the OpenRLHF launcher (`job_type: grpo` with `training.grpo.engine: openrlhf`), for GPU clusters.
 
 The grpo job's own knobs (group_size, max_new_tokens, temperature, top_p, beta, clip_epsilon), the shared
-training ones (learning_rate, seed, save_steps, logging_steps) and the dataset fields are mapped onto
+training ones (learning_rate, seed, save_steps, save_total_limit, logging_steps) and the dataset fields are mapped onto
 OpenRLHF's flags by `jobs/train/openrlhf_launch.py`; this section holds only what OpenRLHF needs beyond them:
 where to submit, the job's runtime_env, the GPU layout, DeepSpeed and batch shapes. See docs/openrlhf.md.
 """

@@ -251,8 +251,9 @@ class TrainingConfig(Section):
         None, ge=1, description="Keep at most this many checkpoints (`<stage>/checkpoints/step_N`): after each save "
         "the oldest beyond it are deleted, as transformers' `TrainingArguments.save_total_limit` does. A resume "
         "needs only the newest. A checkpoint holds the weights and the Adam state: 3x the model's fp32 size, or "
-        "about 14 bytes per parameter under bf16 mixed precision (about 100 GB for 7B): set it on long runs. Unset: every checkpoint is kept. Under "
-        "OpenRLHF it is `--ckpt.max_num` (unset: OpenRLHF's own default, 3).",
+        "about 14 bytes per parameter under DeepSpeed bf16 (about 100 GB for 7B): set it on long runs. Unset: "
+        "every checkpoint is kept. Under OpenRLHF it is `--ckpt.max_num` (unset: OpenRLHF's own default, 3); "
+        "OpenRLHF deletes the oldest before it saves, so keep at least 2 there.",
     )  # fmt: skip
     max_failures: int = Field(
         3, ge=-1, description="Times Ray Train restarts the workers after one dies (a crash, a lost node) before "

@@ -54,8 +54,10 @@ def prune_checkpoints(root: Path, keep: int) -> list[Path]:
     done = sorted((p for p in root.glob("step_*") if p.name[5:].isdigit() and (p / STATE_FILE).is_file()),
                   key=latest_step)  # fmt: skip
     stale = done[:-keep]
-    for path in stale:
-        shutil.rmtree(path)
+    for path in stale:  # renamed first (atomic): a half-deleted folder must never pass for a complete checkpoint
+        doomed = root / f".tmp-{path.name}-pruned"  # a leftover is removed by clear_partial_checkpoints
+        os.rename(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)  # a file still open on NFS may stay; it does not stop training
     return stale
 
 

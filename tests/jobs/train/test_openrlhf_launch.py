@@ -128,7 +128,8 @@ def test_command_options():
     assert _value(cmd, "--train.batch_size") == "64"
     assert "--ckpt.max_num" not in cmd  # save_total_limit unset: OpenRLHF's own default
     raw["training"]["save_total_limit"] = 2
-    assert _value(launch.build_command(build_config(raw), "http://rm/get_reward", "org/prompts"), "--ckpt.max_num") == "2"
+    limited = launch.build_command(build_config(raw), "http://rm/get_reward", "org/prompts")
+    assert _value(limited, "--ckpt.max_num") == "2"
     assert cmd[-1] == "1"  # no extra args: the last flag is logging_steps' value
     # default save path: the job's output folder
     assert _value(cmd, "--ckpt.output_dir").endswith("runs/openrlhf-test/model")
