@@ -262,6 +262,12 @@ def _points(values: list[float | None]) -> str:
     return ", ".join("n/a" if v is None else f"{100 * v:+.1f}" for v in values)
 
 
+def _above_below(method: dict) -> str:
+    """'above / below of n': the seeds whose paired interval against sft_all lies wholly above / below 0."""
+    compared = sum(v is not None for v in method[f"vs_{REFERENCE}"])
+    return f"{method['seeds_above']} / {method['seeds_below']} of {compared}" if compared else "n/a"
+
+
 def seed_lines(summary: list[dict]) -> list[str]:
     """The markdown table over training seeds, when some method was trained at more than one."""
     if all(len(m["seeds"]) < 2 for m in summary):
@@ -279,7 +285,7 @@ def seed_lines(summary: list[dict]) -> list[str]:
                      f"{', '.join(f'{100 * p:.1f}' for p in m['pass@1'])} | "
                      f"{100 * m['mean']:.1f} ({sd}) [{100 * m['min']:.1f}, {100 * m['max']:.1f}] | "
                      f"{_points(m[f'vs_{REFERENCE}']) or 'n/a'} | {vs_mean} | "
-                     f"{m['seeds_above']} / {m['seeds_below']} of {sum(v is not None for v in m[f'vs_{REFERENCE}'])} |")  # fmt: skip
+                     f"{_above_below(m)} |")  # fmt: skip
     lines += ["", "pass@1 in percent. The spread over seeds is that of training runs on the same rows and problems; "
               "a method whose difference from sft_all changes sign between seeds is not shown to differ from it.", ""]
     return lines
