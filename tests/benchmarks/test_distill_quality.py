@@ -318,7 +318,7 @@ def test_over_seeds_pairs_each_seed_with_its_own_sft_all():
     from quality_report import seed_lines
 
     table = "\n".join(seed_lines(list(summary.values())))
-    assert "| kd | 7, 8 | 33.0, 20.0 | 26.5 (9.2) [20.0, 33.0] | +3.0, -4.0 | -0.5 (5.0) | 1 / 1 of 2 |" in table
+    assert "| kd | 7, 8 | 33.0, 20.0 | 26.5 (9.2) [20.0, 33.0] | +3.0, -4.0 | -0.5 (4.9) | 1 / 1 of 2 |" in table
     assert "| opd | 7, 8 | 10.0, 20.0 |" in table and "| n/a, +0.0 | +0.0 (n/a) | 0 / 0 of 1 |" in table
     assert "| sft_all | 7, 8 | 30.0, 24.0 | 27.0 (4.2) [24.0, 30.0] | n/a | n/a | n/a |" in table  # the reference
     kd = summary["kd"]
