@@ -22,12 +22,19 @@ from pathlib import Path
 STATE_FILE = "trainer_state.json"  # written last inside a checkpoint; its presence marks it complete
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    """The complete `step_N` folder with the highest N (incomplete ones are still temp-named)."""
+def complete_checkpoints(root: Path) -> list[Path]:
+    """The complete `step_N` folders in `root` (their state file written), oldest (lowest N) first; none when `root`
+    does not exist. Incomplete ones are still temp-named, or lack the state file."""
     if not root.is_dir():
-        return None
-    done = [p for p in root.glob("step_*") if p.name[5:].isdigit() and (p / STATE_FILE).is_file()]
-    return max(done, key=latest_step, default=None)
+        return []
+    return sorted((p for p in root.glob("step_*") if p.name[5:].isdigit() and (p / STATE_FILE).is_file()),
+                  key=latest_step)  # fmt: skip
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The complete `step_N` folder with the highest N."""
+    done = complete_checkpoints(root)
+    return done[-1] if done else None
 
 
 def latest_step(path: Path | None) -> int | None:
@@ -49,11 +56,7 @@ def prune_checkpoints(root: Path, keep: int) -> list[Path]:
     `checkpoint-N` folders, and Ray Train's `CheckpointConfig.num_to_keep` only the checkpoints reported to it)."""
     if keep < 1:
         raise ValueError(f"save_total_limit must be at least 1, got {keep}")
-    if not root.is_dir():
-        return []
-    done = sorted((p for p in root.glob("step_*") if p.name[5:].isdigit() and (p / STATE_FILE).is_file()),
-                  key=latest_step)  # fmt: skip
-    stale = done[:-keep]
+    stale = complete_checkpoints(root)[:-keep]
     for path in stale:  # renamed first (atomic): a half-deleted folder must never pass for a complete checkpoint
         doomed = root / f".tmp-{path.name}-pruned"  # a leftover is removed by clear_partial_checkpoints
         os.rename(path, doomed)
