@@ -82,6 +82,9 @@ QUICK = dict(student="tiny:smollm2", teacher="tiny:smollm2", methods=",".join(QU
              eval_problems=4, samples=2, temperatures="1.0", max_new_tokens=12, steps=2, lr=1e-4,
              dpo_lr=1e-4, opd_lr=1e-4, batch_size=2)  # fmt: skip
 WORKERS = 2  # Ray Train workers (gloo), each with half a core, as in recipes/quickstart.yaml
+# Models eval loads at once, each in a Serve replica of its own (14 fitted in 23 GB, with 12-14 GB left free): a large
+# --seeds run is answered in waves of this many. Models whose answers are all stored are not loaded at all.
+EVAL_MODELS_AT_ONCE = 8
 # SEED (quality_report): the teacher's sampling seed, and the training seed whose stages keep the plain method name
 OPD_GROUP = 2  # opd rollouts per prompt (training.opd.group_size)
 SPLITS = {False: "test", True: "dev"}
@@ -327,7 +330,8 @@ def stage_sections(args: argparse.Namespace) -> dict[str, dict]:
                                      "eval_steps": args.steps, "eval_limit": 16,
                                      "eval_path": ARITHMETIC.format(split="dev")}}},
         "eval": {"job_type": "eval", "evaluation": {"models": models, "benchmarks": [bench], "num_samples": 1,
-                                                    "temperature": 0.0, "ks": [1]}},
+                                                    "temperature": 0.0, "ks": [1],
+                                                    "max_models_deployed": EVAL_MODELS_AT_ONCE}},
     }  # fmt: skip
     for name in trained_stages(args.methods, args.seeds):  # each with its own training seed, in its own section
         method, seed = method_seed(name)

@@ -1,13 +1,17 @@
 """Job `eval`: models side by side on benchmarks, through the same service machinery as the teacher.
 
-Every model (`evaluation.models`, else `evaluation.model`, else `models.student`) is deployed once, all in one
-Serve app (`eval-<stage>`, one deployment per model, routed by the OpenAI `model` field, which is the model's label
-here), and the models answer every benchmark (`evaluation.benchmarks`, else `dataset`) `evaluation.num_samples`
-times, one model after another (measured against side by side: docs/engines.md, "Keeping the engine full"), so
-they share one replica's CPU share (`eval_roster`) and each caller sends enough problems at once to fill the
-engine's slots (`eval_batch_size`); every answer is verified. Per-row results go to
+Every model (`evaluation.models`, else `evaluation.model`, else `models.student`) that has answers left to give is
+deployed once, in one Serve app (`eval-<stage>`, one deployment per model, routed by the OpenAI `model` field, which
+is the model's label here), and the models answer every benchmark (`evaluation.benchmarks`, else `dataset`)
+`evaluation.num_samples` times, one model after another (measured against side by side: docs/engines.md, "Keeping
+the engine full"), so they share one replica's CPU share (`eval_roster`) and each caller sends enough problems at
+once to fill the engine's slots (`eval_batch_size`); every answer is verified. Per-row results go to
 `<stage>/results/<model>/<benchmark>/` (Parquet, so anyone can re-score) and the report (`report.md`, `report.json`,
 PNG plots) to `<stage>/`.
+
+Answers are stored per model and weights, so a re-run (or a run that adds models) deploys only the models with
+answers still to give; the others are read back. `evaluation.max_models_deployed` splits those into waves, one app
+(and one set of loaded models) at a time, when they would not all fit in memory at once.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from distill_ray.config import InferenceConfig, JobConfig
+from distill_ray.config import DistillationConfig, InferenceConfig, JobConfig
 from distill_ray.data.part_store import export_rejected
 from distill_ray.errors import ConfigError
 from distill_ray.eval.eval_sets import Benchmark, group_lookup, resolve_benchmarks
@@ -27,7 +31,9 @@ from distill_ray.eval.report import write_report
 from distill_ray.models.in_flight import fill_plan
 from distill_ray.models.teachers import Teacher, model_teacher
 from distill_ray.summary import StageResult
-from jobs.data.generate import generate_samples, warn_if_underfilled
+from distill_ray.data.sources import resolve_source
+from jobs.data.generate import GenerationRun, generate_samples, stored_samples, warn_if_underfilled
+from jobs.data.sources import problems_dataset
 from jobs.stage import StageEnv
 from jobs.teachers import reach_teachers
 
@@ -67,8 +73,9 @@ def eval_roster(models: dict[str, str], inference: InferenceConfig) -> list[Teac
     specs that derive the same name), and its replicas reserve `1/len(models)` of `inference.serve`'s CPU share:
     the models take turns, so together they reserve what one model did when each had an app of its own (a 2-core
     box could not otherwise place the callers and Ray Data's light tasks beside three replicas). The GPU share is
-    not divided: all the models are loaded at once, and on GPUs each needs its own memory (on CPU they must fit in
-    host memory together). An `openai` model keeps its own id at its endpoint."""
+    not divided: the models of one app are loaded at once, and on GPUs each needs its own memory (on CPU they must
+    fit in host memory together; `evaluation.max_models_deployed` bounds how many share an app). An `openai`
+    model keeps its own id at its endpoint."""
     served = sum(1 for spec in models.values() if model_teacher(spec, inference).engine != "openai")
     serve = inference.serve.model_copy(update={"num_cpus": inference.serve.num_cpus / max(served, 1)})
     roster = []
@@ -96,28 +103,71 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     stores = []
     calls = {"teacher_calls": 0, "teacher_calls_reused": 0}  # answers asked now / found stored (a resumed run)
     inference = inference.model_copy(update={"batch_size": eval_batch_size(models, inference, ev.batch_size)})
-    roster = eval_roster(models, inference)
-    warn_if_underfilled(stage.name, roster)
-    with reach_teachers(roster, f"eval-{stage.name}", inference.serve) as reached:
-        for label, model in zip(models, reached):
-            for bench in benchmarks:
-                bench_job = job.model_copy(update={"dataset": bench.dataset})
-                bench_inf = inference.model_copy(update={"user_template": bench.user_template})
-                out = generate_samples(bench_job, stage, [model.with_inference(bench_inf)], distillation,
-                                       f"results/{label}/{bench.name}", kept_dir=None, check_fill=False)  # fmt: skip
-                result.rows_in += out.records_in
-                result.rows_out += out.totals.counts.rows_out
-                result.count_rejects(list(out.totals.counts.reasons.elements()))
-                stores.append(out.store)
-                calls["teacher_calls"] += out.totals.counts.teacher_calls - out.totals.reused_teacher_calls
-                calls["teacher_calls_reused"] += out.totals.reused_teacher_calls
-                rows += _report_rows(out.samples_dir, label, bench)
+    warn_if_underfilled(stage.name, eval_roster(models, inference))
+    asks = {label: {bench.name: _ask(job, inference, bench) for bench in benchmarks} for label in models}
+    runs = _stored_runs(job, stage, models, inference, distillation, benchmarks, asks)
+    to_deploy = [label for label in models if label not in runs]
+    per_app = ev.max_models_deployed or len(models)
+    waves = [to_deploy[i:i + per_app] for i in range(0, len(to_deploy), per_app)]
+    for wave in waves:  # one app at a time, holding at most `per_app` models in memory
+        roster = eval_roster({label: models[label] for label in wave}, inference)
+        with reach_teachers(roster, f"eval-{stage.name}", inference.serve) as reached:
+            for label, model in zip(wave, reached):
+                runs[label] = {}
+                for bench in benchmarks:
+                    bench_job, bench_inf = asks[label][bench.name]
+                    runs[label][bench.name] = generate_samples(
+                        bench_job, stage, [model.with_inference(bench_inf)], distillation,
+                        f"results/{label}/{bench.name}", kept_dir=None, check_fill=False)  # fmt: skip
+    for label in models:  # in the configured order, whichever wave (or none) answered
+        for bench in benchmarks:
+            out = runs[label][bench.name]
+            result.rows_in += out.records_in
+            result.rows_out += out.totals.counts.rows_out
+            result.count_rejects(list(out.totals.counts.reasons.elements()))
+            stores.append(out.store)
+            calls["teacher_calls"] += out.totals.counts.teacher_calls - out.totals.reused_teacher_calls
+            calls["teacher_calls_reused"] += out.totals.reused_teacher_calls
+            rows += _report_rows(out.samples_dir, label, bench)
     export_rejected(stores, stage.rejected_file, stage.name)
     group_fields = sorted({f for b in benchmarks for f in b.group_fields})
     files = write_report(rows, stage.output_dir, ev.ks, group_fields)
-    result.metrics = {**_headline(files["json"], models, benchmarks), **calls}
+    result.metrics = {**_headline(files["json"], models, benchmarks), **calls,
+                      "models_asked": len(to_deploy), "deploy_waves": len(waves)}  # fmt: skip
     result.outputs = {"results": str(stage.output_dir / "results"), **files}
     return result
+
+
+def _ask(job: JobConfig, inference: InferenceConfig, bench: Benchmark) -> tuple[JobConfig, InferenceConfig]:
+    """The job (its dataset: the benchmark's) and the inference settings (its prompt template) of one benchmark."""
+    return (job.model_copy(update={"dataset": bench.dataset}),
+            inference.model_copy(update={"user_template": bench.user_template}))  # fmt: skip
+
+
+def _stored_runs(job: JobConfig, stage: StageEnv, models: dict[str, str], inference: InferenceConfig,
+                 distillation: DistillationConfig, benchmarks: list[Benchmark],
+                 asks: dict) -> dict[str, dict[str, GenerationRun]]:  # fmt: skip
+    """The models whose every answer to every benchmark is already stored (a re-run, or a run that adds models),
+    label -> benchmark -> their stored run: these are not deployed at all. A model retrained in place has new weights
+    and so new answers to give (`jobs.data.generate.store_settings`)."""
+    n_problems = {bench.name: problems_dataset(resolve_source(bench.dataset.instruction_path), bench.dataset).count()
+                  for bench in benchmarks}  # fmt: skip
+    stored = {}
+    for label, teacher in zip(models, eval_roster(models, inference)):
+        runs = {}
+        for bench in benchmarks:
+            bench_job, bench_inf = asks[label][bench.name]
+            run = stored_samples(bench_job, stage, [teacher.with_inference(bench_inf)], distillation,
+                                 f"results/{label}/{bench.name}", n_problems[bench.name])  # fmt: skip
+            if run is None:
+                break
+            runs[bench.name] = run
+        else:
+            stored[label] = runs
+    if stored:
+        log.info("%s: every answer of %s is stored; not deploying %s", stage.name, ", ".join(stored),
+                 "it" if len(stored) == 1 else "them")  # fmt: skip
+    return stored
 
 
 def _report_rows(samples_dir, label: str, bench: Benchmark) -> list[dict]:

@@ -257,6 +257,11 @@ class EvaluationConfig(Section):
         "(serve.max_replicas x serve.max_batch_size) with eval's one temperature and num_samples, never below "
         "inference.batch_size; generation's batch_size, sized for several temperatures, would leave slots idle.",
     )  # fmt: skip
+    max_models_deployed: int | None = Field(
+        None, ge=1,
+        description="Most models loaded at once: the models with answers left to give are deployed in waves of this "
+        "many, one Serve app at a time. Default: all in one app (each model's weights in memory together).",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _ks_fit_samples(self):

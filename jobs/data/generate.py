@@ -99,6 +99,22 @@ def generate_samples(
         kept = written.filter(expr=col("kept") == True, **LIGHT)  # noqa: E712 - an expression
         kept.write_parquet(str(kept_dir), ray_remote_args=LIGHT)
         kept_dir.mkdir(parents=True, exist_ok=True)  # exists even when nothing was kept
+    return _finished(store, kept_dir, totals)
+
+
+def stored_samples(job: JobConfig, stage: StageEnv, teachers: list[Teacher], distillation: DistillationConfig,
+                   samples_name: str, n_problems: int) -> GenerationRun | None:  # fmt: skip
+    """What `generate_samples` with these arguments (and no `kept_dir`) would return, read from its store without a
+    teacher, when every one of the `n_problems` source rows (the count of `job.dataset`'s problems) is answered by
+    every teacher; None while some are still to ask. The eval job uses it to deploy only models with work left."""
+    store = open_store(stage, samples_name, store_settings(teachers, distillation, job.dataset))
+    if len(store.done_keys()) < n_problems * len(teachers):
+        return None
+    store.ensure_readable(schemas.SAMPLE)
+    return _finished(store, None, store.totals(new_run_id()))
+
+
+def _finished(store: PartStore, kept_dir: Path | None, totals: StoreTotals) -> GenerationRun:
     # Only the small columns that the statistics need are read into this process.
     stats = sample_stats(pq.read_table(store.root, columns=STAT_COLUMNS))
     return GenerationRun(store.root, kept_dir, totals.counts.rows_in, stats, totals, store)

@@ -1,9 +1,11 @@
 """The eval job deploys every evaluated model once, in one multi-model Serve app, and warns once when its callers
-cannot fill the engines' slots."""
+cannot fill the engines' slots; a re-run deploys only the models with answers left to give, in waves of
+`evaluation.max_models_deployed`."""
 
 import logging
 import threading
 import time
+from contextlib import contextmanager
 
 import pyarrow.parquet as pq
 import pytest
@@ -42,8 +44,40 @@ def test_eval_batches_fill_the_slots_unless_configured():
     assert eval_batch_size(models, two_samples, None) == 8  # 2 replicas x 16 slots / (2 callers x 2 samples)
 
 
+@contextmanager
+def watching_eval_apps():
+    """While the block runs, look at Serve every 0.1 s; yields the list of looks, each {eval app: its deployments}."""
+    from ray import serve
+
+    looks: list[dict[str, frozenset]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            apps = serve.status().applications
+            looks.append({n: frozenset(a.deployments) for n, a in apps.items() if n.startswith("eval-")})
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield looks
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+
+
+def deployed(looks: list[dict[str, frozenset]]) -> dict[str, set]:
+    """Eval app -> every deployment it had in any look."""
+    seen: dict[str, set] = {}
+    for look in looks:
+        for name, deployments in look.items():
+            seen.setdefault(name, set()).update(deployments)
+    return seen
+
+
 @pytest.mark.ray
-def test_eval_of_two_models_deploys_one_app_serving_both(tmp_path, ray_cluster, serve_port, caplog):
+def test_eval_deploys_one_app_for_both_models_then_only_new_models_in_waves(tmp_path, ray_cluster, serve_port, caplog):
     from ray import serve
 
     from jobs import eval as eval_job
@@ -61,34 +95,22 @@ def test_eval_of_two_models_deploys_one_app_serving_both(tmp_path, ray_cluster, 
         },
     })  # fmt: skip
     env = StageEnv("eval", tmp_path / "out", tmp_path / "out" / "rejected", ray_cluster)
-    seen: dict[str, set] = {}  # eval app -> the deployments it had while the stage ran
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            for name, app in serve.status().applications.items():
-                if name.startswith("eval-"):
-                    seen.setdefault(name, set()).update(app.deployments)
-            time.sleep(0.1)
 
     logger = logging.getLogger("jobs.data.generate")
     own = not logger.propagate  # once configured, the package loggers do not propagate (distill_ray/log.py)
     if own:
         logger.addHandler(caplog.handler)
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="jobs.data.generate"):
+        with caplog.at_level(logging.WARNING, logger="jobs.data.generate"), watching_eval_apps() as looks:
             result = eval_job.run(job, env)
     finally:
-        stop.set()
-        watcher.join(timeout=10)
         if own:
             logger.removeHandler(caplog.handler)
 
-    assert seen == {"eval-eval": {"TeacherRouter", "TeacherDeployment-tiny_a", "TeacherDeployment-tiny_b"}}
+    assert deployed(looks) == {"eval-eval": {"TeacherRouter", "TeacherDeployment-tiny_a", "TeacherDeployment-tiny_b"}}
     assert not [name for name in serve.status().applications if name.startswith("eval-")]  # deleted at the end
     assert result.rows_out == 2 * (2 + 1)
+    assert result.metrics["models_asked"] == 2 and result.metrics["deploy_waves"] == 1
     for label in ("tiny_a", "tiny_b"):
         for bench, problems in (("arith", 2), ("arith2", 1)):
             assert pq.read_table(tmp_path / "out" / "results" / label / bench).num_rows == problems
@@ -97,3 +119,25 @@ def test_eval_of_two_models_deploys_one_app_serving_both(tmp_path, ray_cluster, 
     ]
     assert len(warnings) == 1 and warnings[0].startswith("eval: teacher "), warnings
     assert warnings[0].count("1 caller x 1 row x 1 temperature x 1 sample = 1 sequence in flight < 8") == 2
+
+    # Two models more, at most one loaded at a time: only the new ones are deployed, one app after the other, and
+    # the stored answers of the first two are read back untouched.
+    stored = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "results").rglob("part-*.parquet")}
+    more = dict(job.evaluation.models, tiny_c="tiny:smollm2?seed=2", tiny_d="tiny:smollm2?seed=3")
+    update = {"models": more, "max_models_deployed": 1}
+    job = job.model_copy(update={"evaluation": job.evaluation.model_copy(update=update)})
+    with watching_eval_apps() as looks:
+        again = eval_job.run(job, env)
+    assert deployed(looks) == {"eval-eval": {"TeacherRouter", "TeacherDeployment-tiny_c", "TeacherDeployment-tiny_d"}}
+    assert max(sum(d.startswith("TeacherDeployment-") for d in look.get("eval-eval", ())) for look in looks) == 1
+    assert again.metrics["models_asked"] == 2 and again.metrics["deploy_waves"] == 2
+    assert again.metrics["teacher_calls"] == 2 * 3 and again.metrics["teacher_calls_reused"] == 2 * 3
+    assert again.rows_out == 4 * 3 and list(again.metrics["results"]) == ["tiny_a", "tiny_b", "tiny_c", "tiny_d"]
+    assert {p: p.stat().st_mtime_ns for p in stored} == stored
+
+    # Nothing left to ask: nothing is deployed, and the report is the same.
+    with watching_eval_apps() as looks:
+        last = eval_job.run(job, env)
+    assert deployed(looks) == {} and last.rows_out == 4 * 3
+    assert last.metrics["models_asked"] == last.metrics["deploy_waves"] == last.metrics["teacher_calls"] == 0
+    assert last.metrics["results"] == again.metrics["results"]
