@@ -2,12 +2,12 @@
 
 Every model (`evaluation.models`, else `evaluation.model`, else `models.student`) that has answers left to give is
 deployed once, in one Serve app (`eval-<stage>`, one deployment per model, routed by the OpenAI `model` field, which
-is the model's label here), and the models answer every benchmark (`evaluation.benchmarks`, else `dataset`)
-`evaluation.num_samples` times, one model after another (measured against side by side: docs/engines.md, "Keeping
-the engine full"), so they share one replica's CPU share (`eval_roster`) and each caller sends enough problems at
-once to fill the engine's slots (`eval_batch_size`); every answer is verified. Per-row results go to
-`<stage>/results/<model>/<benchmark>/` (Parquet, so anyone can re-score) and the report (`report.md`, `report.json`,
-PNG plots) to `<stage>/`.
+is the model's label here; one app per wave, see below), and the models answer every benchmark
+(`evaluation.benchmarks`, else `dataset`) `evaluation.num_samples` times, one model after another (measured against
+side by side: docs/engines.md, "Keeping the engine full"), so they share one replica's CPU share (`eval_roster`) and
+each caller sends enough problems at once to fill the engine's slots (`eval_batch_size`); every answer is verified.
+Per-row results go to `<stage>/results/<model>/<benchmark>/` (Parquet, so anyone can re-score) and the report
+(`report.md`, `report.json`, PNG plots) to `<stage>/`.
 
 Answers are stored per model and weights, so a re-run (or a run that adds models) deploys only the models with
 answers still to give; the others are read back. `evaluation.max_models_deployed` splits those into waves, one app
@@ -19,19 +19,20 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from distill_ray.config import DistillationConfig, InferenceConfig, JobConfig
 from distill_ray.data.part_store import export_rejected
+from distill_ray.data.sources import resolve_source
 from distill_ray.errors import ConfigError
 from distill_ray.eval.eval_sets import Benchmark, group_lookup, resolve_benchmarks
 from distill_ray.eval.report import write_report
 from distill_ray.models.in_flight import fill_plan
 from distill_ray.models.teachers import Teacher, model_teacher
 from distill_ray.summary import StageResult
-from distill_ray.data.sources import resolve_source
 from jobs.data.generate import GenerationRun, generate_samples, stored_samples, warn_if_underfilled
 from jobs.data.sources import problems_dataset
 from jobs.stage import StageEnv
@@ -103,11 +104,14 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     stores = []
     calls = {"teacher_calls": 0, "teacher_calls_reused": 0}  # answers asked now / found stored (a resumed run)
     inference = inference.model_copy(update={"batch_size": eval_batch_size(models, inference, ev.batch_size)})
-    warn_if_underfilled(stage.name, eval_roster(models, inference))
     asks = {label: {bench.name: _ask(job, inference, bench) for bench in benchmarks} for label in models}
     runs = _stored_runs(job, stage, models, inference, distillation, benchmarks, asks)
     to_deploy = [label for label in models if label not in runs]
-    per_app = ev.max_models_deployed or len(models)
+    if to_deploy:
+        warn_if_underfilled(stage.name, eval_roster({label: models[label] for label in to_deploy}, inference))
+    # external (`openai`) endpoints load nothing here: one wave for them whatever max_models_deployed says
+    external = all(t.engine == "openai" for t in eval_roster(models, inference))
+    per_app = len(to_deploy) if external or not ev.max_models_deployed else ev.max_models_deployed
     waves = [to_deploy[i:i + per_app] for i in range(0, len(to_deploy), per_app)]
     for wave in waves:  # one app at a time, holding at most `per_app` models in memory
         roster = eval_roster({label: models[label] for label in wave}, inference)
@@ -146,19 +150,25 @@ def _ask(job: JobConfig, inference: InferenceConfig, bench: Benchmark) -> tuple[
 
 def _stored_runs(job: JobConfig, stage: StageEnv, models: dict[str, str], inference: InferenceConfig,
                  distillation: DistillationConfig, benchmarks: list[Benchmark],
-                 asks: dict) -> dict[str, dict[str, GenerationRun]]:  # fmt: skip
+                 asks: dict[str, dict[str, tuple[JobConfig, InferenceConfig]]]) -> dict[str, dict[str, GenerationRun]]:
     """The models whose every answer to every benchmark is already stored (a re-run, or a run that adds models),
     label -> benchmark -> their stored run: these are not deployed at all. A model retrained in place has new weights
     and so new answers to give (`jobs.data.generate.store_settings`)."""
-    n_problems = {bench.name: problems_dataset(resolve_source(bench.dataset.instruction_path), bench.dataset).count()
-                  for bench in benchmarks}  # fmt: skip
+    ids: dict[str, list[str]] = {}  # benchmark -> its problem ids, read once, and only when some answer is stored
+
+    def problem_ids(bench: Benchmark) -> list[str]:
+        if bench.name not in ids:
+            problems = problems_dataset(resolve_source(bench.dataset.instruction_path), bench.dataset)
+            ids[bench.name] = [row["id"] for row in problems.select_columns(["id"]).take_all()]
+        return ids[bench.name]
+
     stored = {}
     for label, teacher in zip(models, eval_roster(models, inference)):
         runs = {}
         for bench in benchmarks:
             bench_job, bench_inf = asks[label][bench.name]
-            run = stored_samples(bench_job, stage, [teacher.with_inference(bench_inf)], distillation,
-                                 f"results/{label}/{bench.name}", n_problems[bench.name])  # fmt: skip
+            run = stored_samples(bench_job, stage, teacher.with_inference(bench_inf), distillation,
+                                 f"results/{label}/{bench.name}", partial(problem_ids, bench))  # fmt: skip
             if run is None:
                 break
             runs[bench.name] = run

@@ -260,7 +260,8 @@ class EvaluationConfig(Section):
     max_models_deployed: int | None = Field(
         None, ge=1,
         description="Most models loaded at once: the models with answers left to give are deployed in waves of this "
-        "many, one Serve app at a time. Default: all in one app (each model's weights in memory together).",
+        "many, one Serve app at a time. Default: all in one app (each model's weights in memory together). Models "
+        "whose answers are all stored are not deployed; external `openai` endpoints load nothing and ignore it.",
     )  # fmt: skip
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,13 +103,15 @@ def generate_samples(
     return _finished(store, kept_dir, totals)
 
 
-def stored_samples(job: JobConfig, stage: StageEnv, teachers: list[Teacher], distillation: DistillationConfig,
-                   samples_name: str, n_problems: int) -> GenerationRun | None:  # fmt: skip
-    """What `generate_samples` with these arguments (and no `kept_dir`) would return, read from its store without a
-    teacher, when every one of the `n_problems` source rows (the count of `job.dataset`'s problems) is answered by
-    every teacher; None while some are still to ask. The eval job uses it to deploy only models with work left."""
-    store = open_store(stage, samples_name, store_settings(teachers, distillation, job.dataset))
-    if len(store.done_keys()) < n_problems * len(teachers):
+def stored_samples(job: JobConfig, stage: StageEnv, teacher: Teacher, distillation: DistillationConfig,
+                   samples_name: str, problem_ids: Callable[[], Iterable[str]]) -> GenerationRun | None:  # fmt: skip
+    """What `generate_samples` for this one teacher (and no `kept_dir`) would return, read from its store without
+    asking the teacher, when every problem of `job.dataset` (`problem_ids()`, their ids; called only when the store
+    holds any answer) is answered; None while some are still to ask. The eval job uses it to deploy only the models
+    with work left. Ids, not counts: a source edited in place to the same length still has new problems to ask."""
+    store = open_store(stage, samples_name, store_settings([teacher], distillation, job.dataset))
+    done = store.done_keys()
+    if not done or not {f"{teacher.name}|{i}" for i in problem_ids()} <= done:
         return None
     store.ensure_readable(schemas.SAMPLE)
     return _finished(store, None, store.totals(new_run_id()))

@@ -7,6 +7,7 @@ import threading
 import time
 from contextlib import contextmanager
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -44,6 +45,50 @@ def test_eval_batches_fill_the_slots_unless_configured():
     assert eval_batch_size(models, two_samples, None) == 8  # 2 replicas x 16 slots / (2 callers x 2 samples)
 
 
+def test_stored_samples_are_read_back_only_when_every_problem_is_answered(tmp_path):
+    """`stored_samples` (what lets eval skip deploying a model) answers None until the store holds every problem id
+    under this model's settings, ids not counts: a store of as many answers to other problems is not done."""
+    from distill_ray.config import DistillationConfig
+    from distill_ray.data import schemas
+    from distill_ray.data.part_store import PartCounts, PartStore, fingerprint
+    from distill_ray.models.teachers import model_teacher
+    from jobs.data.generate import store_settings, stored_samples
+
+    job = build_config({"job_type": "eval", "output_dir": str(tmp_path)})
+    teacher = model_teacher("tiny:smollm2", InferenceConfig())
+    distillation = DistillationConfig(keep="all")
+    env = StageEnv("eval", tmp_path / "eval", tmp_path / "rejected", None)
+    store = PartStore(env.output_dir / "results/m/b", fingerprint(store_settings([teacher], distillation, job.dataset)))
+    store.prepare()
+    asked: list[int] = []
+
+    def ids() -> list[str]:
+        asked.append(1)
+        return ["p1", "p2"]
+
+    def check():
+        return stored_samples(job, env, teacher, distillation, "results/m/b", ids)
+
+    assert check() is None and asked == []  # an empty store is not done, and the source is not read for it
+
+    def commit(problem: str, correct: bool) -> None:
+        row = {"id": problem, "sample_id": f"{problem}-0", "teacher": teacher.name, "correct": correct, "kept": True,
+               "format_reward": 1.0, "completion_tokens": 5}  # fmt: skip
+        table = pa.Table.from_pylist([row], schema=schemas.SAMPLE)
+        store.commit(table, [], [f"{teacher.name}|{problem}"], PartCounts(1, 1, 0, 1, 1), run_id="earlier")
+
+    commit("p1", True)
+    commit("other", False)  # as many answers as problems, but not to p2
+    assert check() is None and asked == [1]
+    commit("p2", False)
+    run = check()
+    assert run is not None and run.samples_dir == store.root and run.records_in == 3
+    assert run.totals.reused_teacher_calls == 3 and run.totals.counts.teacher_calls == 3  # all from earlier runs
+    assert run.stats["samples"] == 3
+    other = model_teacher("tiny:smollm2?seed=1", InferenceConfig())  # other weights: its own answers to give
+    assert stored_samples(job, env, other, distillation, "results/m/b", ids) is None
+
+
 @contextmanager
 def watching_eval_apps():
     """While the block runs, look at Serve every 0.1 s; yields the list of looks, each {eval app: its deployments}."""
@@ -52,11 +97,16 @@ def watching_eval_apps():
     looks: list[dict[str, frozenset]] = []
     stop = threading.Event()
 
+    failed: list[BaseException] = []
+
     def watch() -> None:
-        while not stop.is_set():
-            apps = serve.status().applications
-            looks.append({n: frozenset(a.deployments) for n, a in apps.items() if n.startswith("eval-")})
-            time.sleep(0.1)
+        try:
+            while not stop.is_set():
+                apps = serve.status().applications
+                looks.append({n: frozenset(a.deployments) for n, a in apps.items() if n.startswith("eval-")})
+                time.sleep(0.1)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread below
+            failed.append(exc)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -65,6 +115,9 @@ def watching_eval_apps():
     finally:
         stop.set()
         watcher.join(timeout=10)
+    if failed:
+        raise failed[0]
+    assert looks, "the watcher never looked at Serve"
 
 
 def deployed(looks: list[dict[str, frozenset]]) -> dict[str, set]:
