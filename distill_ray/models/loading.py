@@ -56,19 +56,20 @@ def derive_served_name(model_spec: str) -> str:
 def model_identity(spec: str) -> str:
     """What names a model's weights where a resumable stage decides whether its stored outputs still hold
     (the fingerprint of a teacher's answers, an eval's results, stored logits). A `builtin:` / `tiny:` spec or a
-    remote model id is fixed by its name and is returned as is. A local folder returns `spec@<digest>`, the
+    remote model id is fixed by its name and is returned as is. A local folder returns `folder@<digest>`, the
     digest covering every top-level file's name and bytes: a student trained again into the same folder (a
     resumed training with more steps, new data) then gets asked again, instead of being answered from the parts
     its old weights wrote. Bytes rather than modification times, so that re-exporting the same weights (a
     finished training run again) keeps those parts: hashing costs about 0.6 s per 500 MB on one core here,
-    once per folder state in a process."""
+    once per folder state in a process. The path is left out, so a run folder copied or moved elsewhere (to branch
+    an ablation off a finished run, say) keeps every answer its models gave."""
     kind, _, rest = spec.partition(":")
     path = Path(spec).expanduser()
     if (kind in ("builtin", "tiny") and rest) or not path.is_dir():
         return spec
     stats = tuple((p.name, st.st_size, st.st_mtime_ns)
                   for p in sorted(path.iterdir()) if p.is_file() and (st := p.stat()))  # fmt: skip
-    return f"{spec}@{_folder_digest(str(path.resolve()), stats)}"
+    return f"folder@{_folder_digest(str(path.resolve()), stats)}"
 
 
 @functools.lru_cache(maxsize=64)
