@@ -173,24 +173,28 @@ def test_eval_deploys_one_app_for_both_models_then_only_new_models_in_waves(tmp_
     assert len(warnings) == 1 and warnings[0].startswith("eval: teacher "), warnings
     assert warnings[0].count("1 caller x 1 row x 1 temperature x 1 sample = 1 sequence in flight < 8") == 2
 
-    # Two models more, at most one loaded at a time: only the new ones are deployed, one app after the other, and
-    # the stored answers of the first two are read back untouched.
+    # Three models more, at most two loaded at a time: only the new ones are deployed, in two apps one after the
+    # other (an app of one model names its deployment without a label), and the stored answers of the first two are
+    # read back untouched.
     stored = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "results").rglob("part-*.parquet")}
-    more = dict(job.evaluation.models, tiny_c="tiny:smollm2?seed=2", tiny_d="tiny:smollm2?seed=3")
-    update = {"models": more, "max_models_deployed": 1}
+    more = dict(job.evaluation.models, tiny_c="tiny:smollm2?seed=2", tiny_d="tiny:smollm2?seed=3",
+                tiny_e="tiny:smollm2?seed=4")  # fmt: skip
+    update = {"models": more, "max_models_deployed": 2}
     job = job.model_copy(update={"evaluation": job.evaluation.model_copy(update=update)})
     with watching_eval_apps() as looks:
         again = eval_job.run(job, env)
-    assert deployed(looks) == {"eval-eval": {"TeacherRouter", "TeacherDeployment-tiny_c", "TeacherDeployment-tiny_d"}}
-    assert max(sum(d.startswith("TeacherDeployment-") for d in look.get("eval-eval", ())) for look in looks) == 1
-    assert again.metrics["models_asked"] == 2 and again.metrics["deploy_waves"] == 2
-    assert again.metrics["teacher_calls"] == 2 * 3 and again.metrics["teacher_calls_reused"] == 2 * 3
-    assert again.rows_out == 4 * 3 and list(again.metrics["results"]) == ["tiny_a", "tiny_b", "tiny_c", "tiny_d"]
+    assert deployed(looks) == {"eval-eval": {"TeacherRouter", "TeacherDeployment-tiny_c", "TeacherDeployment-tiny_d",
+                                             "TeacherDeployment"}}  # fmt: skip
+    assert max(sum(d.startswith("TeacherDeployment") for d in look.get("eval-eval", ())) for look in looks) == 2
+    assert again.metrics["models_asked"] == 3 and again.metrics["deploy_waves"] == 2
+    assert again.metrics["teacher_calls"] == 3 * 3 and again.metrics["teacher_calls_reused"] == 2 * 3
+    assert again.rows_out == 5 * 3 and list(again.metrics["results"]) == ["tiny_a", "tiny_b", "tiny_c", "tiny_d",
+                                                                          "tiny_e"]  # fmt: skip
     assert {p: p.stat().st_mtime_ns for p in stored} == stored
 
     # Nothing left to ask: nothing is deployed, and the report is the same.
     with watching_eval_apps() as looks:
         last = eval_job.run(job, env)
-    assert deployed(looks) == {} and last.rows_out == 4 * 3
+    assert deployed(looks) == {} and last.rows_out == 5 * 3
     assert last.metrics["models_asked"] == last.metrics["deploy_waves"] == last.metrics["teacher_calls"] == 0
     assert last.metrics["results"] == again.metrics["results"]
