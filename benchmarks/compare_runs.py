@@ -25,7 +25,9 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and the pack
 
 import pyarrow as pa  # noqa: E402
 
-from benchmarks.quality_report import BENCHMARK, _cell, model_rows, model_stats, paired_difference  # noqa: E402
+from benchmarks.quality_report import (  # noqa: E402
+    BENCHMARK, _cell, difference_cell, model_rows, model_stats, paired_difference,
+)
 
 
 class NoAnswers(ValueError):
@@ -56,12 +58,6 @@ def compare(reference: Path, ablated: Path, labels: list[str], split: str) -> li
     return out
 
 
-def _points(d: dict | None) -> str:
-    if d is None:
-        return "n/a"
-    return f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("reference", type=Path, help="the run folder with the reference models")
@@ -75,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = compare(args.reference, args.ablated, labels, "dev" if args.dev else "test")
     except NoAnswers as exc:
-        print(f"compare_runs: {exc}", file=sys.stderr)
+        print(f"compare_runs: {exc}", file=sys.stderr)  # the CLI's last line, as argparse's own errors
         return 2
     print("| label | problems | reference pass@1 | ablated pass@1 | ablated - reference, points [95% CI] | "
           "tokens of correct replies, reference / ablated |")
@@ -84,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         ref, abl = r["reference"], r["ablated"]
         tokens = f"{_cell(ref['mean_tokens_correct'])} / {_cell(abl['mean_tokens_correct'])}"
         print(f"| {r['label']} | {r['problems']} | {100 * ref['pass@1']:.1f}% | {100 * abl['pass@1']:.1f}% | "
-              f"{_points(r['ablated_minus_reference'])} | {tokens} |")
+              f"{difference_cell(r['ablated_minus_reference'])} | {tokens} |")
     print(json.dumps({"labels": [r["label"] for r in results], "results": results}))
     return 0
 

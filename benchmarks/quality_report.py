@@ -236,7 +236,12 @@ def _gap_cell(gap: dict | None) -> str:
 
 def _versus_cell(row: dict) -> str:
     """The difference against the reference and its interval, in percentage points."""
-    v = row.get(f"vs_{REFERENCE}")
+    return difference_cell(row.get(f"vs_{REFERENCE}"))
+
+
+def difference_cell(v: dict | None) -> str:
+    """A paired difference (`paired_difference`'s dict, shares) and its interval, in percentage points; "n/a" for
+    None."""
     if not v:
         return "n/a"
     return f"{100 * v['difference']:+.1f} [{100 * v['low']:+.1f}, {100 * v['high']:+.1f}]"

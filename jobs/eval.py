@@ -105,17 +105,18 @@ def run(job: JobConfig, stage: StageEnv) -> StageResult:
     calls = {"teacher_calls": 0, "teacher_calls_reused": 0}  # answers asked now / found stored (a resumed run)
     inference = inference.model_copy(update={"batch_size": eval_batch_size(models, inference, ev.batch_size)})
     asks = {label: {bench.name: _ask(job, inference, bench) for bench in benchmarks} for label in models}
-    runs = _stored_runs(job, stage, models, inference, distillation, benchmarks, asks)
+    roster = eval_roster(models, inference)
+    runs = _stored_runs(job, stage, dict(zip(models, roster)), distillation, benchmarks, asks)
     to_deploy = [label for label in models if label not in runs]
     if to_deploy:
         warn_if_underfilled(stage.name, eval_roster({label: models[label] for label in to_deploy}, inference))
     # external (`openai`) endpoints load nothing here: one wave for them whatever max_models_deployed says
-    external = all(t.engine == "openai" for t in eval_roster(models, inference))
+    external = all(t.engine == "openai" for t in roster)
     per_app = len(to_deploy) if external or not ev.max_models_deployed else ev.max_models_deployed
     waves = [to_deploy[i:i + per_app] for i in range(0, len(to_deploy), per_app)]
     for wave in waves:  # one app at a time, holding at most `per_app` models in memory
-        roster = eval_roster({label: models[label] for label in wave}, inference)
-        with reach_teachers(roster, f"eval-{stage.name}", inference.serve) as reached:
+        wave_roster = eval_roster({label: models[label] for label in wave}, inference)  # its CPU share per model
+        with reach_teachers(wave_roster, f"eval-{stage.name}", inference.serve) as reached:
             for label, model in zip(wave, reached):
                 runs[label] = {}
                 for bench in benchmarks:
@@ -148,11 +149,12 @@ def _ask(job: JobConfig, inference: InferenceConfig, bench: Benchmark) -> tuple[
             inference.model_copy(update={"user_template": bench.user_template}))  # fmt: skip
 
 
-def _stored_runs(job: JobConfig, stage: StageEnv, models: dict[str, str], inference: InferenceConfig,
+def _stored_runs(job: JobConfig, stage: StageEnv, teachers: dict[str, Teacher],
                  distillation: DistillationConfig, benchmarks: list[Benchmark],
                  asks: dict[str, dict[str, tuple[JobConfig, InferenceConfig]]]) -> dict[str, dict[str, GenerationRun]]:
-    """The models whose every answer to every benchmark is already stored (a re-run, or a run that adds models),
-    label -> benchmark -> their stored run: these are not deployed at all. A model retrained in place has new weights
+    """Of `teachers` (label -> the model as `eval_roster` makes it), those whose every answer to every benchmark is
+    already stored (a re-run, or a run that adds models), label -> benchmark -> their stored run: these are not
+    deployed at all. A model retrained in place has new weights
     and so new answers to give (`jobs.data.generate.store_settings`)."""
     ids: dict[str, list[str]] = {}  # benchmark -> its problem ids, read once, and only when some answer is stored
 
@@ -163,7 +165,7 @@ def _stored_runs(job: JobConfig, stage: StageEnv, models: dict[str, str], infere
         return ids[bench.name]
 
     stored = {}
-    for label, teacher in zip(models, eval_roster(models, inference)):
+    for label, teacher in teachers.items():
         runs = {}
         for bench in benchmarks:
             bench_job, bench_inf = asks[label][bench.name]
