@@ -70,6 +70,13 @@ class AdvDistillConfig(Section):
     tau: float = Field(0.5, gt=0, description="Temperature of the advantage softmax that weighs the responses.")
     lam: float = Field(0.5, ge=0, description="Weight (lambda) of the contrastive penalty on wrong responses.")
     p_max: float = Field(0.99, gt=0, lt=1, description="Cap of a wrong response's mean token probability in C_i.")
+    normalize: Literal["response", "token"] = Field(
+        "response",
+        description="How the cross-entropy counts tokens. `response` (the paper's): CE_i is the mean over reply i's "
+        "tokens and the step averages groups, so every reply weighs the same; `token`: the step's weighted token "
+        "losses over its weighted token count (SFT's per-token mean; the penalty scaled to keep its share). Not in "
+        "the paper; docs/training.md has why it exists.",
+    )
 
 
 class DPOConfig(Section):

@@ -12,8 +12,14 @@ The weights are data: advantages come from the teacher's rewards, so no gradient
 The penalty grows as the student makes a wrong response likely; p_max caps p_bar so the penalty
 stays finite (and stops pushing) once a wrong response is already near-certain.
 
-The loss is per group (sequence-level means), not per token: a trainer accumulating several
-prompts into one optimizer step divides each group's loss by the number of groups in the step.
+Normalization (`normalize`). "response", the paper's: CE_i is the mean over reply i's own tokens and
+the loss is per group, so a trainer accumulating several prompts into one optimizer step divides each
+group's loss by the number of groups in the step, and every reply weighs the same whatever its length.
+"token": the group's loss is a SUM, sum_i w_i * sum_t -log p(y_it) + lambda * N_w * sum_{i wrong} C_i with
+N_w = sum_i w_i * |y_i| (`weighted_token_count`), and the trainer divides by the step's total N_w; every
+weighted token then weighs the same, as in SFT's per-token mean (with weights (1, 0, ...) it is exactly
+SFT on the best reply), and the penalty keeps its share of the loss when groups are of equal length.
+Not in the paper: added to test why AdvDistill landed under sft_best here (docs/training.md).
 `best_response_index` picks the paper's SFT baseline target (the highest-advantage response).
 """
 
@@ -37,6 +43,21 @@ def sequence_token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple
     return torch.where(mask, token_logprobs, 0.0), mask
 
 
+NORMALIZATIONS = ("response", "token")
+
+
+def _weights(advantages: torch.Tensor, tau: float, dtype: torch.dtype) -> torch.Tensor:
+    """w = softmax(A / tau) [G]; data, not a function of the student (no gradient)."""
+    return torch.softmax(advantages.detach().to(dtype) / tau, dim=-1)
+
+
+def weighted_token_count(mask: torch.Tensor, advantages: torch.Tensor, tau: float) -> float:
+    """N_w = sum_i softmax(A / tau)_i * |y_i| of one group (mask [G, T], advantages [G]): the group's units
+    under normalize "token" (an empty reply counts 1 token, as in `advdistill_loss`)."""
+    lengths = mask.bool().sum(-1).clamp_min(1).to(torch.float64)
+    return float((_weights(advantages, tau, torch.float64) * lengths).sum())
+
+
 @register_loss("advdistill")
 def advdistill_loss(
     token_logprobs: torch.Tensor,
@@ -46,17 +67,23 @@ def advdistill_loss(
     tau: float = 0.5,
     lam: float = 0.5,
     p_max: float = 0.99,
+    normalize: str = "response",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """AdvDistill loss for one group of G responses and its metrics.
 
     token_logprobs [G, T] (student log p of each response token), mask [G, T] bool, advantages [G],
     correct [G] bool. Returns (loss, {"weighted_ce", "penalty", "max_weight"}), where "penalty"
-    is sum_{i wrong} C_i before the lambda factor and "weighted_ce" is sum_i w_i CE_i.
+    is sum_{i wrong} C_i before the lambda factor and "weighted_ce" is sum_i w_i CE_i (a per-token
+    mean under either normalization). normalize "response" returns the group's loss (a mean);
+    "token" returns a SUM to be divided by the step's `weighted_token_count` (module docstring).
+    Raises ValueError for tau <= 0, p_max outside (0, 1) or another normalize.
     """
     if tau <= 0:
         raise ValueError(f"tau must be > 0, got {tau}")
     if not 0.0 < p_max < 1.0:
         raise ValueError(f"p_max must be in (0, 1), got {p_max}")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     mask = mask.bool()
     logp = torch.where(mask, token_logprobs, 0.0)
     # A response with no tokens contributes 0 rather than 0 / 0.
@@ -64,12 +91,18 @@ def advdistill_loss(
     ce = -logp.sum(-1) / lengths
     p_bar = torch.where(mask, logp.exp(), 0.0).sum(-1) / lengths
 
-    weights = torch.softmax(advantages.detach().to(logp.dtype) / tau, dim=-1)
+    weights = _weights(advantages, tau, logp.dtype)
     weighted_ce = (weights * ce).sum()
     # clamp caps p_bar; its gradient is then 0, which is the intended "stop pushing" behaviour.
     penalty_per = -torch.log1p(-p_bar.clamp(max=p_max))
     penalty = torch.where(correct.bool(), 0.0, penalty_per).sum()
-    loss = weighted_ce + lam * penalty
+    if normalize == "token":
+        n_w = (weights * lengths).sum()
+        token_sum = (weights * ce * lengths).sum()  # sum_i w_i * sum_t -log p(y_it)
+        loss = token_sum + lam * n_w * penalty
+        weighted_ce = token_sum / n_w
+    else:
+        loss = weighted_ce + lam * penalty
     metrics = {
         "weighted_ce": float(weighted_ce.detach()),
         "penalty": float(penalty.detach()),

@@ -6,7 +6,8 @@ before `eval`. The driver checks each group (a group with no correct response, o
 length, is rejected with the reason) and hands the clean groups to the shared Ray Train loop
 (`jobs/train/loop.py`). One problem's whole group is one micro-batch (per_device_train_batch_size is
 ignored); its loss is `advdistill_loss` (sum_i softmax(A/tau)_i CE_i + lam * sum_{i wrong} C_i),
-and the optimizer step averages it over the step's groups on all workers.
+and the optimizer step averages it over the step's groups on all workers (or, with
+`training.advdistill.normalize: token`, over the step's advantage-weighted tokens, as SFT averages tokens).
 
 `training.advdistill.mode: sft_best` trains the paper's baseline instead: plain SFT (the sft job's
 objective) on each group's highest-advantage response.
@@ -32,13 +33,15 @@ class AdvDistillObjective(Objective):
     """The AdvDistill group loss, one group per micro-batch, averaged over the step's groups."""
 
     job_type = "advdistill"
-    unit = "groups"
+    unit = "groups"  # "weighted_tokens" under training.advdistill.normalize: token
     metric_names = ("weighted_ce", "penalty", "max_weight")
 
     def __init__(self, model_spec, system_prompt, user_template, training):
         super().__init__(model_spec, system_prompt, user_template, training)
         self.batch_size = 1  # one problem's group per micro-batch, as in the paper
         self.options = training.advdistill
+        if self.options.normalize == "token":
+            self.unit = "weighted_tokens"
 
     def read_rows(self, rows_path: str):
         import pyarrow.parquet as pq
@@ -52,7 +55,11 @@ class AdvDistillObjective(Objective):
         return collate_group(examples[0], tokenizer.pad_token_id)
 
     def units(self, batch):
-        return 1
+        if self.options.normalize == "response":
+            return 1
+        from distill_ray.losses.advdistill import weighted_token_count
+
+        return weighted_token_count(batch["labels"][:, 1:] != -100, batch["advantages"], self.options.tau)
 
     def loss(self, model, batch, denom):
         from distill_ray.losses import get_loss
@@ -63,7 +70,8 @@ class AdvDistillObjective(Objective):
         token_logprobs, mask = sequence_token_logprobs(logits[:, :-1], batch["labels"][:, 1:])
         o = self.options
         loss, metrics = get_loss("advdistill")(token_logprobs, mask, batch["advantages"], batch["correct"],
-                                               tau=o.tau, lam=o.lam, p_max=o.p_max)  # fmt: skip
+                                               tau=o.tau, lam=o.lam, p_max=o.p_max,
+                                               normalize=o.normalize)  # fmt: skip
         return loss / denom, metrics
 
 

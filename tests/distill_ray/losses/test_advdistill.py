@@ -8,7 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill_ray.losses.advdistill import advdistill_loss, best_response_index, sequence_token_logprobs
+from distill_ray.losses.advdistill import (
+    advdistill_loss,
+    best_response_index,
+    sequence_token_logprobs,
+    weighted_token_count,
+)
+from distill_ray.losses.sft import response_ce_sum
 
 
 def make_group(g=4, t=6, v=9, seed=0):
@@ -107,6 +113,72 @@ def test_bad_arguments():
     logp, mask = torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool)
     with pytest.raises(ValueError, match="tau"):
         advdistill_loss(logp, mask, torch.zeros(2), torch.ones(2, dtype=torch.bool), tau=0.0)
+    with pytest.raises(ValueError, match="normalize"):
+        advdistill_loss(logp, mask, torch.zeros(2), torch.ones(2, dtype=torch.bool), normalize="sequence")
     with pytest.raises(ValueError):
         best_response_index(torch.tensor([]))
     assert best_response_index(torch.tensor([0.5, 2.0, 2.0])) == 1
+
+
+def _two_groups():
+    """Two groups whose best replies differ in length (4 and 1 response tokens), as logits [2, 6, 9] + labels."""
+    groups = []
+    for seed, cut in ((5, 2), (6, 5)):
+        logits, labels = make_group(g=2, seed=seed)
+        labels[0, :cut] = -100  # the best reply: 6 - cut tokens
+        groups.append((logits, labels, torch.tensor([1.0, -1.0]), torch.tensor([True, False])))
+    return groups
+
+
+def test_token_normalization_with_all_weight_on_the_best_reply_is_sft_per_token_mean():
+    """Summed over a step's groups and divided by their weighted token count, the "token" loss at tau -> 0 and
+    lam 0 is SFT's per-token mean over the best replies; the paper's "response" mean is not."""
+    token_sum = units = response_sum = 0.0
+    sft_sum = sft_tokens = 0.0
+    for logits, labels, advantages, correct in _two_groups():
+        # Aligned as the trainer does: position t's logits score label t + 1 (response_ce_sum shifts itself).
+        logp, mask = sequence_token_logprobs(logits[:, :-1], labels[:, 1:])
+        loss, metrics = advdistill_loss(logp, mask, advantages, correct, tau=1e-4, lam=0.0, normalize="token")
+        token_sum, units = token_sum + loss, units + weighted_token_count(mask, advantages, 1e-4)
+        response_sum += advdistill_loss(logp, mask, advantages, correct, tau=1e-4, lam=0.0)[0]
+        sft_sum += response_ce_sum(logits[:1], labels[:1])
+        sft_tokens += int((labels[0, 1:] != -100).sum())
+        best_ce = float(response_ce_sum(logits[:1], labels[:1]))
+        assert metrics["weighted_ce"] == pytest.approx(best_ce / int(mask[0].sum()))
+    assert units == pytest.approx(sft_tokens) and sft_tokens == 4 + 1
+    assert float(token_sum / units) == pytest.approx(float(sft_sum / sft_tokens), rel=1e-6)  # sft: float32
+    assert abs(float(response_sum / 2) - float(sft_sum / sft_tokens)) > 1e-3
+
+
+def test_token_normalization_keeps_the_penalty_share():
+    """Replies of equal length L: the "token" loss is L times the "response" loss, the penalty included."""
+    logits, labels = make_group(g=4, seed=7)
+    labels[-1, -1] = 5  # every reply 4 tokens long
+    logp, mask = sequence_token_logprobs(logits, labels)
+    advantages = torch.tensor([0.4, -0.3, 1.1, -1.2], dtype=torch.float64)
+    correct = torch.tensor([True, False, True, False])
+    response, r_metrics = advdistill_loss(logp, mask, advantages, correct, tau=0.5, lam=0.5)
+    token, t_metrics = advdistill_loss(logp, mask, advantages, correct, tau=0.5, lam=0.5, normalize="token")
+    assert weighted_token_count(mask, advantages, 0.5) == pytest.approx(4.0)
+    torch.testing.assert_close(token, 4.0 * response)
+    assert t_metrics == pytest.approx(r_metrics)
+
+
+def test_weighted_token_count_is_the_advantage_weighted_length():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)  # lengths 3, 1, 0 -> 1
+    advantages = torch.tensor([0.5, 0.0, -0.5])
+    w = torch.softmax(advantages.double() / 0.5, 0)
+    assert weighted_token_count(mask, advantages, 0.5) == pytest.approx(float(w[0] * 3 + w[1] + w[2]))
+
+
+def test_token_normalization_weighs_each_reply_by_its_token_count():
+    """Unequal lengths and spread weights: the "token" sum is sum_i w_i * (reply i's summed token losses)."""
+    logits, labels = make_group(g=3, seed=8)
+    labels[1, 2:4] = -100  # lengths 4, 2, 3
+    logp, mask = sequence_token_logprobs(logits, labels)
+    advantages = torch.tensor([0.3, 0.2, -0.6], dtype=torch.float64)
+    w = torch.softmax(advantages / 0.5, 0)
+    loss, metrics = advdistill_loss(logp, mask, advantages, torch.ones(3, dtype=torch.bool), normalize="token")
+    expected = (w * -(logp * mask).sum(1)).sum()
+    torch.testing.assert_close(loss, expected)
+    assert metrics["weighted_ce"] == pytest.approx(float(expected) / weighted_token_count(mask, advantages, 0.5))

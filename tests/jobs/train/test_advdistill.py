@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from trainer_fixtures import job, stage, write_parquet
+from trainer_fixtures import STUDENT, job, stage, write_parquet
 
 
 def _groups(n: int) -> list[dict]:
@@ -61,3 +61,40 @@ def test_sft_best_rows_take_the_highest_advantage_response():
 
     group = {"problem": "p", "responses": ["a", "b", "c"], "advantages": [0.1, 0.9, 0.9]}
     assert best_response_rows([group]) == [{"problem": "p", "response": "b"}]
+
+
+def test_token_normalization_gives_sft_best_gradient_when_all_weight_is_on_the_best_reply(tmp_path):
+    """No Ray: the trainer's objective under normalize "token" (tau -> 0, lam 0), summed over two groups of
+    different lengths and divided by their units, has the gradient of SFT on the best replies; under the paper's
+    "response" mean it does not (each reply weighs the same there, whatever its length)."""
+    import torch
+
+    from jobs.train.advdistill import AdvDistillObjective, best_response_rows
+    from jobs.train.sft import SFTObjective
+
+    groups = _groups(2)
+    groups[1]["responses"][0] = groups[1]["responses"][0].replace("</think>", " Checking: done, it holds.</think>")
+
+    def gradient(objective, rows):
+        tokenizer = objective.load_tokenizer()
+        model = objective.load_model(objective.start_path()).float()
+        data = objective.dataset(rows, tokenizer)
+        batches = [objective.collate([data[i]], tokenizer) for i in range(len(data))]
+        units = [objective.units(b) for b in batches]
+        for b in batches:
+            objective.loss(model, b, sum(units))[0].backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]), units
+
+    def advdistill(normalize):
+        cfg = job("advdistill", tmp_path / "rows.parquet", tmp_path,
+                  advdistill={"normalize": normalize, "tau": 1e-4, "lam": 0.0}).training  # fmt: skip
+        return AdvDistillObjective(STUDENT, None, "{problem}", cfg)
+
+    token_grad, units = gradient(token := advdistill("token"), groups)
+    assert token.unit == "weighted_tokens" and units[0] != units[1]
+    sft = SFTObjective(STUDENT, None, "{problem}", job("sft", tmp_path / "rows.parquet", tmp_path).training)
+    sft_grad, sft_units = gradient(sft, best_response_rows(groups))
+    assert units == pytest.approx(sft_units)
+    torch.testing.assert_close(token_grad, sft_grad, rtol=1e-4, atol=1e-7)
+    response_grad, _ = gradient(advdistill("response"), groups)
+    assert not torch.allclose(response_grad, sft_grad, rtol=1e-2, atol=1e-5)
