@@ -17,8 +17,10 @@ the loss is per group, so a trainer accumulating several prompts into one optimi
 group's loss by the number of groups in the step, and every reply weighs the same whatever its length.
 "token": the group's loss is a SUM, sum_i w_i * sum_t -log p(y_it) + lambda * N_w * sum_{i wrong} C_i with
 N_w = sum_i w_i * |y_i| (`weighted_token_count`), and the trainer divides by the step's total N_w; every
-weighted token then weighs the same, as in SFT's per-token mean (with weights (1, 0, ...) it is exactly
-SFT on the best reply), and the penalty keeps its share of the loss when groups are of equal length.
+weighted token then weighs the same, as in SFT's per-token mean (with weights (1, 0, ...) and lambda = 0 it is exactly
+SFT on a non-empty best reply). The penalty keeps its share of the loss when all groups are of equal
+length; otherwise a group's penalty counts in proportion to N_w, mostly its best reply's length, not
+the length of the wrong replies it penalizes.
 Not in the paper: added to test why AdvDistill landed under sft_best here (docs/training.md).
 `best_response_index` picks the paper's SFT baseline target (the highest-advantage response).
 """
@@ -73,9 +75,10 @@ def advdistill_loss(
 
     token_logprobs [G, T] (student log p of each response token), mask [G, T] bool, advantages [G],
     correct [G] bool. Returns (loss, {"weighted_ce", "penalty", "max_weight"}), where "penalty"
-    is sum_{i wrong} C_i before the lambda factor and "weighted_ce" is sum_i w_i CE_i (a per-token
-    mean under either normalization). normalize "response" returns the group's loss (a mean);
-    "token" returns a SUM to be divided by the step's `weighted_token_count` (module docstring).
+    is sum_{i wrong} C_i before the lambda factor. normalize "response" returns the group's loss (a
+    mean) and "weighted_ce" is sum_i w_i CE_i, a weighted mean of per-reply means; "token" returns a
+    SUM to be divided by the step's `weighted_token_count` (module docstring), and "weighted_ce" is
+    sum_i w_i sum_t -log p(y_it) / N_w, the group's per-token mean.
     Raises ValueError for tau <= 0, p_max outside (0, 1) or another normalize.
     """
     if tau <= 0:
@@ -98,7 +101,7 @@ def advdistill_loss(
     penalty = torch.where(correct.bool(), 0.0, penalty_per).sum()
     if normalize == "token":
         n_w = (weights * lengths).sum()
-        token_sum = (weights * ce * lengths).sum()  # sum_i w_i * sum_t -log p(y_it)
+        token_sum = (weights * -logp.sum(-1)).sum()  # sum_i w_i * sum_t -log p(y_it)
         loss = token_sum + lam * n_w * penalty
         weighted_ce = token_sum / n_w
     else:

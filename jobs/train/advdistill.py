@@ -30,7 +30,8 @@ GROUP_TRAIN_SCHEMA = schemas.columns_of(schemas.GROUP, GROUP_COLUMNS)
 
 
 class AdvDistillObjective(Objective):
-    """The AdvDistill group loss, one group per micro-batch, averaged over the step's groups."""
+    """The AdvDistill group loss, one group per micro-batch, averaged over the step's groups (or, under
+    `normalize: token`, over its advantage-weighted tokens: the metrics are then weighted by those too)."""
 
     job_type = "advdistill"
     unit = "groups"  # "weighted_tokens" under training.advdistill.normalize: token

@@ -17,7 +17,8 @@ The same happens without a re-run when one worker dies: Ray Train restarts the w
 `training.max_failures` times) and the new workers resume from that checkpoint.
 
 Loss normalisation: an objective's micro-batch loss is a SUM over its units (response tokens for
-sft and kd; groups, pairs or sequences for the others) divided by `denom` = (units in the whole
+sft and kd; groups, or advantage-weighted tokens under `training.advdistill.normalize: token`, for
+advdistill; pairs or sequences for the others) divided by `denom` = (units in the whole
 optimizer step, all micro-batches of all workers: one all-reduce before the step's first forward) /
 world size. DDP averages gradients over workers, so every step's gradient is that of
 (sum over the step's units) / (the step's unit count), whatever the split into micro-batches and
@@ -435,7 +436,7 @@ class TrainRun:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.state["step"] += 1
-        self.state["units"] += int(step_units)
+        self.state["units"] += step_units  # a float: advdistill's weighted tokens are fractional
         wants_report = self.rank == 0 and _report_due(self.state["step"], total, self.t.logging_steps,
                                                       self._reports["time"])  # fmt: skip
         # One all-reduce per step for the logged values: every rank must call ray.train.report the same
@@ -539,7 +540,7 @@ class TrainRun:
         if self.rank == 0:
             save_final_model(self.out / "model", self.model, self.tokenizer, self.objective.annotate, weights)
 
-    def metrics(self, started: float, steps_before: int, units_before: int, fit_started: float) -> dict:
+    def metrics(self, started: float, steps_before: int, units_before: float, fit_started: float) -> dict:
         seconds = time.time() - started
         losses, state, unit = self.state["losses"], self.state, self.objective.unit
         steps_run = state["step"] - steps_before

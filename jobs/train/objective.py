@@ -20,7 +20,7 @@ class Objective:
     the workers, so it holds no model or tokenizer until `setup_worker` runs there."""
 
     job_type = "sft"
-    unit = "tokens"  # what the loss is averaged over (metrics report <unit>_per_second)
+    unit = "tokens"  # what the loss is averaged over (metrics report <unit>_per_second); an instance may set its own
     metric_names: tuple[str, ...] = ()  # extra per-step metrics, averaged over units like the loss
     # training.lora: what peft adapts (`distill_ray/training/lora.py`): a causal LM, or rm's sequence classifier
     # (SEQ_CLS: its new score head trains in full beside the adapters).
@@ -73,7 +73,7 @@ class Objective:
             return frozen(model, self.frozen_config)
         return model.to(device).eval()
 
-    def units(self, batch: dict) -> int:
+    def units(self, batch: dict) -> float:
         raise NotImplementedError
 
     def tokens(self, batch: dict) -> int:

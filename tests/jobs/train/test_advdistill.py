@@ -67,6 +67,8 @@ def test_token_normalization_gives_sft_best_gradient_when_all_weight_is_on_the_b
     """No Ray: the trainer's objective under normalize "token" (tau -> 0, lam 0), summed over two groups of
     different lengths and divided by their units, has the gradient of SFT on the best replies; under the paper's
     "response" mean it does not (each reply weighs the same there, whatever its length)."""
+    import pickle
+
     import torch
 
     from jobs.train.advdistill import AdvDistillObjective, best_response_rows
@@ -92,6 +94,7 @@ def test_token_normalization_gives_sft_best_gradient_when_all_weight_is_on_the_b
 
     token_grad, units = gradient(token := advdistill("token"), groups)
     assert token.unit == "weighted_tokens" and units[0] != units[1]
+    assert pickle.loads(pickle.dumps(token)).unit == "weighted_tokens" and AdvDistillObjective.unit == "groups"
     sft = SFTObjective(STUDENT, None, "{problem}", job("sft", tmp_path / "rows.parquet", tmp_path).training)
     sft_grad, sft_units = gradient(sft, best_response_rows(groups))
     assert units == pytest.approx(sft_units)
