@@ -297,18 +297,26 @@ def seed_lines(summary: list[dict]) -> list[str]:
     return lines
 
 
-def render_markdown(report: dict) -> str:
+def settings_line(report: dict) -> str:
+    """report.md's first paragraph: the split, models, data, trainer budget, seeds and any --set overrides."""
     s = report["settings"]
-    lines = [
-        "# Distillation quality: which method gives the best student",
-        "",
+    return (
         f"Split **{report['split']}** of `{report['benchmark']}`, {report['n_problems']} problems, greedy (temperature "
         f"0, one reply each). Student `{s['student']}`, teacher `{s['teacher']}`; {s['train_problems']} train "
         f"problems x {s['samples']} samples x temperatures {s['temperatures']}, {s['max_new_tokens']} new tokens; "
         f"every trainer {s['steps']} optimizer steps of {s['batch_size']} at lr {s['lr']}"
         + "".join(f" ({m} at {s[f'{m}_lr']})" for m in ("dpo", "opd") if m in s["methods"])
         + f"; training seed{'s' if len(s['seeds']) > 1 else ''} {', '.join(map(str, s['seeds']))}"
-        + (" (--quick)." if s["quick"] else "."),
+        + (" (--quick)" if s["quick"] else "")
+        + "".join(f"; --set {item}" for item in s.get("set") or []) + "."
+    )  # fmt: skip
+
+
+def render_markdown(report: dict) -> str:
+    lines = [
+        "# Distillation quality: which method gives the best student",
+        "",
+        settings_line(report),
         "",
         f"| model | pass@1 [95% CI] | gap closed [95% CI] | vs {REFERENCE}, points [95% CI] | mean tokens correct / "
         "incorrect | cap share | train steps | train s |",

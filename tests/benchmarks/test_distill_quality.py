@@ -124,6 +124,18 @@ def test_report_compares_each_method_with_sft_all_on_the_problems_both_answered(
     assert paired_difference({"kd": rows["kd"]}, "kd", "sft_all") is None  # sft_all not evaluated
 
 
+def test_report_names_the_set_overrides_it_ran_with():
+    """A run with --set (an ablation) says so in report.md's settings line, not only in report.json."""
+    from quality_report import settings_line
+
+    settings = dict(student="s", teacher="t", methods=["advdistill"], train_problems=3, samples=1, temperatures=[0.0],
+                    max_new_tokens=8, steps=2, lr=1e-4, batch_size=2, seeds=[8], quick=False, dpo_lr=1e-6,
+                    opd_lr=1e-6, set=["stages.advdistill.training.advdistill.normalize=token"])  # fmt: skip
+    report = {"split": "test", "benchmark": "b", "n_problems": 0, "settings": settings}
+    assert settings_line(report).endswith("seed 8; --set stages.advdistill.training.advdistill.normalize=token.")
+    assert settings_line({**report, "settings": {**settings, "set": []}}).endswith("seed 8.")
+
+
 # ---- ledger, fingerprint, plan ------------------------------------------------------------------------------
 
 
