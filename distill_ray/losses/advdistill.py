@@ -91,20 +91,20 @@ def advdistill_loss(
     logp = torch.where(mask, token_logprobs, 0.0)
     # A response with no tokens contributes 0 rather than 0 / 0.
     lengths = mask.sum(-1).clamp_min(1).to(logp.dtype)
-    ce = -logp.sum(-1) / lengths
+    nll_sums = -logp.sum(-1)  # sum_t -log p(y_it) per reply
     p_bar = torch.where(mask, logp.exp(), 0.0).sum(-1) / lengths
 
     weights = _weights(advantages, tau, logp.dtype)
-    weighted_ce = (weights * ce).sum()
     # clamp caps p_bar; its gradient is then 0, which is the intended "stop pushing" behaviour.
     penalty_per = -torch.log1p(-p_bar.clamp(max=p_max))
     penalty = torch.where(correct.bool(), 0.0, penalty_per).sum()
     if normalize == "token":
         n_w = (weights * lengths).sum()
-        token_sum = (weights * -logp.sum(-1)).sum()  # sum_i w_i * sum_t -log p(y_it)
+        token_sum = (weights * nll_sums).sum()
         loss = token_sum + lam * n_w * penalty
         weighted_ce = token_sum / n_w
     else:
+        weighted_ce = (weights * nll_sums / lengths).sum()  # sum_i w_i CE_i
         loss = weighted_ce + lam * penalty
     metrics = {
         "weighted_ce": float(weighted_ce.detach()),

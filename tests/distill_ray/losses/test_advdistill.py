@@ -141,10 +141,9 @@ def test_token_normalization_with_all_weight_on_the_best_reply_is_sft_per_token_
         loss, metrics = advdistill_loss(logp, mask, advantages, correct, tau=1e-4, lam=0.0, normalize="token")
         token_sum, units = token_sum + loss, units + weighted_token_count(mask, advantages, 1e-4)
         response_sum += advdistill_loss(logp, mask, advantages, correct, tau=1e-4, lam=0.0)[0]
-        sft_sum += response_ce_sum(logits[:1], labels[:1])
-        sft_tokens += int((labels[0, 1:] != -100).sum())
-        best_ce = float(response_ce_sum(logits[:1], labels[:1]))
-        assert metrics["weighted_ce"] == pytest.approx(best_ce / int(mask[0].sum()))
+        best_ce = response_ce_sum(logits[:1], labels[:1])
+        sft_sum, sft_tokens = sft_sum + best_ce, sft_tokens + int((labels[0, 1:] != -100).sum())
+        assert metrics["weighted_ce"] == pytest.approx(float(best_ce) / int(mask[0].sum()))
     assert units == pytest.approx(sft_tokens) and sft_tokens == 4 + 1
     assert float(token_sum / units) == pytest.approx(float(sft_sum / sft_tokens), rel=1e-6)  # sft: float32
     assert abs(float(response_sum / 2) - float(sft_sum / sft_tokens)) > 1e-3
