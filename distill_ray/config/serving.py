@@ -8,6 +8,12 @@ from pydantic import Field, model_validator
 
 from distill_ray.config.section import Section
 
+# A stopping replica's wait before each count of its running requests (`graceful_shutdown_wait_loop_s`): Ray's
+# default, and ours for deployments of a fixed size. Every stage deletes its services when it ends; at Ray's 2 s
+# each deletion took about 3 s with nothing left to wait for.
+RAY_SHUTDOWN_WAIT_S = 2.0
+FIXED_SIZE_SHUTDOWN_WAIT_S = 0.2
+
 
 class ServeConfig(Section):
     """A Ray Serve deployment (teacher or reward service): HTTP binding, batching and autoscaling. All apps share
@@ -54,6 +60,14 @@ class ServeConfig(Section):
         "auto", description="The teacher engine's weights: `auto` = bfloat16 on cuda, float32 on cpu."
     )
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per replica (default: Ray's).")
+    graceful_shutdown_wait_loop_s: float | None = Field(
+        None, gt=0,
+        description="How long a stopping replica waits before it counts the requests it still runs, and between "
+        "counts; it stops when none are left (Ray Serve's option of this name). Default: "
+        f"{FIXED_SIZE_SHUTDOWN_WAIT_S} s when min_replicas == max_replicas (such replicas stop only when their app "
+        f"is deleted or redeployed, as every stage does with its services when it ends), Ray's "
+        f"{RAY_SHUTDOWN_WAIT_S} s otherwise (time for callers to learn that a replica scaled in is going).",
+    )
 
     @model_validator(mode="after")
     def _window_spans_reports(self):
@@ -76,12 +90,19 @@ class ServeConfig(Section):
             **({"metrics_interval_s": self.metrics_interval_s} if self.metrics_interval_s != 10.0 else {}),
         }
 
+    def shutdown_wait_loop_s(self) -> float:
+        """`graceful_shutdown_wait_loop_s` as set, else its default for this replica range (seconds)."""
+        if self.graceful_shutdown_wait_loop_s is not None:
+            return self.graceful_shutdown_wait_loop_s
+        return FIXED_SIZE_SHUTDOWN_WAIT_S if self.min_replicas == self.max_replicas else RAY_SHUTDOWN_WAIT_S
+
     def deployment_options(self) -> dict:
         """`.options(...)` every deployment of an app gets from these settings: autoscaling, request cap,
-        CPU share and access log."""
+        CPU share, access log and shutdown wait."""
         return {
             "autoscaling_config": self.autoscaling_config(),
             "max_ongoing_requests": self.max_ongoing_requests,
             "ray_actor_options": {"num_cpus": self.num_cpus} | ({"num_gpus": self.num_gpus} if self.num_gpus else {}),
             "logging_config": {"enable_access_log": self.access_log},
+            "graceful_shutdown_wait_loop_s": self.shutdown_wait_loop_s(),
         }
