@@ -28,6 +28,11 @@ from distill_ray.log import QUIET_WORKER_HOOK, quiet_ray_driver, quiet_run
 MAX_STATE_DIR_CHARS = 35
 LOOPBACK = "127.0.0.1"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# The driver's environment while an embedded cluster runs (a value the user set wins). Ray Train's preemption watcher
+# is an actor per training run that polls whether the autoscaler is draining the run's nodes: one local node is never
+# drained, and Ray 2.60 prints a core_worker warning on the console each time it starts the watcher (its constructor
+# arguments sit in the object store while it may restart). On a cluster (`ray.address`) it stays on.
+EMBEDDED_DRIVER_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,18 @@ def _init_keeping_signal_handlers(**kwargs):
 
 
 @contextmanager
+def _driver_env(values: dict[str, str]) -> Iterator[None]:
+    """Set `values` in os.environ where unset (Ray Train reads them from the driver when a run starts); put back."""
+    added = [key for key in values if key not in os.environ]
+    os.environ.update({key: values[key] for key in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+@contextmanager
 def ray_session(ray_cfg: RayConfig) -> Iterator[RayContext]:
     """Connect to (or start) Ray for the duration of a run; always disconnect/stop on the way out."""
     import ray
@@ -133,7 +150,8 @@ def ray_session(ray_cfg: RayConfig) -> Iterator[RayContext]:
             logs_dir = str(Path(session) / "logs") if session else None
     _quiet_ray_data()
     try:
-        yield RayContext(embedded=not address, storage_path=str(storage), address=address, logs_dir=logs_dir)
+        with _driver_env(EMBEDDED_DRIVER_ENV if not address else {}):
+            yield RayContext(embedded=not address, storage_path=str(storage), address=address, logs_dir=logs_dir)
     finally:
         if not already:
             _shutdown(embedded=not address)

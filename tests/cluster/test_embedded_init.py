@@ -1,5 +1,6 @@
 """What `cluster/embedded.py` passes to `ray.init` for the embedded cluster (no cluster is started here)."""
 
+import os
 import shutil
 import tempfile
 
@@ -27,3 +28,19 @@ def test_a_quiet_run_starts_its_workers_with_the_quiet_hook(monkeypatch, quiet, 
         shutil.rmtree(state, ignore_errors=True)
     assert kwargs.get("runtime_env") == ({"worker_process_setup_hook": QUIET_WORKER_HOOK} if hooked else None)
     assert kwargs["_node_ip_address"] == "127.0.0.1" and kwargs["log_to_driver"] is True
+
+
+def test_an_embedded_driver_turns_off_the_preemption_watcher_unless_the_user_set_it(monkeypatch):
+    """The variable Ray Train reads from the driver is set for the session only, and a value the user chose wins."""
+    from cluster.embedded import EMBEDDED_DRIVER_ENV, _driver_env
+
+    key = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+    assert EMBEDDED_DRIVER_ENV == {key: "0"}
+    monkeypatch.delenv(key, raising=False)
+    with _driver_env(EMBEDDED_DRIVER_ENV):
+        assert os.environ[key] == "0"
+    assert key not in os.environ  # put back as it was
+    monkeypatch.setenv(key, "1")
+    with _driver_env(EMBEDDED_DRIVER_ENV):
+        assert os.environ[key] == "1"
+    assert os.environ[key] == "1"

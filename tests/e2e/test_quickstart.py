@@ -47,6 +47,8 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     # ... nor Ray Train's setup lines (resources, worker group, process group, DDP wrapping)
     assert "Started training worker group" not in proc.stdout + proc.stderr
     assert "Wrapping provided model" not in proc.stdout + proc.stderr
+    # ... nor Ray's warning as it starts Train's preemption watcher, off on one local node (cluster/embedded.py)
+    assert "PreemptionWatcher" not in proc.stdout + proc.stderr
     # ... nor Ray's note that it turned token authentication on (cluster/embedded.py says "token" itself)
     assert "Token authentication is enabled" not in proc.stdout + proc.stderr
 
