@@ -21,6 +21,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Ray Train's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default), so each of the
+# suite's training runs ended up to 2 s after its workers had. Every Ray process and CLI started from the tests
+# inherits the shorter poll; the train loop's report pacing (`jobs/train/loop.py`, `_report_due`) follows it.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.ray  # starts (and stops) its own embedded Ray in the s
 
 def test_quick_load_scales_out_and_back_in_without_failed_requests():
     proc = subprocess.run(
-        [sys.executable, "benchmarks/serve_load.py", "--quick"],
+        # phases no longer than the scaling needs: 1 -> 2 replicas, held 1 s, back to 1 after 3 s of low load
+        [sys.executable, "benchmarks/serve_load.py", "--quick", "--baseline-seconds", "1", "--hold-seconds", "1",
+         "--downscale-delay-s", "3"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -60,8 +60,10 @@ def test_slow_thinking_recipe_resumes_after_sigkill_mid_judge(tmp_path, smollm2_
     from conftest import free_port, kill_session
 
     out, state_dir = tmp_path / "slow", f"/tmp/dr-e2e-{free_port()}"
-    args = _command("distilqwen_slow.yaml", out, state_dir, "stages.generate.dataset.limit=4",
-                    "stages.judge.inference.batch_size=1", "stages.judge.inference.concurrency=1")  # fmt: skip
+    resume = _command("distilqwen_slow.yaml", out, state_dir, "stages.generate.dataset.limit=4")
+    # The killed run judges one row per part, so that the kill lands between parts; the resumed run judges the
+    # rest in the recipe's batches (a stage's stored parts do not depend on batch size or callers).
+    args = [*resume, "--set", "stages.judge.inference.batch_size=1", "--set", "stages.judge.inference.concurrency=1"]
     manifests = out / "judge" / "judged" / "_manifests"
     try:
         proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -73,7 +75,7 @@ def test_slow_thinking_recipe_resumes_after_sigkill_mid_judge(tmp_path, smollm2_
         kill_session(proc)  # the driver and every Ray process it started, workers included
         judged_before = len(list(manifests.glob("part-*.json")))
         assert judged_before >= 2
-        _run(args)
+        _run(resume)
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
 

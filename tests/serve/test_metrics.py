@@ -53,10 +53,11 @@ def test_documented_metrics_are_exported(ray_cluster, serve_port):
         endpoint.handle.chat.remote(body).result()
         deadline, missing, text = time.monotonic() + 90, names, ""
         while missing and time.monotonic() < deadline:  # agents export on an interval
-            time.sleep(3)
             text = scrape(url)
             missing = [n for n in names if not any(n in PER_PROXY or f'application="{APP}"' in s
                                                    or 'model="metered"' in s for s in series(text, n))]  # fmt: skip
+            if missing:
+                time.sleep(1)
         assert not missing, f"not exported for {APP}: {missing}"
         healthy = [s for s in series(text, "ray_serve_deployment_replica_healthy")
                    if f'application="{APP}"' in s and 'deployment="TeacherDeployment"' in s]  # fmt: skip
