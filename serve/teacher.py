@@ -53,7 +53,6 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from distill_ray.config.schema import InferenceConfig, ServeConfig
-from distill_ray.config.serving import FIXED_SIZE_SHUTDOWN_WAIT_S
 from distill_ray.models.continuous import ContinuousBatcher, supports
 from distill_ray.models.engine import GenerationEngine, GenRequest, GenResult, pick_device
 from distill_ray.models.loading import resolve_model
@@ -519,10 +518,10 @@ def build_teachers_app(teachers: Sequence[Teacher], api_key: str | None = None) 
     # The router holds every request while a teacher works on it, so its cap is the sum of theirs.
     capacity = sum(t.inference.serve.max_replicas * t.inference.serve.max_ongoing_requests for t in teachers)
     access_log = teachers[0].inference.serve.access_log
-    # The router is one replica that stops only with its app: the short shutdown wait of fixed-size deployments.
+    shutdown_wait = min(t.inference.serve.graceful_shutdown_wait_loop_s for t in teachers)
     router = TeacherRouter.options(max_ongoing_requests=capacity, ray_actor_options={"num_cpus": 0},
                                    logging_config={"enable_access_log": access_log},
-                                   graceful_shutdown_wait_loop_s=FIXED_SIZE_SHUTDOWN_WAIT_S)  # fmt: skip
+                                   graceful_shutdown_wait_loop_s=shutdown_wait)  # fmt: skip
     return router.bind(handles, aliases, api_key)
 
 

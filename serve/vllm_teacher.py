@@ -61,6 +61,7 @@ def vllm_llm_config(model_spec: str, inference: InferenceConfig, served_name: st
             "autoscaling_config": serve_cfg.autoscaling_config(),
             "max_ongoing_requests": serve_cfg.max_ongoing_requests,
             "ray_actor_options": {"num_cpus": serve_cfg.num_cpus},
+            "graceful_shutdown_wait_loop_s": serve_cfg.graceful_shutdown_wait_loop_s,
         },
         "engine_kwargs": vllm_cfg.vllm_engine_kwargs(),
         "accelerator_config": {"kind": vllm_cfg.device},

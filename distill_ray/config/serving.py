@@ -8,11 +8,10 @@ from pydantic import Field, model_validator
 
 from distill_ray.config.section import Section
 
-# A stopping replica's wait before each count of its running requests (`graceful_shutdown_wait_loop_s`): Ray's
-# default, and ours for deployments of a fixed size. Every stage deletes its services when it ends; at Ray's 2 s
-# each deletion took about 3 s with nothing left to wait for.
+# Ray Serve's default `graceful_shutdown_wait_loop_s`, and ours (see the field). At Ray's, every deletion of a stage's
+# services (each stage deletes its own when it ends) took about 3 s with nothing left to wait for.
 RAY_SHUTDOWN_WAIT_S = 2.0
-FIXED_SIZE_SHUTDOWN_WAIT_S = 0.2
+SHUTDOWN_WAIT_S = 0.2
 
 
 class ServeConfig(Section):
@@ -60,13 +59,13 @@ class ServeConfig(Section):
         "auto", description="The teacher engine's weights: `auto` = bfloat16 on cuda, float32 on cpu."
     )
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per replica (default: Ray's).")
-    graceful_shutdown_wait_loop_s: float | None = Field(
-        None, gt=0,
-        description="How long a stopping replica waits before it counts the requests it still runs, and between "
-        "counts; it stops when none are left (Ray Serve's option of this name). Default: "
-        f"{FIXED_SIZE_SHUTDOWN_WAIT_S} s when min_replicas == max_replicas (such replicas stop only when their app "
-        f"is deleted or redeployed, as every stage does with its services when it ends), Ray's "
-        f"{RAY_SHUTDOWN_WAIT_S} s otherwise (time for callers to learn that a replica scaled in is going).",
+    graceful_shutdown_wait_loop_s: float = Field(
+        SHUTDOWN_WAIT_S, gt=0,
+        description="Seconds a stopping replica waits before it counts the requests it still runs, and between counts; "
+        "it stops once none are left, or after Serve's graceful_shutdown_timeout_s (Ray Serve's option of this name, "
+        f"default {RAY_SHUTDOWN_WAIT_S} s in Ray). Ours is short: after draining, the replica rejects what still "
+        "reaches it, and the caller's Serve router retries that request on another replica, so no request is lost "
+        "by not waiting longer.",
     )
 
     @model_validator(mode="after")
@@ -90,12 +89,6 @@ class ServeConfig(Section):
             **({"metrics_interval_s": self.metrics_interval_s} if self.metrics_interval_s != 10.0 else {}),
         }
 
-    def shutdown_wait_loop_s(self) -> float:
-        """`graceful_shutdown_wait_loop_s` as set, else its default for this replica range (seconds)."""
-        if self.graceful_shutdown_wait_loop_s is not None:
-            return self.graceful_shutdown_wait_loop_s
-        return FIXED_SIZE_SHUTDOWN_WAIT_S if self.min_replicas == self.max_replicas else RAY_SHUTDOWN_WAIT_S
-
     def deployment_options(self) -> dict:
         """`.options(...)` every deployment of an app gets from these settings: autoscaling, request cap,
         CPU share, access log and shutdown wait."""
@@ -104,5 +97,5 @@ class ServeConfig(Section):
             "max_ongoing_requests": self.max_ongoing_requests,
             "ray_actor_options": {"num_cpus": self.num_cpus} | ({"num_gpus": self.num_gpus} if self.num_gpus else {}),
             "logging_config": {"enable_access_log": self.access_log},
-            "graceful_shutdown_wait_loop_s": self.shutdown_wait_loop_s(),
+            "graceful_shutdown_wait_loop_s": self.graceful_shutdown_wait_loop_s,
         }

@@ -1,12 +1,15 @@
 """The quickstart recipe end to end through the real CLI on its own embedded cluster (shrunk with --set)."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 
 import pytest
 from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
+
+from cluster.embedded import EMBEDDED_DRIVER_ENV
 
 pytestmark = pytest.mark.ray
 
@@ -31,8 +34,11 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     args = [sys.executable, "-m", "jobs.cli", "run", str(REPO / "recipes" / "quickstart.yaml")]
     for item in shrink:
         args += ["--set", item]
+    # As a user's shell starts it: without what this session's embedded cluster put in the environment (the CLI
+    # would take it for the user's own setting)
+    env = {k: v for k, v in os.environ.items() if k not in EMBEDDED_DRIVER_ENV}
     try:
-        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -34,6 +34,7 @@ def test_deployment_config_carries_autoscaling_and_request_cap():
                                                 "downscale_delay_s": 120, "look_back_period_s": 30}  # fmt: skip
     assert deployment["max_ongoing_requests"] == 64
     assert deployment["ray_actor_options"] == {"num_cpus": 2}
+    assert deployment["graceful_shutdown_wait_loop_s"] == _inference().serve.graceful_shutdown_wait_loop_s
 
 
 def test_scale_to_zero_still_starts_one_replica():

@@ -126,20 +126,18 @@ def test_preflight_refuses_more_procedural_problems_than_a_split_holds(tmp_path,
     assert refused.value.key == key and "has only" in str(refused.value)
 
 
-def test_fixed_size_services_stop_without_ray_s_scale_in_wait():
-    """A fixed-size deployment stops only with its app: its replicas count their running requests after 0.2 s, not
-    Ray's 2 s (which an autoscaled one keeps, and which an explicit setting overrides); the router likewise."""
-    from distill_ray.config.serving import FIXED_SIZE_SHUTDOWN_WAIT_S, RAY_SHUTDOWN_WAIT_S
+def test_services_stop_after_a_short_shutdown_wait_unless_set():
+    """Every deployment's replicas count their running requests after 0.2 s when stopping, not Ray's 2 s; a set
+    value is passed through, a non-positive one is refused with its key."""
+    from distill_ray.config.serving import RAY_SHUTDOWN_WAIT_S, SHUTDOWN_WAIT_S
 
     def options(**serve):
         cfg = build_config({"job_type": "generate", "dataset": {"instruction_path": "x.jsonl"},
                             "inference": {"serve": serve}})  # fmt: skip
         return cfg.inference.serve.deployment_options()
 
-    assert FIXED_SIZE_SHUTDOWN_WAIT_S < RAY_SHUTDOWN_WAIT_S
-    assert options()["graceful_shutdown_wait_loop_s"] == FIXED_SIZE_SHUTDOWN_WAIT_S  # 1..1 replicas
-    assert options(min_replicas=2, max_replicas=2)["graceful_shutdown_wait_loop_s"] == FIXED_SIZE_SHUTDOWN_WAIT_S
-    assert options(min_replicas=1, max_replicas=3)["graceful_shutdown_wait_loop_s"] == RAY_SHUTDOWN_WAIT_S
+    assert SHUTDOWN_WAIT_S < RAY_SHUTDOWN_WAIT_S
+    assert options()["graceful_shutdown_wait_loop_s"] == SHUTDOWN_WAIT_S
     assert options(max_replicas=3, graceful_shutdown_wait_loop_s=1.5)["graceful_shutdown_wait_loop_s"] == 1.5
     with pytest.raises(ConfigError) as err:
         options(graceful_shutdown_wait_loop_s=0)
