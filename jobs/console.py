@@ -23,8 +23,9 @@ How, with Ray 2.60's own knobs (measured on a quickstart-sized run: `tests/jobs/
 - The embedded cluster's worker processes start with `distill_ray.log.quiet_ray_worker` (Ray's
   `worker_process_setup_hook`), which drops Ray's messages that say nothing here: Ray Train's placement-group
   cleaner warns every second that the State API (the dashboard, off by default) does not answer.
-- Ray Train's workers drop its per-step "Reporting training result" INFO line (`quiet_train_worker`; the train
-  loop's config says whether the driver runs quiet); their warnings and our own trainer messages still show.
+- Ray Train's workers drop its per-step "Reporting training result" INFO line and apply the worker hook's levels
+  again (`quiet_train_worker`; the train loop's config says whether the driver runs quiet); their warnings and our
+  own trainer messages still show.
 - The console handlers of Ray's loggers in this process ("ray", "ray.data", "ray.serve", "ray.train",
   "ray.tune") print WARNING and above; a file handler on each writes INFO and above to `ray.log`.
 
@@ -43,7 +44,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from distill_ray.log import QUIET_ENV_VAR
+from distill_ray.log import QUIET_ENV_VAR, quiet_ray_worker
 
 RAY_LOGGERS = ("ray", "ray.data", "ray.serve", "ray.train", "ray.tune")
 # The environment of Ray's processes in a quiet run: Serve logs to its files only; transformers draws no
@@ -205,12 +206,18 @@ def quiet_train_worker(quiet: bool) -> bool:
     Ray 2.60 names that logger after its source file (`logging.getLogger(__file__)` in
     `ray/train/v2/_internal/execution/context.py`), outside "ray.train", so `RunConfig(logging_config=...)`, whose
     level filter only reads "ray.train.*" records, cannot reach it; the module's own `logger` object is used.
+
+    It also applies the embedded cluster's worker hook (`distill_ray.log.quiet_ray_worker`) here: in a quiet run the
+    trainers' workers still printed httpx's INFO line for every teacher call of an `opd` trainer (seen on the
+    2-core box, 2026-12-02), so the hook's levels did not reach them; applying them again is idempotent, and it also
+    covers workers on a remote cluster, which never get the hook.
     """
     if not quiet:
         return False
+    quiet_ray_worker()
     try:
         from ray.train.v2._internal.execution import context
-    except ImportError:  # Ray Train V1, or a Ray that moved the module: nothing of this kind to quiet
-        return False
+    except ImportError:  # Ray Train V1, or a Ray that moved the module: nothing more to quiet
+        return True
     getattr(context, "logger", logging.getLogger(context.__file__)).setLevel(logging.WARNING)
     return True

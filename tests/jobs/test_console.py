@@ -96,16 +96,19 @@ from ray.train.v2._internal.execution import context
 
 logging.getLogger().setLevel(logging.INFO)  # as Ray Train sets a worker's root logger
 report_logger = context.logger  # the logger "Reporting training result" is written to
+http_logger = logging.getLogger("httpx")  # one INFO line per request: each teacher call of an opd trainer
 assert quiet_train_worker(False) is False and report_logger.isEnabledFor(logging.INFO)  # --verbose: as Ray has it
+assert http_logger.isEnabledFor(logging.INFO)
 assert quiet_train_worker(True) is True
 assert not report_logger.isEnabledFor(logging.INFO) and report_logger.isEnabledFor(logging.WARNING)
+assert not http_logger.isEnabledFor(logging.INFO) and http_logger.isEnabledFor(logging.WARNING)
 assert not quiet_run()
 os.environ.update(QUIET_ENV)
 assert quiet_run()
 """
 
 
-def test_a_quiet_train_worker_drops_ray_trains_per_step_report_line_but_not_its_warnings():
+def test_a_quiet_train_worker_drops_ray_trains_per_step_report_line_and_http_lines_but_not_warnings():
     # The logger Ray Train writes "Reporting training result N" to, as a worker's quiet run sets it (the end-to-end
     # check that the line stays off the console is in tests/e2e/test_quickstart.py).
     proc = subprocess.run([sys.executable, "-c", QUIET_WORKER_CHECK], cwd=REPO, capture_output=True, text=True,
