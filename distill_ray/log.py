@@ -56,9 +56,11 @@ QUIET_RAY_LOGGERS = {
     "ray.train.v2._internal.execution.worker_group.worker_group": logging.WARNING,
     "ray.train.torch.config": logging.WARNING,
     "ray.train.v2.torch.train_loop_utils": logging.WARNING,
-    # Not Ray's, but logged in its workers: httpx's INFO line per request, e.g. each teacher-scoring call of an opd
-    # trainer and each reward call of grpo (one line per micro-batch and worker).
+    # Not Ray's, but logged in its workers: the INFO line per request ("HTTP Request: POST ...") of httpx (the reward
+    # client, each reward call of grpo) and of httpx2, the fork of httpx that the `openai` client (3.x) sends with and
+    # logs under its own name (each teacher-scoring call of an opd trainer): one line per micro-batch and worker.
     "httpx": logging.WARNING,
+    "httpx2": logging.WARNING,
 }
 # Single messages of Ray's loggers that, in a quiet run, are dropped while the rest of the logger's output passes
 # (logger name -> message prefixes).

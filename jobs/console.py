@@ -207,10 +207,10 @@ def quiet_train_worker(quiet: bool) -> bool:
     `ray/train/v2/_internal/execution/context.py`), outside "ray.train", so `RunConfig(logging_config=...)`, whose
     level filter only reads "ray.train.*" records, cannot reach it; the module's own `logger` object is used.
 
-    It also applies the embedded cluster's worker hook (`distill_ray.log.quiet_ray_worker`) here: in a quiet run the
-    trainers' workers still printed httpx's INFO line for every teacher call of an `opd` trainer (seen on the
-    2-core box, 2026-12-02), so the hook's levels did not reach them; applying them again is idempotent, and it also
-    covers workers on a remote cluster, which never get the hook.
+    It also applies the embedded cluster's worker hook (`distill_ray.log.quiet_ray_worker`) here, which covers the
+    workers on a remote cluster (they never get the hook); idempotent. The "HTTP Request" line that every teacher
+    call of an `opd` trainer printed in quiet runs came from `httpx2`, the fork of httpx that the openai client logs
+    under, which the hook now quiets too (QUIET_RAY_LOGGERS).
     """
     if not quiet:
         return False

@@ -89,19 +89,34 @@ def test_verbose_brings_ray_output_back(tmp_path):
 
 
 QUIET_WORKER_CHECK = """
-import logging, os
+import http.server, logging, os, sys, threading
+import httpx, openai
 from distill_ray.log import quiet_run
 from jobs.console import QUIET_ENV, quiet_train_worker
 from ray.train.v2._internal.execution import context
 
-logging.getLogger().setLevel(logging.INFO)  # as Ray Train sets a worker's root logger
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(message)s")  # as in a Ray Train worker
 report_logger = context.logger  # the logger "Reporting training result" is written to
-http_logger = logging.getLogger("httpx")  # one INFO line per request: each teacher call of an opd trainer
+server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # loopback; answers 501
+threading.Thread(target=server.serve_forever, daemon=True).start()
+url = f"http://127.0.0.1:{server.server_port}/v1"
+client = openai.OpenAI(base_url=url, api_key="x", max_retries=0)  # how an opd trainer calls its teacher
+
+
+def requests(phase):  # one request through each client, as the trainers send them; their log lines say the phase
+    print("PHASE", phase, flush=True)
+    httpx.get(url)  # the reward client's (grpo)
+    try:
+        client.models.list()
+    except openai.APIError:
+        pass
+
+
 assert quiet_train_worker(False) is False and report_logger.isEnabledFor(logging.INFO)  # --verbose: as Ray has it
-assert http_logger.isEnabledFor(logging.INFO)
+requests("verbose")
 assert quiet_train_worker(True) is True
 assert not report_logger.isEnabledFor(logging.INFO) and report_logger.isEnabledFor(logging.WARNING)
-assert not http_logger.isEnabledFor(logging.INFO) and http_logger.isEnabledFor(logging.WARNING)
+requests("quiet")
 assert not quiet_run()
 os.environ.update(QUIET_ENV)
 assert quiet_run()
@@ -114,3 +129,7 @@ def test_a_quiet_train_worker_drops_ray_trains_per_step_report_line_and_http_lin
     proc = subprocess.run([sys.executable, "-c", QUIET_WORKER_CHECK], cwd=REPO, capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+    verbose, quiet = proc.stdout.split("PHASE quiet")
+    # httpx and httpx2 (the openai client's fork, which logs under its own name) each log the request line
+    assert {line.split()[0] for line in verbose.splitlines() if "HTTP Request: GET" in line} == {"httpx", "httpx2"}
+    assert "HTTP Request" not in quiet, quiet
