@@ -26,15 +26,13 @@ import pyarrow.parquet as pq
 
 from distill_ray.config import DistillationConfig, InferenceConfig, JobConfig
 from distill_ray.data.part_store import export_rejected
-from distill_ray.data.sources import resolve_source
 from distill_ray.errors import ConfigError
 from distill_ray.eval.eval_sets import Benchmark, group_lookup, resolve_benchmarks
 from distill_ray.eval.report import write_report
 from distill_ray.models.in_flight import fill_plan
 from distill_ray.models.teachers import Teacher, model_teacher
 from distill_ray.summary import StageResult
-from jobs.data.generate import GenerationRun, generate_samples, stored_samples, warn_if_underfilled
-from jobs.data.sources import problems_dataset
+from jobs.data.generate import GenerationRun, generate_samples, problem_keys, stored_samples, warn_if_underfilled
 from jobs.stage import StageEnv
 from jobs.teachers import reach_teachers
 
@@ -156,12 +154,11 @@ def _stored_runs(job: JobConfig, stage: StageEnv, teachers: dict[str, Teacher],
     already stored (a re-run, or a run that adds models), label -> benchmark -> their stored run: these are not
     deployed at all. A model retrained in place has new weights
     and so new answers to give (`jobs.data.generate.store_settings`)."""
-    ids: dict[str, list[str]] = {}  # benchmark -> its problem ids, read once, and only when some answer is stored
+    ids: dict[str, list[tuple[str, bool]]] = {}  # benchmark -> problem_keys, read once, when some answer is stored
 
-    def problem_ids(bench: Benchmark) -> list[str]:
+    def problem_ids(bench: Benchmark) -> list[tuple[str, bool]]:
         if bench.name not in ids:
-            problems = problems_dataset(resolve_source(bench.dataset.instruction_path), bench.dataset)
-            ids[bench.name] = [row["id"] for row in problems.select_columns(["id"]).take_all()]
+            ids[bench.name] = problem_keys(job.model_copy(update={"dataset": bench.dataset}))
         return ids[bench.name]
 
     stored = {}
@@ -169,7 +166,7 @@ def _stored_runs(job: JobConfig, stage: StageEnv, teachers: dict[str, Teacher],
         runs = {}
         for bench in benchmarks:
             bench_job, bench_inf = asks[label][bench.name]
-            run = stored_samples(bench_job, stage, teacher.with_inference(bench_inf), distillation,
+            run = stored_samples(bench_job, stage, [teacher.with_inference(bench_inf)], distillation,
                                  f"results/{label}/{bench.name}", partial(problem_ids, bench))  # fmt: skip
             if run is None:
                 break

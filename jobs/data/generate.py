@@ -7,7 +7,8 @@ Streaming on Ray Data: the source is read lazily and every teacher (`models.teac
 teacher already answered). Each caller sends a batch's requests at once; the stage warns once, with the numbers,
 when the callers cannot keep a teacher engine's slots busy (distill_ray/models/in_flight.py, docs/engines.md).
 Kept samples (per `distillation.keep`) are then streamed from the parts to `dataset.labeled_path` or
-`<stage>/kept/`, ready for SFT or the next stage.
+`<stage>/kept/`, ready for SFT or the next stage. A run whose every (problem, teacher) is already stored (a pipeline
+resumed after a later stage failed) deploys no teacher: it rewrites the kept rows from the store (`stored_samples`).
 
 Counts are per (problem, teacher): rows_in = rows_out + rows_rejected; `records_written` is samples.
 """
@@ -18,6 +19,7 @@ import logging
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -58,8 +60,14 @@ class GenerationRun:
 
 def run(job: JobConfig, stage: StageEnv) -> StageResult:
     kept_dir = Path(job.dataset.labeled_path) if job.dataset.labeled_path else stage.output_dir / "kept"
-    with reach_teachers(teacher_roster(job), f"teacher-{stage.name}", job.inference.serve) as teachers:
-        out = generate_samples(job, stage, teachers, job.distillation, "generations", kept_dir)
+    roster = teacher_roster(job)
+    out = stored_samples(job, stage, roster, job.distillation, "generations", partial(problem_keys, job), kept_dir)
+    if out is None:
+        with reach_teachers(roster, f"teacher-{stage.name}", job.inference.serve) as teachers:
+            out = generate_samples(job, stage, teachers, job.distillation, "generations", kept_dir)
+    else:
+        log.info("%s: every problem is answered by every teacher in %s; not deploying the teachers", stage.name,
+                 out.samples_dir)  # fmt: skip
     export_rejected([out.store], stage.rejected_file, stage.name)
     result = stage_result(stage, "generate", out.totals, {"generations": out.samples_dir, "kept": out.kept_dir})
     result.metrics.update(out.stats)
@@ -95,26 +103,47 @@ def generate_samples(
         ))  # fmt: skip
     totals = drain(stage, store, run_id, manifests, schemas.SAMPLE, total=rows_to_do(problems, store, len(teachers)))
     if kept_dir is not None:
-        shutil.rmtree(kept_dir, ignore_errors=True)
-        written = ray.data.read_parquet(str(store.root), **LIGHT)
-        kept = written.filter(expr=col("kept") == True, **LIGHT)  # noqa: E712 - an expression
-        kept.write_parquet(str(kept_dir), ray_remote_args=LIGHT)
-        kept_dir.mkdir(parents=True, exist_ok=True)  # exists even when nothing was kept
+        write_kept(store, kept_dir)
     return _finished(store, kept_dir, totals)
 
 
-def stored_samples(job: JobConfig, stage: StageEnv, teacher: Teacher, distillation: DistillationConfig,
-                   samples_name: str, problem_ids: Callable[[], Iterable[str]]) -> GenerationRun | None:  # fmt: skip
-    """What `generate_samples` for this one teacher (and no `kept_dir`) would return, read from its store without
-    asking the teacher, when every problem of `job.dataset` (`problem_ids()`, their ids; called only when the store
-    holds any answer) is answered; None while some are still to ask. The eval job uses it to deploy only the models
-    with work left. Ids, not counts: a source edited in place to the same length still has new problems to ask."""
-    store = open_store(stage, samples_name, store_settings([teacher], distillation, job.dataset))
+def write_kept(store: PartStore, kept_dir: Path) -> None:
+    """Rewrite `kept_dir` with the stored samples whose `kept` is true (a folder, even when none is)."""
+    shutil.rmtree(kept_dir, ignore_errors=True)
+    written = ray.data.read_parquet(str(store.root), **LIGHT)
+    kept = written.filter(expr=col("kept") == True, **LIGHT)  # noqa: E712 - an expression
+    kept.write_parquet(str(kept_dir), ray_remote_args=LIGHT)
+    kept_dir.mkdir(parents=True, exist_ok=True)  # exists even when nothing was kept
+
+
+def problem_keys(job: JobConfig) -> list[tuple[str, bool]]:
+    """(id, usable) of every problem row of `job.dataset`, a rejected source record included (usable False)."""
+    problems = problems_dataset(resolve_source(job.dataset.instruction_path), job.dataset)
+    return [(row["id"], row["error"] is None) for row in problems.select_columns(["id", "error"]).take_all()]
+
+
+def stored_samples(job: JobConfig, stage: StageEnv, teachers: list[Teacher], distillation: DistillationConfig,
+                   samples_name: str, problems: Callable[[], Iterable[tuple[str, bool]]],
+                   kept_dir: Path | None = None) -> GenerationRun | None:  # fmt: skip
+    """What `generate_samples` with these teachers would return, read from their store without deploying or asking
+    them, when every problem of `job.dataset` is answered; None while some are still to ask. `problems()` gives
+    (id, usable) per problem row (`problem_keys`; called only when the store holds any answer): the first teacher's
+    callers commit every row, a rejected record too, the others only the usable ones (as `generate_samples`). Ids,
+    not counts: a source edited in place to the same length still has new problems to ask. The generate job uses it
+    to skip deploying its teachers on a resumed run; the eval job, to deploy only the models with work left."""
+    store = open_store(stage, samples_name, store_settings(teachers, distillation, job.dataset))
     done = store.done_keys()
-    if not done or not {f"{teacher.name}|{i}" for i in problem_ids()} <= done:
+    if not done:
+        return None
+    rows = list(problems())
+    wanted = {f"{teachers[0].name}|{i}" for i, _ in rows}
+    wanted |= {f"{t.name}|{i}" for t in teachers[1:] for i, usable in rows if usable}
+    if not wanted <= done:
         return None
     store.ensure_readable(schemas.SAMPLE)
-    return _finished(store, None, store.totals(new_run_id()))
+    if kept_dir is not None:
+        write_kept(store, kept_dir)
+    return _finished(store, kept_dir, store.totals(new_run_id()))
 
 
 def _finished(store: PartStore, kept_dir: Path | None, totals: StoreTotals) -> GenerationRun:

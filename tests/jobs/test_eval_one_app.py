@@ -62,12 +62,12 @@ def test_stored_samples_are_read_back_only_when_every_problem_is_answered(tmp_pa
     store.prepare()
     asked: list[int] = []
 
-    def ids() -> list[str]:
+    def ids() -> list[tuple[str, bool]]:
         asked.append(1)
-        return ["p1", "p2"]
+        return [("p1", True), ("p2", True)]
 
     def check():
-        return stored_samples(job, env, teacher, distillation, "results/m/b", ids)
+        return stored_samples(job, env, [teacher], distillation, "results/m/b", ids)
 
     assert check() is None and asked == []  # an empty store is not done, and the source is not read for it
 
@@ -86,7 +86,39 @@ def test_stored_samples_are_read_back_only_when_every_problem_is_answered(tmp_pa
     assert run.totals.reused_teacher_calls == 3 and run.totals.counts.teacher_calls == 3  # all from earlier runs
     assert run.stats["samples"] == 3
     other = model_teacher("tiny:smollm2?seed=1", InferenceConfig())  # other weights: its own answers to give
-    assert stored_samples(job, env, other, distillation, "results/m/b", ids) is None
+    assert stored_samples(job, env, [other], distillation, "results/m/b", ids) is None
+
+
+def test_stored_samples_of_several_teachers_need_the_first_to_have_every_row_and_the_rest_the_usable_ones(tmp_path):
+    """generate's first teacher commits every source row, a rejected record too; the other teachers only the usable
+    rows (jobs/data/generate.py): the store is done when each teacher has committed its share, and not before."""
+    from dataclasses import replace
+
+    from distill_ray.config import DistillationConfig
+    from distill_ray.data.part_store import PartCounts, PartStore, fingerprint
+    from distill_ray.models.teachers import model_teacher
+    from jobs.data.generate import store_settings, stored_samples
+
+    job = build_config({"job_type": "generate", "output_dir": str(tmp_path)})
+    first, second = (replace(model_teacher("tiny:smollm2", InferenceConfig()), name=n) for n in ("big", "small"))
+    distillation = DistillationConfig(keep="all")
+    env = StageEnv("generate", tmp_path / "generate", tmp_path / "rejected", None)
+    settings = store_settings([first, second], distillation, job.dataset)
+    store = PartStore(env.output_dir / "generations", fingerprint(settings))
+    store.prepare()
+    rows = [("p1", True), ("rejected:line 2", False)]
+
+    def check():
+        return stored_samples(job, env, [first, second], distillation, "generations", lambda: rows)
+
+    def commit(*keys: str) -> None:
+        store.commit(None, [], list(keys), PartCounts(len(keys), 0, len(keys), 0, 0), run_id="earlier")
+
+    commit("big|p1", "small|p1")
+    assert check() is None  # the first teacher's callers have not reached the rejected record yet
+    commit("big|rejected:line 2")
+    run = check()
+    assert run is not None and run.records_in == 3  # small never reads the rejected record
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """The generation job on the embedded cluster: Ray Data -> Serve teacher -> scored Parquet + rejects."""
 
 import json
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -94,7 +95,11 @@ def test_a_prompt_the_teacher_refuses_rejects_that_row_and_the_stage_goes_on(tmp
     assert len(refused) == 1 and "context" in refused[0]["reason"]
 
 
-def test_rerun_reuses_committed_parts_without_new_teacher_calls(tmp_path, ray_cluster, serve_port):
+def no_deploy(*args, **kwargs):
+    raise AssertionError("a generate run whose every problem is stored deployed its teachers")
+
+
+def test_rerun_reuses_committed_parts_without_new_teacher_calls(tmp_path, ray_cluster, serve_port, monkeypatch):
     from jobs.data import generate
 
     _write_prompts(tmp_path / "prompts.jsonl")
@@ -110,6 +115,13 @@ def test_rerun_reuses_committed_parts_without_new_teacher_calls(tmp_path, ray_cl
     assert second.metrics["teacher_calls_reused"] + second.metrics["teacher_calls"] == first.metrics["teacher_calls"]
     assert 0 < second.metrics["teacher_calls"] < first.metrics["teacher_calls"]
     assert (second.rows_in, second.rows_out, second.rows_rejected) == (7, 4, 3)
+    assert len((tmp_path / "out" / "rejected" / "generate.jsonl").read_text().splitlines()) == 3
+
+    shutil.rmtree(tmp_path / "out" / "kept")  # a finished run again (a pipeline resumed after a later stage failed):
+    monkeypatch.setattr(generate, "reach_teachers", no_deploy)  # no teacher deployed, the kept rows rewritten
+    third = generate.run(job, env)
+    assert (third.rows_in, third.rows_out, third.rows_rejected) == (7, 4, 3) and third.metrics["teacher_calls"] == 0
+    assert pq.read_table(tmp_path / "out" / "kept").num_rows == 16
     assert len((tmp_path / "out" / "rejected" / "generate.jsonl").read_text().splitlines()) == 3
 
 
@@ -139,7 +151,7 @@ def test_a_teacher_trained_again_in_its_folder_is_asked_again(tmp_path, ray_clus
     assert unchanged.metrics["teacher_calls"] == 0 and unchanged.metrics["teacher_calls_reused"] == 4 * 2
 
 
-def test_several_teachers_share_one_app_with_a_deployment_each(tmp_path, ray_cluster, serve_port):
+def test_several_teachers_share_one_app_with_a_deployment_each(tmp_path, ray_cluster, serve_port, monkeypatch):
     from jobs.data import generate
 
     _write_prompts(tmp_path / "prompts.jsonl")
@@ -153,6 +165,10 @@ def test_several_teachers_share_one_app_with_a_deployment_each(tmp_path, ray_clu
     assert len(by_teacher["big"]) == 4 * 2 and len(by_teacher["small"]) == 4
     assert (result.rows_in, result.rows_out, result.rows_rejected) == (4 * 2 + 3, 8, 3)  # malformed once
     assert set(result.metrics["per_teacher"]) == {"big", "small"}
+    monkeypatch.setattr(generate, "reach_teachers", no_deploy)  # every teacher's share is stored
+    again = generate.run(job, env)
+    assert (again.rows_in, again.rows_out, again.rows_rejected) == (4 * 2 + 3, 8, 3)
+    assert again.metrics["per_teacher"] == result.metrics["per_teacher"]
 
 
 def test_input_with_only_bad_rows_yields_empty_outputs_not_a_crash(tmp_path, ray_cluster, serve_port):
