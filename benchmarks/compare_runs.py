@@ -9,6 +9,7 @@ correct replies, then one JSON line. The report of a single run compares methods
 versions.
 
     python benchmarks/compare_runs.py REFERENCE_RUN ABLATED_RUN --labels advdistill,advdistill_s8 [--dev]
+    python benchmarks/compare_runs.py REFERENCE_RUN ABLATED_RUN --labels kd --benchmark gsm8k
 
 Exit 2, with one line naming the folder and label, when a folder has no readable answers for a label on that split.
 """
@@ -26,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and the pack
 import pyarrow as pa  # noqa: E402
 
 from benchmarks.quality_report import (  # noqa: E402
-    BENCHMARK, _cell, difference_cell, model_rows, model_stats, paired_difference,
+    _cell, difference_cell, model_rows, model_stats, paired_difference, result_folder,
 )
 
 
@@ -34,16 +35,16 @@ class NoAnswers(ValueError):
     """A run folder holds no readable answers of a label on a split."""
 
 
-def compare(reference: Path, ablated: Path, labels: list[str], split: str) -> list[dict]:
+def compare(reference: Path, ablated: Path, labels: list[str], split: str, benchmark: str = "arithmetic") -> list[dict]:
     """Per label, on the problems both folders answered: each folder's pass@1 statistics and the paired difference
     ablated - reference (shares, not points). Raises NoAnswers naming the folder and label when one has none."""
     out = []
     for label in labels:
         rows = {}
         for name, folder in (("reference", reference), ("ablated", ablated)):
-            where = folder / "eval" / "results" / label / BENCHMARK.format(split=split)
+            where = result_folder(folder, label, split, benchmark)
             try:
-                rows[name] = model_rows(folder, label, split) if where.is_dir() else []
+                rows[name] = model_rows(folder, label, split, benchmark) if where.is_dir() else []
             except (OSError, pa.ArrowInvalid) as exc:
                 raise NoAnswers(f"unreadable answers of {label!r} in {where}: {str(exc).splitlines()[0]}") from None
             if not rows[name]:
@@ -64,12 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("ablated", type=Path, help="the run folder with the ablated models (same labels)")
     p.add_argument("--labels", required=True, help="comma list of model labels, e.g. advdistill,advdistill_s8")
     p.add_argument("--dev", action="store_true", help="the dev split's answers, not test")
+    p.add_argument("--benchmark", default="arithmetic", help="the runs' problem set (default arithmetic; or gsm8k)")
     args = p.parse_args(argv)
     labels = list(dict.fromkeys(label.strip() for label in args.labels.split(",") if label.strip()))
     if not labels:
         p.error("--labels: no label given")
     try:
-        results = compare(args.reference, args.ablated, labels, "dev" if args.dev else "test")
+        results = compare(args.reference, args.ablated, labels, "dev" if args.dev else "test", args.benchmark)
     except NoAnswers as exc:
         print(f"compare_runs: {exc}", file=sys.stderr)  # the CLI's last line, as argparse's own errors
         return 2

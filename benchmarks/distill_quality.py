@@ -11,8 +11,14 @@ runs) in two runs of the runner:
          first, then medium + hard), kd (top-k KD mixed with cross-entropy), dpo (on pairs, starting from
          sft_all's model), opd (on-policy distillation from sft_all's model: its own rollouts on the train
          problems, every token scored by the served teacher, reverse KL) -> eval: every trained model, `base` and
-         `teacher`, greedy, on the arithmetic test split (or dev with --dev).
+         `teacher`, greedy, on the test split (or dev with --dev).
 Only the stages the chosen methods need are run.
+
+Problem sets (--benchmark, each reported on its own): `arithmetic` (default; procedural integer problems with disjoint
+train, dev and test splits) and `gsm8k` (the bundled GSM8K files: the first --train-problems of its train file, the
+first --eval-problems of its test file, prompted and graded as the eval job's gsm8k preset). GSM8K ships no dev split,
+so --dev is refused with it: settings are chosen on arithmetic's dev split. GSM8K needs a teacher that solves it; the
+135M teacher here gets 1.7% (docs/results/gsm8k_teacher_base_test300.md), so point --teacher at a stronger one.
 
 Training seeds (--seeds 7,8,9): every chosen method is trained once per seed, each from the same base and on the same
 rows (the seed moves the shuffle, dropout and initialised heads, not the data); seed 7 keeps the plain stage name,
@@ -33,6 +39,7 @@ everything.
     python benchmarks/distill_quality.py --dev             # choose settings on the dev split
     python benchmarks/distill_quality.py --quick           # tiny models, minutes: a smoke test
     python benchmarks/distill_quality.py --seeds 7,8,9     # each method at three training seeds
+    python benchmarks/distill_quality.py --benchmark gsm8k --teacher PATH   # GSM8K, from a teacher that solves it
 
 Writes `<out>/report.md`, `<out>/report.json` and PNG plots; prints a table, then as the last line one JSON
 object (per model pass@1 with its interval, gap closed and difference from sft_all, each with its interval;
@@ -54,7 +61,8 @@ from pathlib import Path
 from bench_common import fill_defaults, free_loopback_port, ray_state_dir  # this folder is on sys.path
 from quality_report import BENCHMARK, METHODS, SEED, method_seed, seeded
 
-from distill_ray.data.sources import split_size
+from distill_ray.data.sources import resolve_source, split_size
+from distill_ray.prompts import BENCHMARK_TEMPLATES
 
 log = logging.getLogger("distill_quality")
 
@@ -90,6 +98,20 @@ OPD_GROUP = 2  # opd rollouts per prompt (training.opd.group_size)
 SPLITS = {False: "test", True: "dev"}
 MAX_OPERAND = 30  # 1944 distinct problems: 1371 train, 197 dev, 376 test (distill_ray/data/sources.py)
 ARITHMETIC = f"procedural:arithmetic?max_operand={MAX_OPERAND}&split={{split}}"
+# The problem sets (--benchmark): where each split's problems come from (a source spec as dataset.instruction_path),
+# how a reference reads (dataset.answer_format), and the prompt budget in tokens: training's max_length is this plus
+# --max-new-tokens (GSM8K's longest problems take ~200 tokens with the chat template). The user turn is the eval
+# preset's of the same name (distill_ray/prompts.py BENCHMARK_TEMPLATES), in generation and training too.
+PROBLEM_SETS = {
+    "arithmetic": {"splits": {s: ARITHMETIC.format(split=s) for s in ("train", "dev", "test")},
+                   "answer_format": "plain", "prompt_tokens": 128},
+    "gsm8k": {"splits": {"train": "bundled:gsm8k/train", "test": "bundled:gsm8k/test"},
+              "answer_format": "gsm8k", "prompt_tokens": 256},
+}  # fmt: skip
+# Where GSM8K's defaults differ from arithmetic's: its worked answers run to a few hundred tokens (the 135M teacher cut
+# 47% of its replies at 256), and its whole test split (1319 problems) would take hours to answer on CPU: the issue's
+# 300 held-out problems, --eval-problems 1319 for all of them.
+GSM8K_DEFAULTS = dict(max_new_tokens=512, eval_problems=300)
 # What a method trains on, beyond its own stage (dpo and opd start from sft_all's model).
 NEEDS = {
     "sft_all": ["generate"], "sft_best": ["generate", "curate"], "advdistill": ["generate", "curate"],
@@ -102,15 +124,20 @@ DIFFICULTY = "difficulty"  # the in-process step between the two runs, recorded 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="runs/distill_quality", help="output folder (default runs/distill_quality)")
+    p.add_argument("--out", help="output folder (default runs/distill_quality, runs/distill_quality_gsm8k with "
+                   "--benchmark gsm8k)")
+    p.add_argument("--benchmark", choices=sorted(PROBLEM_SETS), default="arithmetic",
+                   help="problem set for training and held-out problems (default arithmetic)")
     p.add_argument("--quick", action="store_true", help="tiny models, a handful of problems, 2 steps: a smoke test")
     p.add_argument("--methods", help=f"comma list of {', '.join(METHODS)} (default all; --quick "
                    f"{','.join(QUICK_METHODS)})")  # fmt: skip
     d = DEFAULTS
     p.add_argument("--train-problems", type=int,
                    help=f"train-split problems the teacher answers (default {d['train_problems']})")
-    p.add_argument("--eval-problems", type=int, help="held-out problems (default: the whole split, 376 test / 197 dev)")
-    p.add_argument("--dev", action="store_true", help="evaluate on the dev split (choosing settings), not test")
+    p.add_argument("--eval-problems", type=int, help="held-out problems (default: arithmetic's whole split, 376 test / "
+                   "197 dev; GSM8K 300 of 1319)")
+    p.add_argument("--dev", action="store_true", help="evaluate on the dev split (choosing settings), not test; "
+                   "arithmetic only")
     p.add_argument("--samples", type=int, help=f"teacher replies per problem and temperature (default {d['samples']})")
     p.add_argument("--temperatures", help=f"comma list of sampling temperatures (default {d['temperatures']})")
     p.add_argument("--max-new-tokens", type=int, help=f"reply cap, generation and eval (default {d['max_new_tokens']})")
@@ -129,7 +156,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="config override as in `distill-ray run --set` (stages.<name>.* reaches one stage)")
     p.add_argument("--fresh", action="store_true", help="delete earlier outputs and the ledger, start over")
     p.add_argument("--verbose", action="store_true", help="Ray's INFO output on the console")
-    args = fill_defaults(p.parse_args(argv), DEFAULTS, QUICK)
+    args = p.parse_args(argv)
+    gsm8k = args.benchmark == "gsm8k"
+    args = fill_defaults(args, {**DEFAULTS, **GSM8K_DEFAULTS} if gsm8k else DEFAULTS, QUICK)
+    if args.out is None:  # one folder per problem set: switching sets in one folder would redo every stage
+        args.out = "runs/distill_quality" + ("_gsm8k" if gsm8k else "")
+    if args.dev and SPLITS[True] not in PROBLEM_SETS[args.benchmark]["splits"]:
+        p.error(f"--dev: {args.benchmark} has no dev split here (its bundled files are train and test); choose "
+                "settings on arithmetic's dev split")
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown or not args.methods:
@@ -146,13 +180,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for item in args.set:  # every trained stage sets its seed from its name: a --set seed would be ignored or lie
         if item.split("=", 1)[0].split(".")[-2:] == ["training", "seed"]:
             p.error(f"--set {item}: the training seed is chosen with --seeds (stage <method>_sS trains with seed S)")
-    held_out = split_size(MAX_OPERAND, SPLITS[args.dev])
+    held_out = set_size(args.benchmark, SPLITS[args.dev])
     if args.eval_problems is None:
         args.eval_problems = held_out
+    args.eval_source = PROBLEM_SETS[args.benchmark]["splits"][SPLITS[args.dev]]  # the report names it
     for key, split, most in (("eval_problems", SPLITS[args.dev], held_out),
-                             ("train_problems", "train", split_size(MAX_OPERAND, "train"))):
+                             ("train_problems", "train", set_size(args.benchmark, "train"))):
         if getattr(args, key) > most:
-            p.error(f"--{key.replace('_', '-')}: the {split} split holds only {most} distinct problems")
+            p.error(f"--{key.replace('_', '-')}: the {args.benchmark} {split} split holds only {most} distinct "
+                    "problems")
     for key in ("train_problems", "eval_problems", "samples", "max_new_tokens", "steps", "batch_size"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be at least 1")
@@ -164,6 +200,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--batch-size: opd samples {OPD_GROUP} rollouts per prompt on each of {WORKERS} workers, so a "
                 f"multiple of {WORKERS * OPD_GROUP}, got {args.batch_size}")
     return args
+
+
+def set_size(benchmark: str, split: str) -> int:
+    """How many problems `split` of a problem set holds: arithmetic's distinct questions, or a bundled file's lines."""
+    if benchmark == "arithmetic":
+        return split_size(MAX_OPERAND, split)
+    path = resolve_source(PROBLEM_SETS[benchmark]["splits"][split]).path
+    with path.open("rb") as lines:
+        return sum(1 for line in lines if line.strip())
 
 
 # ---- training seeds: one stage per method and seed ------------------------------------------------------------
@@ -217,8 +262,11 @@ def upstream(stage: str) -> set[str]:
 def fingerprint(args: argparse.Namespace, stage: str) -> str:
     """What makes a stage's output reusable: the arguments it depends on (`stage_args`; of the --set items, those
     that reach it or a stage it reads), hashed. A trained stage's seed is in its name, so it is not hashed; eval
-    hashes the seeds only when they are not the default, so runs from before --seeds keep their eval."""
+    hashes the seeds only when they are not the default, so runs from before --seeds keep their eval; every stage
+    hashes the problem set only when it is not arithmetic, for the same reason."""
     chosen = {k: sorted(getattr(args, k)) if k == "methods" else getattr(args, k) for k in stage_args(stage)}
+    if args.benchmark != "arithmetic":
+        chosen["benchmark"] = args.benchmark
     reads = upstream(stage) | (set(trained_stages(args.methods, args.seeds)) if stage == "eval" else set())
     chosen["set"] = overrides_for(args.set, sorted(reads))
     if stage == "eval":
@@ -298,11 +346,15 @@ def stage_sections(args: argparse.Namespace) -> dict[str, dict]:
                   {"name": "medium_hard", "difficulty": ["medium", "hard"], "max_steps": max(1, args.steps - half)}]
     models = {"base": args.student, "teacher": args.teacher}
     models |= {name: f"{{output_dir}}/{name}/model" for name in trained_stages(args.methods, args.seeds)}
-    bench = {"name": BENCHMARK.format(split=SPLITS[args.dev]), "preset": "arithmetic", "limit": args.eval_problems,
-             "path": ARITHMETIC.format(split=SPLITS[args.dev])}
+    problems = PROBLEM_SETS[args.benchmark]
+    bench = {"name": BENCHMARK.format(benchmark=args.benchmark, split=SPLITS[args.dev]), "preset": args.benchmark,
+             "limit": args.eval_problems, "path": args.eval_source}
+    train = {"instruction_path": problems["splits"]["train"], "answer_format": problems["answer_format"],
+             "limit": args.train_problems, "seed": SEED}
+    # opd's reverse KL before and after training, on dev prompts; GSM8K has none: unset, its first train prompts
+    opd_eval = problems["splits"].get("dev")
     sections = {
-        "generate": {"job_type": "generate", "dataset": {"instruction_path": ARITHMETIC.format(split="train"),
-                                                         "limit": args.train_problems, "seed": SEED}},
+        "generate": {"job_type": "generate", "dataset": train},
         "curate": {"job_type": "curate", "dataset": {"labeled_path": generations}},
         "pairs": {"job_type": "pairs", "dataset": {"labeled_path": generations}},
         "logits": {"job_type": "logits", "dataset": {"labeled_path": kept}},
@@ -321,14 +373,13 @@ def stage_sections(args: argparse.Namespace) -> dict[str, dict]:
                 "models": {"student": "{output_dir}/sft_all/model"}, "training": {"learning_rate": args.dpo_lr}},
         # G rollouts per prompt, so batch_size / G prompts a step: the same sequences per step as the others;
         # the student's reverse KL on 16 dev prompts before and after training is in its train metrics
-        "opd": {"job_type": "opd", "dataset": {"instruction_path": ARITHMETIC.format(split="train"),
-                                               "limit": args.train_problems, "seed": SEED},
+        "opd": {"job_type": "opd", "dataset": train,
                 "models": {"student": "{output_dir}/sft_all/model"},
                 "training": {"learning_rate": args.opd_lr, "lr_scheduler_type": "constant",
                              "per_device_train_batch_size": args.batch_size // (WORKERS * OPD_GROUP),
                              "opd": {"group_size": OPD_GROUP, "max_new_tokens": args.max_new_tokens, "top_k": 8,
                                      "eval_steps": args.steps, "eval_limit": 16,
-                                     "eval_path": ARITHMETIC.format(split="dev")}}},
+                                     "eval_path": opd_eval}}},
         "eval": {"job_type": "eval", "evaluation": {"models": models, "benchmarks": [bench], "num_samples": 1,
                                                     "temperature": 0.0, "ks": [1],
                                                     "max_models_deployed": EVAL_MODELS_AT_ONCE}},
@@ -359,14 +410,15 @@ def pipeline_raw(args: argparse.Namespace, out: Path, names: list[str], state_di
         "ray": {"state_dir": str(state_dir)},
         "models": {"teacher": args.teacher, "student": args.student},
         "inference": {"max_new_tokens": args.max_new_tokens, "temperature": args.temperatures,
+                      "user_template": BENCHMARK_TEMPLATES[args.benchmark],
                       "num_samples": args.samples, "seed": SEED, **CALLERS[quick],
                       "serve": {"port": port, **SLOTS[quick], "num_cpus": 0.5, "torch_threads": 2}},
         "distillation": {"keep": "all" if quick else "correct"},
         "processing": {"curate": {"min_correct": 1}, "pairs": {"mode": "correctness", "max_pairs_per_problem": 1}},
         "training": {"max_steps": args.steps, "learning_rate": args.lr, "warmup_ratio": 0.1,
                      "per_device_train_batch_size": args.batch_size // WORKERS, "num_workers": WORKERS,
-                     "cpus_per_worker": 0.5, "max_length": args.max_new_tokens + 128, "save_steps": args.steps,
-                     "seed": SEED},
+                     "cpus_per_worker": 0.5, "save_steps": args.steps, "seed": SEED,
+                     "max_length": args.max_new_tokens + PROBLEM_SETS[args.benchmark]["prompt_tokens"]},
         "stages": [{"name": n, **sections[n]} for n in names],
     }  # fmt: skip
 

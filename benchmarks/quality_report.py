@@ -1,7 +1,7 @@
 """The report of benchmarks/distill_quality.py, and the curriculum's difficulty labels it derives between its runs.
 
-Reads the eval stage's per-reply rows (`<out>/eval/results/<model>/arithmetic_<split>/`, Parquet) and the ledger (train
-steps and seconds per stage); the statistics are the pure functions of distill_ray/eval/metrics.py (Wilson
+Reads the eval stage's per-reply rows (`<out>/eval/results/<model>/<problem set>_<split>/`, Parquet) and the ledger
+(train steps and seconds per stage); the statistics are the pure functions of distill_ray/eval/metrics.py (Wilson
 interval, paired bootstraps of the gap closed and of each method's difference from sft_all). Writes report.md,
 report.json and two PNG plots into `<out>/`.
 """
@@ -17,8 +17,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# one result folder per split, so the dev answers (choosing settings) and the test answers are both kept
-BENCHMARK = "arithmetic_{split}"
+# one result folder per problem set and split (arithmetic_test, gsm8k_test), so the dev answers (choosing settings)
+# and the test answers are both kept
+BENCHMARK = "{benchmark}_{split}"
 ROW_COLUMNS = ["id", "correct", "completion_tokens", "finish_reason"]
 LEVELS = ("easy", "medium", "hard")
 DIFFICULTY_SOURCE = ("response length: the kept teacher replies ranked by completion tokens, shortest third easy, "
@@ -75,8 +76,13 @@ def difficulty_rows(kept_dir: Path, dest: Path) -> dict[str, int]:
     return {level: labels.count(level) for level in LEVELS}
 
 
-def model_rows(out: Path, label: str, split: str) -> list[dict]:
-    folder = out / "eval" / "results" / label / BENCHMARK.format(split=split)
+def result_folder(out: Path, label: str, split: str, benchmark: str = "arithmetic") -> Path:
+    """Where the eval stage of the run in `out` stored `label`'s answers on one split of a problem set."""
+    return out / "eval" / "results" / label / BENCHMARK.format(benchmark=benchmark, split=split)
+
+
+def model_rows(out: Path, label: str, split: str, benchmark: str = "arithmetic") -> list[dict]:
+    folder = result_folder(out, label, split, benchmark)
     return pq.read_table(folder, columns=ROW_COLUMNS).to_pylist()
 
 
@@ -132,7 +138,7 @@ def build_report(args: argparse.Namespace, out: Path, ledger: dict) -> dict:
 
     split = "dev" if args.dev else "test"
     labels = list(ledger["stages"]["eval"]["metrics"]["models"])
-    rows = {label: model_rows(out, label, split) for label in labels}
+    rows = {label: model_rows(out, label, split, args.benchmark) for label in labels}
     table = []
     for label in labels:
         stage = ledger["stages"].get(label, {})
@@ -146,7 +152,7 @@ def build_report(args: argparse.Namespace, out: Path, ledger: dict) -> dict:
                                                "samples", "temperatures", "max_new_tokens", "steps", "lr",
                                                "dpo_lr", "opd_lr", "batch_size", "seeds", "quick", "set")}  # fmt: skip
     curriculum = ledger["stages"].get("difficulty", {}).get("metrics") if "curriculum" in args.methods else None
-    report = {"split": split, "benchmark": f"procedural:arithmetic?max_operand=30&split={split}",
+    report = {"problem_set": args.benchmark, "split": split, "benchmark": args.eval_source,
               "n_problems": max((r["n"] for r in table), default=0), "models": table, "settings": settings,
               "curriculum_difficulty": {"source": DIFFICULTY_SOURCE, "rows": curriculum} if curriculum else None,
               "stage_seconds": {name: s.get("seconds") for name, s in ledger["stages"].items()},
@@ -156,8 +162,9 @@ def build_report(args: argparse.Namespace, out: Path, ledger: dict) -> dict:
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(render_markdown(report))
     plot_pass_intervals({r["model"]: (r["pass@1"], r["low"], r["high"]) for r in table if r["n"]},
-                        out / "pass_at_1.png", f"Greedy pass@1 on arithmetic {split}, 95% Wilson interval")  # fmt: skip
-    replies = [{**r, "model": label, "benchmark": f"arithmetic {split}"} for label in labels for r in rows[label]]
+                        out / "pass_at_1.png",
+                        f"Greedy pass@1 on {args.benchmark} {split}, 95% Wilson interval")  # fmt: skip
+    replies = [{**r, "model": label, "benchmark": f"{args.benchmark} {split}"} for label in labels for r in rows[label]]
     plot_length_histograms(replies, out / "lengths.png")
     return report
 
@@ -204,7 +211,8 @@ def headline(report: dict) -> dict:
     top = max((m["mean"] for m in methods), default=None)
     leaders = [m["method"] for m in methods if m["mean"] == top]
     return {
-        "benchmark": "distill_quality", "split": report["split"], "n_problems": report["n_problems"],
+        "benchmark": "distill_quality", "problem_set": report["problem_set"], "split": report["split"],
+        "n_problems": report["n_problems"],
         "best": leaders[0] if len(leaders) == 1 else None,
         "models": {r["model"]: {"pass@1": r["pass@1"], "ci95": [r["low"], r["high"]],
                                 "gap_closed": (r["gap_closed"] or {}).get("gap_closed"),
@@ -346,7 +354,7 @@ def render_markdown(report: dict) -> str:
 
 
 def print_table(report: dict) -> None:
-    print(f"distill quality on arithmetic {report['split']} ({report['n_problems']} problems, greedy)")
+    print(f"distill quality on {report['problem_set']} {report['split']} ({report['n_problems']} problems, greedy)")
     print(f"{'model':<12}{'pass@1':>8}{'95% CI':>18}{'gap closed':>24}{'vs ' + REFERENCE + ' (pts)':>24}{'cap':>7}"
           f"{'steps':>7}{'train s':>9}")
     for r in report["models"]:

@@ -256,6 +256,39 @@ def test_every_full_stage_config_validates():
     assert list(by_name["eval"].evaluation.models)[:2] == ["base", "teacher"]
 
 
+def test_gsm8k_trains_on_its_train_file_and_holds_out_its_test_file(capsys):
+    """--benchmark gsm8k: the bundled train and test files, GSM8K's references (after '####') and its eval preset's
+    user turn in every stage, its own defaults and output folder; no dev split, so --dev is refused."""
+    from pathlib import Path
+
+    from distill_ray.config import build_config
+    from distill_ray.prompts import BENCHMARK_TEMPLATES
+
+    args = dq.parse_args(["--benchmark", "gsm8k"])
+    assert (args.eval_problems, args.max_new_tokens, args.out) == (300, 512, "runs/distill_quality_gsm8k")
+    assert dq.set_size("gsm8k", "train") == 7473 and dq.set_size("gsm8k", "test") == 1319
+    data, train = dq.planned_stages(args.methods)
+    cfg = build_config(dq.pipeline_raw(args, Path("/tmp/dq-plan"), data + train, Path("/tmp/dq-state"), 8000))
+    by_name = {s.name: s.job for s in cfg.stages}
+    for name in ("generate", "opd"):
+        dataset = by_name[name].dataset
+        assert (dataset.instruction_path, dataset.answer_format) == ("bundled:gsm8k/train", "gsm8k")
+    assert by_name["opd"].training.opd.eval_path is None  # its first train prompts, never the test file
+    [bench] = by_name["eval"].evaluation.benchmarks
+    assert (bench.name, bench.preset, bench.path, bench.limit) == ("gsm8k_test", "gsm8k", "bundled:gsm8k/test", 300)
+    assert {job.inference.user_template for job in by_name.values()} == {BENCHMARK_TEMPLATES["gsm8k"]}
+    assert by_name["sft_all"].training.max_length == 512 + 256  # GSM8K's longer prompts
+    arithmetic = dq.parse_args([])
+    assert all(dq.fingerprint(args, s) != dq.fingerprint(arithmetic, s) for s in data + train)
+    assert arithmetic.out == "runs/distill_quality" and arithmetic.eval_source.endswith("split=test")
+    for argv in (["--dev"], ["--eval-problems", "1320"]):
+        with pytest.raises(SystemExit) as stopped:
+            dq.parse_args(["--benchmark", "gsm8k", *argv])
+        assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "gsm8k has no dev split" in err and "gsm8k test split holds only 1319" in err
+
+
 # ---- training seeds -----------------------------------------------------------------------------------------
 
 
@@ -338,7 +371,8 @@ def test_over_seeds_pairs_each_seed_with_its_own_sft_all():
     assert kd["sd"] == pytest.approx(0.0919, abs=1e-4) and kd["vs_sft_all"] == [0.03, -0.04]
     assert (kd["seeds_above"], kd["seeds_below"]) == (1, 1)  # the sign flips with the seed: not shown to differ
     assert summary["dpo"]["sd"] is None and summary["sft_all"]["vs_sft_all_spread"] is None
-    line = headline({"split": "test", "n_problems": 4, "stage_seconds": {}, "models": models})
+    line = headline({"problem_set": "arithmetic", "split": "test", "n_problems": 4, "stage_seconds": {},
+                     "models": models})
     assert line["best"] == "dpo"  # by the mean over seeds: sft_all 0.27, kd 0.265, dpo 0.28
     assert line["methods"]["kd"] == {"seeds": [7, 8], "mean": 0.265, "sd": kd["sd"], "vs_sft_all_mean": -0.005}
 
@@ -356,7 +390,7 @@ def test_headline_names_a_best_method_only_without_a_tie():
     def row(model, p):
         return {"model": model, "pass@1": p, "low": 0.0, "high": 1.0, "gap_closed": None}
 
-    report = {"split": "test", "n_problems": 4, "stage_seconds": {},
+    report = {"problem_set": "arithmetic", "split": "test", "n_problems": 4, "stage_seconds": {},
               "models": [row("base", 0.1), row("teacher", 0.9), row("kd", 0.3), row("sft_all", 0.2)]}
     assert headline(report)["best"] == "kd"  # the teacher is not a candidate
     report["models"][3] = row("sft_all", 0.3)
