@@ -1,7 +1,9 @@
-"""The quickstart recipe end to end through the real CLI on its own embedded cluster (shrunk with --set)."""
+"""The quickstart recipe end to end through the real CLI on its own embedded cluster (shrunk with --set), and what
+its console shows (jobs/console.py: a bar and a summary per stage; Ray's INFO output in `<output_dir>/logs/`)."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +14,8 @@ from conftest import REPO  # noqa: E402 - the repository root, wherever this fil
 from cluster.embedded import EMBEDDED_DRIVER_ENV
 
 pytestmark = pytest.mark.ray
+# What Serve's replicas log per call (access logs), its controller's notes, Ray Data's progress dumps.
+RAY_NOISE = ("CALL chat OK", "(ServeController", "(ServeReplica", "Running Dataset", "Total Progress")
 
 
 def test_quickstart_recipe_end_to_end(tmp_path):
@@ -42,6 +46,18 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    summary_line = r"\[distill-ray\] stage 'generate' done in [\d.]+s: 4 in, 4 out, 0 rejected"
+    assert re.search(summary_line, console), console[-3000:]
+    assert re.search(r"stage 'generate' generations: 100%[^\n]* (\d+)/\1", console), console[-3000:]  # its bar, full
+    # Serve's access logs and controller notes, Ray Data's progress dumps: in the run's log files, not on the console
+    noise = [line for line in console.splitlines() if any(n in line for n in RAY_NOISE)]
+    assert not noise, noise[:5]
+    logs = out / "logs"
+    assert "Running Dataset" in (logs / "ray.log").read_text()  # Ray Data's dumps, in this process's Ray log
+    replicas = list((logs / "serve").glob("replica_teacher-generate_TeacherDeployment_*.log"))
+    assert replicas and "CALL chat OK" in "".join(p.read_text() for p in replicas)  # Serve's access log
+    assert (logs / "ray-session").is_symlink()  # the embedded cluster's log folder, linked during the run
     # A quiet console: Ray Train's per-step INFO line from each worker stays off it (jobs.console.quiet_train_worker).
     assert "Reporting training result" not in proc.stdout + proc.stderr
     # ... nor Ray Train's placement-group cleaner, which warns every second without the dashboard (distill_ray/log.py)
