@@ -14,7 +14,7 @@ Ray says at INFO goes to files under the run folder instead:
   state folder is cleaned. On a cluster (`ray.address`) Ray's logs stay on the cluster's nodes (the dashboard
   shows them); only `ray.log` is written.
 
-How, with Ray 2.60's own knobs (measured on a quickstart-sized run: `tests/jobs/test_console.py`):
+How, with Ray 2.60's own knobs (checked on a shrunk quickstart run: `tests/e2e/test_quickstart.py`):
 - `RAY_SERVE_LOG_TO_STDERR=0` in the environment Ray's processes start with: Serve then logs to its files only,
   where by default every replica line (and every access-log line) is also printed on the worker's stderr, which
   Ray forwards to this console. Workers keep forwarding their own output (`log_to_driver`), so a warning that a
@@ -31,6 +31,19 @@ How, with Ray 2.60's own knobs (measured on a quickstart-sized run: `tests/jobs/
 
 `--verbose` keeps Ray's own console as it was before this module (all of the above on the console, Ray Data's
 bars included) and still writes `ray.log`.
+
+Lines Ray 2.60 still prints in a quiet run (a full quickstart, 2026-12-02), each written by Ray's C++ core or
+forwarded from its raylet / GCS rather than logged through Python, so no logger level reaches them:
+- core_worker "Actor with class name: 'MapWorker(MapBatches(...))' ... has constructor arguments in the object store
+  and max_restarts > 0", once per Ray Data actor pool: Ray Data's own constructor arguments trigger it with any UDF
+  (ray-project/ray#57733, open). Only `max_restarts: 0` on the pools would hide it, which drops the restart of a
+  crashed caller; kept.
+- raylet "WARNING: N PYTHON worker processes have been started ... 4x the maximum expected startup concurrency", as
+  eval's models and callers start on 2 cores with fractional CPUs.
+- raylet "Task ServeController.graceful_shutdown failed ... will be retried", once, as the embedded cluster stops:
+  Serve's controller ends its own shutdown with `ray.kill` on itself. Leaving `serve.shutdown()` out (only
+  `ray.shutdown()`) removed it but printed the GCS's "Failed to kill actor ... Socket closed" instead, on 2 of 2
+  runs against 1 of 2 with it; kept.
 """
 
 from __future__ import annotations
