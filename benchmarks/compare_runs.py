@@ -65,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("ablated", type=Path, help="the run folder with the ablated models (same labels)")
     p.add_argument("--labels", required=True, help="comma list of model labels, e.g. advdistill,advdistill_s8")
     p.add_argument("--dev", action="store_true", help="the dev split's answers, not test")
-    p.add_argument("--benchmark", default="arithmetic", help="the runs' problem set (default arithmetic; or gsm8k)")
+    p.add_argument("--benchmark", choices=("arithmetic", "gsm8k"), default="arithmetic",
+                   help="the runs' problem set (distill_quality.py --benchmark; default arithmetic)")
     args = p.parse_args(argv)
+    if args.dev and args.benchmark == "gsm8k":
+        p.error("--dev: gsm8k runs have no dev split")
     labels = list(dict.fromkeys(label.strip() for label in args.labels.split(",") if label.strip()))
     if not labels:
         p.error("--labels: no label given")
@@ -83,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         tokens = f"{_cell(ref['mean_tokens_correct'])} / {_cell(abl['mean_tokens_correct'])}"
         print(f"| {r['label']} | {r['problems']} | {100 * ref['pass@1']:.1f}% | {100 * abl['pass@1']:.1f}% | "
               f"{difference_cell(r['ablated_minus_reference'])} | {tokens} |")
-    print(json.dumps({"labels": [r["label"] for r in results], "results": results}))
+    split = "dev" if args.dev else "test"
+    print(json.dumps({"problem_set": args.benchmark, "split": split, "labels": [r["label"] for r in results],
+                      "results": results}))
     return 0
 
 

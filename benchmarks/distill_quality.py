@@ -39,7 +39,7 @@ everything.
     python benchmarks/distill_quality.py --dev             # choose settings on the dev split
     python benchmarks/distill_quality.py --quick           # tiny models, minutes: a smoke test
     python benchmarks/distill_quality.py --seeds 7,8,9     # each method at three training seeds
-    python benchmarks/distill_quality.py --benchmark gsm8k --teacher PATH   # GSM8K, from a teacher that solves it
+    python benchmarks/distill_quality.py --benchmark gsm8k --teacher T --student S  # GSM8K; S with T's tokenizer
 
 Writes `<out>/report.md`, `<out>/report.json` and PNG plots; prints a table, then as the last line one JSON
 object (per model pass@1 with its interval, gap closed and difference from sft_all, each with its interval;
@@ -100,8 +100,9 @@ MAX_OPERAND = 30  # 1944 distinct problems: 1371 train, 197 dev, 376 test (disti
 ARITHMETIC = f"procedural:arithmetic?max_operand={MAX_OPERAND}&split={{split}}"
 # The problem sets (--benchmark): where each split's problems come from (a source spec as dataset.instruction_path),
 # how a reference reads (dataset.answer_format), and the prompt budget in tokens: training's max_length is this plus
-# --max-new-tokens (GSM8K's longest problems take ~200 tokens with the chat template). The user turn is the eval
-# preset's of the same name (distill_ray/prompts.py BENCHMARK_TEMPLATES), in generation and training too.
+# --max-new-tokens (the first 300 GSM8K problems of each file take at most 213 tokens with the SmolLM2 chat template;
+# 2 of its 7473 train prompts take over 256). The user turn is the eval preset's of the same name
+# (distill_ray/prompts.py BENCHMARK_TEMPLATES), in generation and training too.
 PROBLEM_SETS = {
     "arithmetic": {"splits": {s: ARITHMETIC.format(split=s) for s in ("train", "dev", "test")},
                    "answer_format": "plain", "prompt_tokens": 128},

@@ -255,15 +255,16 @@ def difference_cell(v: dict | None) -> str:
     return f"{100 * v['difference']:+.1f} [{100 * v['low']:+.1f}, {100 * v['high']:+.1f}]"
 
 
-def trainer_eval_notes(models: list[dict]) -> list[str]:
-    """One line per trained model whose trainer measured itself on held-out prompts (`train_evals`: opd's per-token
-    reverse KL to the teacher, first and last evaluation)."""
+def trainer_eval_notes(models: list[dict], prompts: str = "its dev prompts") -> list[str]:
+    """One line per trained model whose trainer measured itself on `prompts` (`train_evals`: opd's per-token
+    reverse KL to the teacher, first and last evaluation): arithmetic's dev prompts, or, for a problem set without
+    a dev split (GSM8K), its first train prompts, which it also trains on."""
     lines = []
     for r in models:
         evals = [e for e in r.get("train_evals") or [] if e.get("reverse_kl") is not None]
         if len(evals) >= 2:
             first, last = evals[0], evals[-1]
-            lines.append(f"{r['model']}: per-token reverse KL to the teacher on its dev prompts (sampled estimate), "
+            lines.append(f"{r['model']}: per-token reverse KL to the teacher on {prompts} (sampled estimate), "
                          f"{first['reverse_kl']:.3f} at step {first['step']} -> {last['reverse_kl']:.3f} at step "
                          f"{last['step']}.")  # fmt: skip
     return lines
@@ -346,7 +347,8 @@ def render_markdown(report: dict) -> str:
     lines += seed_lines(report["over_seeds"])
     if cur:
         lines.append(f"Curriculum difficulty source: {cur['source']}; rows per level {cur['rows']}.")
-    lines += trainer_eval_notes(report["models"])
+    held_out = report.get("problem_set", "arithmetic") == "arithmetic"
+    lines += trainer_eval_notes(report["models"], "its dev prompts" if held_out else "its first train prompts")
     best = report["headline"]["best"]
     lines.append(f"Best trained student (highest pass@1, mean over seeds): **{best}**." if best else
                  "Best trained student: none, the top pass@1 is shared.")  # fmt: skip

@@ -114,6 +114,16 @@ class PartStore:
             keys.update(_read_json(manifest)["keys"])
         return keys
 
+    def committed_keys(self) -> set[str]:
+        """The keys of the parts committed under this store's fingerprint, read without changing anything: unlike
+        `prepare` + `done_keys`, parts of other settings stay, for a check made before a run that may not happen."""
+        keys: set[str] = set()
+        for manifest in self._manifest_files():
+            m = _read_json(manifest)
+            if m.get("fingerprint") == self.fingerprint:
+                keys.update(m["keys"])
+        return keys
+
     # ------------------------------------------------------------------ worker side
 
     def commit(self, table: pa.Table | None, rejects: list[dict[str, Any]], keys: list[str],

@@ -30,7 +30,7 @@ from ray.data.expressions import col
 from actors.generate import CoTGenerator
 from distill_ray.config import DistillationConfig, InferenceConfig, JobConfig
 from distill_ray.data import schemas
-from distill_ray.data.part_store import PartStore, StoreTotals, export_rejected
+from distill_ray.data.part_store import PartStore, StoreTotals, export_rejected, fingerprint
 from distill_ray.data.sources import resolve_source
 from distill_ray.models.loading import model_identity
 from distill_ray.models.in_flight import fill_plan, fill_warning
@@ -127,19 +127,21 @@ def stored_samples(job: JobConfig, stage: StageEnv, teachers: list[Teacher], dis
                    kept_dir: Path | None = None) -> GenerationRun | None:  # fmt: skip
     """What `generate_samples` with these teachers would return, read from their store without deploying or asking
     them, when every problem of `job.dataset` is answered; None while some are still to ask. `problems()` gives
-    (id, usable) per problem row (`problem_keys`; called only when the store holds any answer): the first teacher's
-    callers commit every row, a rejected record too, the others only the usable ones (as `generate_samples`). Ids,
-    not counts: a source edited in place to the same length still has new problems to ask. The generate job uses it
-    to skip deploying its teachers on a resumed run; the eval job, to deploy only the models with work left."""
-    store = open_store(stage, samples_name, store_settings(teachers, distillation, job.dataset))
-    done = store.done_keys()
+    (id, usable) per problem row (`problem_keys`; called only when the store holds any answer under these
+    settings): every teacher must have answered each usable row, and one of them (the first, in
+    `generate_samples`) must have rejected each unusable one. Ids, not counts: a source edited in place to the same
+    length still has new problems to ask. The check reads the store without changing it, so parts written under
+    other settings stay until a run that will ask again replaces them (`open_store`). The generate job uses it to
+    skip deploying its teachers on a resumed run; the eval job, to deploy only the models with work left."""
+    store = PartStore(stage.output_dir / samples_name, fingerprint(store_settings(teachers, distillation, job.dataset)))
+    done = store.committed_keys()
     if not done:
         return None
-    rows = list(problems())
-    wanted = {f"{teachers[0].name}|{i}" for i, _ in rows}
-    wanted |= {f"{t.name}|{i}" for t in teachers[1:] for i, usable in rows if usable}
-    if not wanted <= done:
-        return None
+    for problem, usable in problems():
+        asked = [f"{t.name}|{problem}" in done for t in teachers]
+        if not (all(asked) if usable else any(asked)):
+            return None
+    store = open_store(stage, samples_name, store_settings(teachers, distillation, job.dataset))  # done: tidy up
     store.ensure_readable(schemas.SAMPLE)
     if kept_dir is not None:
         write_kept(store, kept_dir)

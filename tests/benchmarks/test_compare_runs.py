@@ -9,8 +9,8 @@ import pytest
 from benchmarks import compare_runs
 
 
-def _answers(run, label, correct, split="test", tokens=10, first=0):
-    folder = run / "eval" / "results" / label / f"arithmetic_{split}"
+def _answers(run, label, correct, split="test", tokens=10, first=0, benchmark="arithmetic"):
+    folder = run / "eval" / "results" / label / f"{benchmark}_{split}"
     folder.mkdir(parents=True, exist_ok=True)
     rows = [{"id": f"p{i}", "correct": c, "completion_tokens": tokens, "finish_reason": "stop"}
             for i, c in enumerate(correct, start=first)]  # fmt: skip
@@ -52,3 +52,17 @@ def test_a_label_missing_from_a_folder_exits_2_naming_it(tmp_path, capsys):
     assert compare_runs.main([str(tmp_path / "ref"), str(tmp_path / "abl"), "--labels", "empty"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("compare_runs: unreadable answers of 'empty'") and err.count("\n") == 1
+
+
+def test_gsm8k_runs_are_read_from_their_own_result_folders(tmp_path, capsys):
+    _answers(tmp_path / "ref", "kd", [True, False], benchmark="gsm8k")
+    _answers(tmp_path / "abl", "kd", [True, True], benchmark="gsm8k")
+    runs = [str(tmp_path / "ref"), str(tmp_path / "abl"), "--labels", "kd"]
+    assert compare_runs.main(runs) == 2  # no arithmetic answers in either folder
+    assert "no answers of 'kd' on the test split" in capsys.readouterr().err
+    assert compare_runs.main([*runs, "--benchmark", "gsm8k"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (line["problem_set"], line["split"], line["results"][0]["problems"]) == ("gsm8k", "test", 2)
+    with pytest.raises(SystemExit) as stopped:
+        compare_runs.main([*runs, "--benchmark", "gsm8k", "--dev"])
+    assert stopped.value.code == 2 and "no dev split" in capsys.readouterr().err

@@ -278,9 +278,9 @@ def test_gsm8k_trains_on_its_train_file_and_holds_out_its_test_file(capsys):
     assert (bench.name, bench.preset, bench.path, bench.limit) == ("gsm8k_test", "gsm8k", "bundled:gsm8k/test", 300)
     assert {job.inference.user_template for job in by_name.values()} == {BENCHMARK_TEMPLATES["gsm8k"]}
     assert by_name["sft_all"].training.max_length == 512 + 256  # GSM8K's longer prompts
-    arithmetic = dq.parse_args([])
-    assert all(dq.fingerprint(args, s) != dq.fingerprint(arithmetic, s) for s in data + train)
-    assert arithmetic.out == "runs/distill_quality" and arithmetic.eval_source.endswith("split=test")
+    arithmetic = dq.parse_args(["--max-new-tokens", "512", "--eval-problems", "300"])  # GSM8K's own defaults
+    assert all(dq.fingerprint(args, s) != dq.fingerprint(arithmetic, s) for s in data + train)  # the set alone
+    assert dq.parse_args([]).out == "runs/distill_quality" and arithmetic.eval_source.endswith("split=test")
     for argv in (["--dev"], ["--eval-problems", "1320"]):
         with pytest.raises(SystemExit) as stopped:
             dq.parse_args(["--benchmark", "gsm8k", *argv])
@@ -403,6 +403,7 @@ def test_trainer_eval_notes_give_the_first_and_last_reverse_kl():
               {"model": "sft_all", "train_evals": None}, {"model": "grpo", "train_evals": [{"step": 0, "reward": 1}]}]
     assert trainer_eval_notes(models) == ["opd: per-token reverse KL to the teacher on its dev prompts (sampled "
                                           "estimate), 0.912 at step 0 -> 0.455 at step 36."]  # fmt: skip
+    assert "on its first train prompts" in trainer_eval_notes(models, "its first train prompts")[0]  # GSM8K: no dev
 
 
 # ---- end to end ---------------------------------------------------------------------------------------------

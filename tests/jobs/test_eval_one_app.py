@@ -119,6 +119,28 @@ def test_stored_samples_of_several_teachers_need_the_first_to_have_every_row_and
     commit("big|rejected:line 2")
     run = check()
     assert run is not None and run.records_in == 3  # small never reads the rejected record
+    # the same teachers listed the other way round (their store's fingerprint does not depend on the order)
+    assert stored_samples(job, env, [second, first], distillation, "generations", lambda: rows) is not None
+
+
+def test_the_stored_check_leaves_parts_of_other_settings_alone(tmp_path):
+    """A check made before deploying must lose nothing when it finds work left: the parts a run wrote under other
+    settings (say, before a mistyped --set) are replaced only by a run that asks again (`open_store`)."""
+    from distill_ray.config import DistillationConfig
+    from distill_ray.data.part_store import PartCounts, PartStore, fingerprint
+    from distill_ray.models.teachers import model_teacher
+    from jobs.data.generate import store_settings, stored_samples
+
+    job = build_config({"job_type": "generate", "output_dir": str(tmp_path)})
+    teacher, distillation = model_teacher("tiny:smollm2", InferenceConfig()), DistillationConfig(keep="all")
+    env = StageEnv("generate", tmp_path / "generate", tmp_path / "rejected", None)
+    old = PartStore(env.output_dir / "generations", fingerprint(store_settings([teacher], DistillationConfig(),
+                                                                                job.dataset)))  # fmt: skip
+    old.prepare()
+    old.commit(None, [], [f"{teacher.name}|p1"], PartCounts(1, 0, 1, 0, 1), run_id="earlier")
+    manifests = sorted(old.manifest_dir.iterdir())
+    assert stored_samples(job, env, [teacher], distillation, "generations", lambda: [("p1", True)]) is None
+    assert sorted(old.manifest_dir.iterdir()) == manifests  # still there
 
 
 @contextmanager
