@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,19 @@ REPO = Path(__file__).resolve().parents[1]
 # suite's training runs ended up to 2 s after its workers had. Every Ray process and CLI started from the tests
 # inherits the shorter poll; the train loop's report pacing (`jobs/train/loop.py`, `_report_due`) follows it.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+
+
+# A line Ray forwarded to the driver from another of its processes: "(raylet) ..." or "(Name pid=N, ip=...) ...",
+# optionally coloured. Ray prints these whenever it has something to say (a raylet's disk-over-95% warning, a worker's
+# print), so they can sit beside a CLI's error in any run that reaches Ray.
+_RAY_FORWARDED = re.compile(r"^(?:\x1b\[[0-9;]*m)?\((?:raylet|[^()]*\bpid=\d+[^()]*)\)")
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines of a CLI's stderr that are its own: not blank, not a `[distill-ray] ...` progress message
+    (distill_ray/log.py), not a line Ray forwarded from one of its processes (`_RAY_FORWARDED`)."""
+    return [line for line in stderr.splitlines()
+            if line.strip() and not line.startswith("[distill-ray] ") and not _RAY_FORWARDED.match(line)]  # fmt: skip
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import error_lines, free_port
 
 pytestmark = pytest.mark.ray
 
@@ -139,8 +139,8 @@ def test_jobs_stop_ends_a_running_submission(ray_head, tmp_path):
 
 def _one_line_error(proc: subprocess.CompletedProcess) -> str:
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    # `[distill-ray] ...` lines are logged messages (e.g. a note about a relative output_dir); the error is one line.
-    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("[distill-ray] ")]
+    # Progress messages (e.g. a note about a relative output_dir) may sit around it; the error is one line.
+    lines = error_lines(proc.stderr)
     assert len(lines) == 1, proc.stderr
     return lines[0]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
+from conftest import error_lines
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -34,9 +35,26 @@ def test_bad_config_exits_2_with_one_line(tmp_path, body, overrides, needle):
     for command in ("validate", "run"):
         proc = cli(command, str(cfg), *overrides)
         assert proc.returncode == 2, proc.stderr
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        lines = error_lines(proc.stderr)
         assert len(lines) == 1 and needle in lines[0], proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_error_lines_keep_the_clis_error_and_drop_what_ray_forwarded():
+    # CI's disk passed 95% during a kd run that exits 2: the raylet's warning reached the driver's stderr beside the
+    # error (tests/jobs/train/test_kd.py failed on two lines). The reported raylet line, a worker's, a deduplicated one.
+    error = "distill-ray: models.student (...): vocabulary fingerprint 659cfe713602c50d vs bfee8cbe48e81c5e"
+    stderr = "\n".join([
+        "[distill-ray] kd: loading the student",
+        "\x1b[33m(raylet)\x1b[0m [2026-12-03 04:19:03,378 E 2815 2826] (raylet) file_system_monitor.cc:116: "
+        "/tmp/dr-test-2835/session_latest is over 95% full, available space: 1; capacity: 2.",
+        "\x1b[36m(TrainWorker pid=4242, ip=127.0.0.1)\x1b[0m a worker's print",
+        "(pid=77) another worker's print [repeated 2x across cluster]",
+        "",
+        error,
+        "(not Ray) a line of the CLI's own that opens with a parenthesis",
+    ])
+    assert error_lines(stderr) == [error, "(not Ray) a line of the CLI's own that opens with a parenthesis"]
 
 
 def test_validate_ok_prints_stages():
@@ -63,7 +81,7 @@ def test_serve_reward_bad_config_exits_2(tmp_path, body, needle):
     cfg.write_text(body + "dataset: {instruction_path: 'procedural:arithmetic'}\nmodels: {student: 'tiny:smollm2'}\n")
     proc = cli("serve", "reward", str(cfg))
     assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = error_lines(proc.stderr)
     assert len(lines) == 1 and needle in lines[0], proc.stderr
 
 
@@ -83,7 +101,7 @@ def test_a_cluster_only_recipe_validates_here_and_refuses_to_run_here():
     assert proc.returncode == 0 and proc.stdout.startswith("ok: opd (ray.cluster_only"), proc.stderr
     for command in ("run", "serve teacher"):
         proc = _cli_env(*command.split(), gpu)
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        lines = error_lines(proc.stderr)
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr
         assert "ray.cluster_only" in lines[0] and "models.student '/mnt/distill/models/Qwen3-1.7B-Base'" in lines[0]
         assert "distill-ray submit" in lines[0]
@@ -98,7 +116,7 @@ def test_cluster_only_checks_the_paths_where_the_cluster_runs_it(tmp_path):
     # The cluster's driver (RAY_ADDRESS set, as for a submitted job) checks every path before Ray starts: on
     # this machine they are absent, so it stops at the first one without contacting the (unreachable) address.
     proc = _cli_env("run", gpu, "--set", f"output_dir={tmp_path}/out", ray_address="http://127.0.0.1:9")
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    lines = error_lines(proc.stderr)
     assert proc.returncode == 2 and len(lines) == 1 and "/mnt/distill/data/deepmath/train.jsonl" in lines[0], proc.stderr
     assert not (tmp_path / "out").exists()
     # The shape is still checked under the key: a vllm teacher with an API key is refused at validate time.
