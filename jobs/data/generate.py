@@ -91,20 +91,28 @@ def generate_samples(
     store = open_store(stage, samples_name, store_settings(teachers, distillation, job.dataset))
     run_id = new_run_id()
     problems = problems_dataset(resolve_source(job.dataset.instruction_path), job.dataset)
-    manifests = []
-    for index, teacher in enumerate(teachers):
-        # Malformed source rows are rejected once, by the first teacher's callers.
-        rows = problems if index == 0 else problems.filter(expr=col("error").is_null(), **LIGHT)
+    manifests, inputs = [], []
+    for teacher in teachers:
+        # Malformed source rows are rejected once, by one teacher's callers: the same teacher in any order of the
+        # roster, since the store (keyed by teacher name, not position) is reused when the teachers are reordered.
+        rows = problems if teacher.name == rejecting_teacher(teachers) else problems.filter(
+            expr=col("error").is_null(), **LIGHT)
+        inputs.append(rows)
         manifests.append(resumable_map(
             rows, store, run_id, CoTGenerator,
             dict(teacher=teacher, distillation=distillation, max_in_flight=fill_plan(teacher).requests_per_caller),
             key_column="id", key_prefix=f"{teacher.name}|",
             concurrency=teacher.inference.concurrency, batch_size=teacher.inference.batch_size,
         ))  # fmt: skip
-    totals = drain(stage, store, run_id, manifests, schemas.SAMPLE, total=rows_to_do(problems, store, len(teachers)))
+    totals = drain(stage, store, run_id, manifests, schemas.SAMPLE, total=rows_to_do(store, *inputs))
     if kept_dir is not None:
         write_kept(store, kept_dir)
     return _finished(store, kept_dir, totals)
+
+
+def rejecting_teacher(teachers: list[Teacher]) -> str:
+    """The name of the teacher whose callers reject the malformed source rows: the first by name."""
+    return min(t.name for t in teachers)
 
 
 def write_kept(store: PartStore, kept_dir: Path) -> None:
@@ -128,10 +136,11 @@ def stored_samples(job: JobConfig, stage: StageEnv, teachers: list[Teacher], dis
     """What `generate_samples` with these teachers would return, read from their store without deploying or asking
     them, when every problem of `job.dataset` is answered; None while some are still to ask. `problems()` gives
     (id, usable) per problem row (`problem_keys`; called only when the store holds any answer under these
-    settings): every teacher must have answered each usable row, and one of them (the first, in
-    `generate_samples`) must have rejected each unusable one. Ids, not counts: a source edited in place to the same
-    length still has new problems to ask. The check reads the store without changing it, so parts written under
-    other settings stay until a run that will ask again replaces them (`open_store`). The generate job uses it to
+    settings): every teacher must have answered each usable row, and one of them must have rejected each unusable
+    one (`rejecting_teacher` does now; any counts, as a store written before may hold another's rejections). Ids,
+    not counts: a source edited in place to the same length still has new problems to ask. The check reads the
+    store without changing it, so parts written under other settings stay until a run that will ask again replaces
+    them (`open_store`). The generate job uses it to
     skip deploying its teachers on a resumed run; the eval job, to deploy only the models with work left."""
     store = PartStore(stage.output_dir / samples_name, fingerprint(store_settings(teachers, distillation, job.dataset)))
     done = store.committed_keys()

@@ -142,10 +142,11 @@ def _relative(path: Path, base: Path) -> str:
         return str(path)
 
 
-def rows_to_do(inputs: ray.data.Dataset, store: PartStore, passes: int = 1) -> int:
-    """How many rows the stage's manifests will report this run: the input rows once per pass (per teacher), less
-    those committed by an earlier run. Counting reads the input once more, a small cost next to the teacher calls."""
-    return max(0, inputs.count() * passes - len(store.done_keys()))
+def rows_to_do(store: PartStore, *inputs: ray.data.Dataset) -> int:
+    """How many rows the stage's manifests will report this run: the rows of every input fed to `store` (one per
+    map: generate has one per teacher, and only one of them holds the malformed rows), less those committed by an
+    earlier run. Counting reads each input once more, a small cost next to the teacher calls."""
+    return max(0, sum(ds.count() for ds in inputs) - len(store.done_keys()))
 
 
 def stage_result(stage: StageEnv, job_type: str, totals: StoreTotals, outputs: dict[str, Path | str]) -> StageResult:
@@ -175,6 +176,6 @@ def run_teacher_stage(job: JobConfig, stage: StageEnv, *, job_type: str, out_nam
         manifests = resumable_map(ds, store, run_id, processor_cls, {"teacher": teacher, **processor_kwargs},
                                   key_column=key_column, concurrency=job.inference.concurrency,
                                   batch_size=job.inference.batch_size)  # fmt: skip
-        totals = drain(stage, store, run_id, [manifests], output_schema, total=rows_to_do(ds, store))
+        totals = drain(stage, store, run_id, [manifests], output_schema, total=rows_to_do(store, ds))
     export_rejected([store], stage.rejected_file, stage.name)
     return stage_result(stage, job_type, totals, {out_name: store.root}), store

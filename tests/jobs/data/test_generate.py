@@ -159,16 +159,34 @@ def test_several_teachers_share_one_app_with_a_deployment_each(tmp_path, ray_clu
     job.models.teachers = {"big": {"model": "tiny:smollm2", "num_samples": 2},
                            "small": {"model": "tiny:smollm2", "concurrency": 1}}  # fmt: skip
     env = StageEnv("generate", tmp_path / "out", tmp_path / "out" / "rejected", ray_cluster)
+    bar_totals, drain = [], generate.drain  # the progress bar's total: the rows each run's manifests will report
+    monkeypatch.setattr(generate, "drain", lambda *a, **kw: bar_totals.append(kw["total"]) or drain(*a, **kw))
     result = generate.run(job, env)
+    assert bar_totals == [result.rows_in]  # the malformed rows counted once, as the one teacher that rejects them
     rows = pq.read_table(tmp_path / "out" / "generations").to_pylist()
     by_teacher = {t: [r for r in rows if r["teacher"] == t] for t in ("big", "small")}
     assert len(by_teacher["big"]) == 4 * 2 and len(by_teacher["small"]) == 4
     assert (result.rows_in, result.rows_out, result.rows_rejected) == (4 * 2 + 3, 8, 3)  # malformed once
     assert set(result.metrics["per_teacher"]) == {"big", "small"}
+    deploy = generate.reach_teachers
     monkeypatch.setattr(generate, "reach_teachers", no_deploy)  # every teacher's share is stored
     again = generate.run(job, env)
     assert (again.rows_in, again.rows_out, again.rows_rejected) == (4 * 2 + 3, 8, 3)
     assert again.metrics["per_teacher"] == result.metrics["per_teacher"]
+
+    # The same teachers listed the other way round reuse the store (keyed by name); with one of small's parts lost,
+    # the rerun asks small again, and the malformed rows, already rejected, must not be rejected a second time.
+    manifests = sorted((tmp_path / "out" / "generations" / "_manifests").glob("part-*.json"))
+    lost = next(m for m in manifests if all(k.startswith("small|") for k in json.loads(m.read_text())["keys"]))
+    lost_keys = len(json.loads(lost.read_text())["keys"])
+    (tmp_path / "out" / "generations" / f"{lost.stem}.parquet").unlink()
+    lost.unlink()
+    job.models.teachers = dict(reversed(job.models.teachers.items()))
+    monkeypatch.setattr(generate, "reach_teachers", deploy)
+    reordered = generate.run(job, env)
+    assert reordered.metrics["teacher_calls"] > 0 and bar_totals[-1] == lost_keys  # small asked again, that part only
+    assert (reordered.rows_in, reordered.rows_out, reordered.rows_rejected) == (4 * 2 + 3, 8, 3)
+    assert len(pq.read_table(tmp_path / "out" / "generations")) == 4 * 2 + 4
 
 
 def test_input_with_only_bad_rows_yields_empty_outputs_not_a_crash(tmp_path, ray_cluster, serve_port):
