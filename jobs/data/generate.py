@@ -92,11 +92,11 @@ def generate_samples(
     run_id = new_run_id()
     problems = problems_dataset(resolve_source(job.dataset.instruction_path), job.dataset)
     manifests, inputs = [], []
+    # Malformed source rows are rejected once, by one teacher's callers: the same teacher in any order of the
+    # roster, since the store (keyed by teacher name, not position) is reused when the teachers are reordered.
+    rejecter, usable = rejecting_teacher(teachers), problems.filter(expr=col("error").is_null(), **LIGHT)
     for teacher in teachers:
-        # Malformed source rows are rejected once, by one teacher's callers: the same teacher in any order of the
-        # roster, since the store (keyed by teacher name, not position) is reused when the teachers are reordered.
-        rows = problems if teacher.name == rejecting_teacher(teachers) else problems.filter(
-            expr=col("error").is_null(), **LIGHT)
+        rows = problems if teacher.name == rejecter else usable
         inputs.append(rows)
         manifests.append(resumable_map(
             rows, store, run_id, CoTGenerator,
@@ -140,8 +140,8 @@ def stored_samples(job: JobConfig, stage: StageEnv, teachers: list[Teacher], dis
     one (`rejecting_teacher` does now; any counts, as a store written before may hold another's rejections). Ids,
     not counts: a source edited in place to the same length still has new problems to ask. The check reads the
     store without changing it, so parts written under other settings stay until a run that will ask again replaces
-    them (`open_store`). The generate job uses it to
-    skip deploying its teachers on a resumed run; the eval job, to deploy only the models with work left."""
+    them (`open_store`). The generate job uses it to skip deploying its teachers on a resumed run; the eval job, to
+    deploy only the models with work left."""
     store = PartStore(stage.output_dir / samples_name, fingerprint(store_settings(teachers, distillation, job.dataset)))
     done = store.committed_keys()
     if not done:

@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO  # noqa: E402 - the repository root, wherever this file sits
-from conftest import error_lines
+from conftest import REPO, error_lines  # noqa: E402 - REPO: the repository root, wherever this file sits
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
